@@ -1,0 +1,72 @@
+// Shared test helpers: every suite runs the real SDK against a real in-process devnet on loopback.
+import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+export const sdk = require('../index.js')
+
+/** Start a devnet; returns it with helpers bound to it. */
+export async function startNetwork(options = {}) {
+  const net = await sdk.LocalNetwork.start(options)
+  const clients = []
+  const agents = []
+  return {
+    net,
+    /** A caller client on this network. */
+    async client(extra = {}) {
+      const c = await sdk.TaskClient.create({ billingMode: 'free', apiKey: net.apiKey, cdmUrl: net.cdmUrl, ...extra })
+      clients.push(c)
+      return c
+    },
+    /** An agent instance on this network. */
+    async agent(agentName, handler, extra = {}) {
+      const a = await sdk.startAgentInstance({ agentName, handler, apiKey: net.apiKey, cdmUrl: net.cdmUrl, ...extra })
+      agents.push(a)
+      return a
+    },
+    async stop() {
+      for (const c of clients) c.destroy()
+      await Promise.all(agents.map((a) => a.stop(1000)))
+      await net.stop()
+    },
+  }
+}
+
+/** Decode an inline artifact event's data as UTF-8. */
+export function artifactText(event) {
+  return Buffer.from(event.artifactRef.data ?? '', 'base64').toString('utf8')
+}
+
+/** A promise with its resolve function exposed. */
+export function deferred() {
+  let resolve, reject
+  const promise = new Promise((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  return { promise, resolve, reject }
+}
+
+/** Run a Node script (string) as a child process; resolves with { code, signal, stdout, stderr, ms }. */
+export function runNode(source, { env = {}, timeoutMs = 20_000, cwd } = {}) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now()
+    const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
+      env: { ...process.env, ...env },
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`child did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`))
+    }, timeoutMs)
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started })
+    })
+  })
+}

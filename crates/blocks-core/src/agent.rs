@@ -1,0 +1,800 @@
+//! The agent runtime (agent spec §4–§8): registration, the control channel, admission, handlers
+//! behind the [`TaskHandler`] trait, task events and terminals.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::Notify;
+
+use crate::backend::Backend;
+use crate::config::{self, BillingMode, Keyset};
+use crate::error::{Error, Result};
+use crate::http::HttpClient;
+use crate::realtime::{Realtime, RealtimeConfig};
+
+/// Options of [`AgentInstance::start`].
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// Agent name (`^[a-zA-Z0-9_]+$`).
+    pub agent_name: String,
+    /// API key (else `BLOCKS_API_KEY`).
+    pub api_key: Option<String>,
+    /// CDM URL (else `BLOCKS_CDM_URL`, else the hosted default).
+    pub cdm_url: Option<String>,
+    /// Backend root (else the CDM's `api.baseUrl`).
+    pub base_url: Option<String>,
+    /// Realtime origin (else `BLOCKS_PUBNUB_ORIGIN`, else the CDM's `pubnub.origin`).
+    pub realtime_origin: Option<String>,
+    /// Tasks run at once (default 1; 0 = unlimited).
+    pub concurrency: Option<u32>,
+    /// Expected instances (default 1; 0 = no control filter).
+    pub expected_instances: Option<u32>,
+    /// Forwarded on connect.
+    pub max_pending_backlog: Option<u32>,
+    /// Forwarded on connect.
+    pub max_running_time_sec: Option<u64>,
+    /// Forwarded as `listing` when set.
+    pub listing: Option<String>,
+}
+
+/// One artifact a handler returns or publishes.
+#[derive(Clone, Debug, Default)]
+pub struct ArtifactOut {
+    /// Bytes.
+    pub data: Vec<u8>,
+    /// MIME type (default `application/octet-stream`).
+    pub mime_type: Option<String>,
+    /// File name.
+    pub file_name: Option<String>,
+    /// Card `io.outputs[].id`.
+    pub output_id: Option<String>,
+}
+
+/// What a handler returns.
+#[derive(Clone, Debug, Default)]
+pub struct HandlerResult {
+    /// Artifacts, published in order before the terminal.
+    pub artifacts: Vec<ArtifactOut>,
+}
+
+/// A task handler (the binding implements it by calling the user's JS function).
+#[async_trait::async_trait]
+pub trait TaskHandler: Send + Sync + 'static {
+    /// Run one task. `Err(message)` fails the task with that message.
+    async fn handle(&self, task: Value, ctx: Arc<TaskContext>) -> std::result::Result<HandlerResult, String>;
+}
+
+/// Why a task's cancel signal fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// CancelTask.
+    Canceled,
+    /// ExpireTask or the local duration timer.
+    Expired,
+    /// TerminateTask.
+    Terminated,
+}
+
+#[derive(Default)]
+struct CancelState {
+    canceled: bool,
+    expired: bool,
+    terminated: bool,
+}
+
+struct StatusThrottle {
+    last_sent: Option<Instant>,
+    pending: Option<String>,
+    flush_scheduled: bool,
+}
+
+/// Everything a handler can do with its task.
+pub struct TaskContext {
+    task_id: String,
+    org_id: String,
+    agent_name: String,
+    task_kind: String,
+    request_parts: Value,
+    has_stream: bool,
+    consumer_public_key: Option<String>,
+    publisher: Arc<Realtime>,
+    cancel: Mutex<CancelState>,
+    cancel_notify: Notify,
+    cancel_fired: AtomicBool,
+    status: Mutex<StatusThrottle>,
+    status_window: Duration,
+}
+
+impl TaskContext {
+    /// Task id.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+    /// Request parts as received.
+    pub fn request_parts(&self) -> &Value {
+        &self.request_parts
+    }
+    /// Whether streaming was negotiated.
+    pub fn has_stream(&self) -> bool {
+        self.has_stream
+    }
+    /// The caller's public key, if sent.
+    pub fn consumer_public_key(&self) -> Option<&str> {
+        self.consumer_public_key.as_deref()
+    }
+    /// `request` or `pipe`.
+    pub fn task_kind(&self) -> &str {
+        &self.task_kind
+    }
+    /// True once Cancel, Expire or Terminate arrived.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel_fired.load(Ordering::SeqCst)
+    }
+    /// True once the task expired.
+    pub fn is_expired(&self) -> bool {
+        self.cancel.lock().map(|c| c.expired).unwrap_or(false)
+    }
+    /// True once TerminateTask arrived.
+    pub fn is_terminated(&self) -> bool {
+        self.cancel.lock().map(|c| c.terminated).unwrap_or(false)
+    }
+
+    /// Resolves when the cancel signal fires (immediately if it already did).
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.cancel_notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Fire the cancel signal.
+    pub fn signal(&self, reason: CancelReason) {
+        if let Ok(mut c) = self.cancel.lock() {
+            match reason {
+                CancelReason::Canceled => c.canceled = true,
+                CancelReason::Expired => c.expired = true,
+                CancelReason::Terminated => c.terminated = true,
+            }
+        }
+        self.cancel_fired.store(true, Ordering::SeqCst);
+        self.cancel_notify.notify_waiters();
+    }
+
+    fn channel(&self) -> String {
+        blocks_wire::task_channel(&self.org_id, &self.task_id)
+    }
+
+    /// Publish a task event (stored, with the spec's meta). Best effort: failures are logged.
+    pub async fn publish_event(&self, mut event: Value) -> Result<()> {
+        if let Some(o) = event.as_object_mut() {
+            o.insert("taskId".into(), json!(self.task_id));
+            o.insert("protocolVersion".into(), json!(blocks_wire::PROTOCOL_VERSION));
+        }
+        let meta = HashMap::from([
+            ("agentName".to_string(), self.agent_name.clone()),
+            ("taskId".to_string(), self.task_id.clone()),
+            ("protocolVersion".to_string(), blocks_wire::PROTOCOL_VERSION.to_string()),
+        ]);
+        self.publisher
+            .publish(&self.channel(), event, Some(meta), true)
+            .await
+            .map(|_| ())
+    }
+
+    /// Report a status line, throttled to one per second; the latest pending line is flushed at
+    /// the end of the window and when the handler returns (never dropped).
+    pub fn report_status(self: &Arc<Self>, message: String) {
+        let now = Instant::now();
+        let send_now = {
+            let Ok(mut s) = self.status.lock() else { return };
+            match s.last_sent {
+                Some(t) if now.duration_since(t) < self.status_window => {
+                    s.pending = Some(message.clone());
+                    if s.flush_scheduled {
+                        return;
+                    }
+                    s.flush_scheduled = true;
+                    let wait = self.status_window - now.duration_since(t);
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        me.flush_status().await;
+                    });
+                    false
+                }
+                _ => {
+                    s.last_sent = Some(now);
+                    true
+                }
+            }
+        };
+        if send_now {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = me
+                    .publish_event(json!({ "type": "progress", "message": message }))
+                    .await
+                {
+                    tracing::warn!(target: "blocks::agent", "status publish failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Publish the buffered status line, if any.
+    pub async fn flush_status(&self) {
+        let pending = {
+            let Ok(mut s) = self.status.lock() else { return };
+            s.flush_scheduled = false;
+            let p = s.pending.take();
+            if p.is_some() {
+                s.last_sent = Some(Instant::now());
+            }
+            p
+        };
+        if let Some(message) = pending {
+            if let Err(e) = self
+                .publish_event(json!({ "type": "progress", "message": message }))
+                .await
+            {
+                tracing::warn!(target: "blocks::agent", "status publish failed: {e}");
+            }
+        }
+    }
+
+    /// Publish one artifact now (inline up to the limit).
+    pub async fn publish_artifact(&self, artifact: ArtifactOut) -> Result<()> {
+        if artifact.data.len() > blocks_wire::INLINE_LIMIT_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "artifact of {} bytes is above the inline limit of {} bytes; uploads of large artifacts are not supported by this version",
+                artifact.data.len(),
+                blocks_wire::INLINE_LIMIT_BYTES
+            )));
+        }
+        let mut r = Map::new();
+        r.insert("kind".into(), json!("inline"));
+        r.insert(
+            "mimeType".into(),
+            json!(artifact.mime_type.as_deref().unwrap_or("application/octet-stream")),
+        );
+        r.insert("size".into(), json!(artifact.data.len()));
+        r.insert(
+            "data".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&artifact.data)),
+        );
+        if let Some(f) = &artifact.file_name {
+            r.insert("fileName".into(), json!(f));
+        }
+        let mut ev = json!({ "type": "artifact", "artifactRef": Value::Object(r) });
+        if let Some(o) = &artifact.output_id {
+            ev["outputId"] = json!(o);
+        }
+        self.publish_event(ev).await
+    }
+}
+
+/// Shared state of a running instance.
+struct Instance {
+    agent_name: String,
+    instance_id: String,
+    concurrency: usize,
+    control: Arc<Realtime>,
+    control_channel: String,
+    keys: Keyset,
+    origin: String,
+    http: HttpClient,
+    handler: Arc<dyn TaskHandler>,
+    running: Mutex<HashMap<String, Arc<TaskContext>>>,
+    active: AtomicUsize,
+    started_at: u64,
+    stopped: AtomicBool,
+    idle: Notify,
+}
+
+/// A started agent instance.
+pub struct AgentInstance {
+    inner: Arc<Instance>,
+    pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl AgentInstance {
+    /// Register with the backend, subscribe to the control channel and start taking tasks.
+    pub async fn start(opts: AgentOptions, handler: Arc<dyn TaskHandler>) -> Result<AgentInstance> {
+        if opts.agent_name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "agentName is required: provide opts.agentName".into(),
+            ));
+        }
+        if !blocks_wire::is_valid_agent_name(&opts.agent_name) {
+            return Err(Error::InvalidArgument(
+                "agentName must contain only alphanumeric characters and underscores (no hyphens)".into(),
+            ));
+        }
+        let instance_id = format!("AG-{}-{}", opts.agent_name, uuid::Uuid::new_v4());
+        let http = HttpClient::new()?;
+        let cdm = config::fetch_cdm(&http, opts.cdm_url.as_deref()).await?;
+        let api_key = opts
+            .api_key
+            .clone()
+            .filter(|k| !k.is_empty())
+            .or_else(|| config::env("BLOCKS_API_KEY"))
+            .ok_or_else(|| {
+                Error::InvalidArgument(
+                    "BLOCKS_API_KEY is required: pass apiKey or set BLOCKS_API_KEY (e.g. in the agent folder's .env)"
+                        .into(),
+                )
+            })?;
+        let base_url = opts
+            .base_url
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| cdm.base_url.clone());
+        let backend = Backend::new(http.clone(), &base_url, None);
+        let entry = backend
+            .registry_agent(&opts.agent_name, Some(&api_key))
+            .await?
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "agent {} not found in registry: register the agent first",
+                    opts.agent_name
+                ))
+            })?;
+        let billing = entry
+            .get("billingMode")
+            .and_then(Value::as_str)
+            .and_then(BillingMode::parse)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "registry entry of {} is missing billingMode (free|paid)",
+                    opts.agent_name
+                ))
+            })?;
+        let keys = cdm.keyset(billing).clone();
+        let origin = match opts.realtime_origin.as_deref().filter(|s| !s.is_empty()) {
+            Some(o) => o.trim_end_matches('/').to_string(),
+            None => config::realtime_origin(cdm.pubnub_origin.as_deref()),
+        };
+        let concurrency = opts.concurrency.unwrap_or(1);
+        let expected = opts.expected_instances.unwrap_or(1);
+        let mut body = json!({
+            "agentName": opts.agent_name,
+            "instanceId": instance_id,
+            "billingMode": billing.as_str(),
+            "expectedInstances": expected,
+            "concurrency": concurrency,
+            "deviceOs": std::env::consts::OS,
+            "sdkLanguage": "Node",
+            "sdkVersion": env!("CARGO_PKG_VERSION"),
+            "protocolVersions": blocks_wire::SUPPORTED_PROTOCOL_VERSIONS,
+            "preferredProtocolVersion": blocks_wire::PROTOCOL_VERSION,
+        });
+        let listing = opts
+            .listing
+            .clone()
+            .or_else(|| entry.get("listing").and_then(Value::as_str).map(str::to_string));
+        if let Some(o) = body.as_object_mut() {
+            if let Some(l) = listing {
+                o.insert("listing".into(), json!(l));
+            }
+            if let Some(b) = opts.max_pending_backlog {
+                o.insert("maxPendingBacklog".into(), json!(b));
+            }
+            if let Some(m) = opts.max_running_time_sec {
+                o.insert("maxRunningTimeSec".into(), json!(m));
+            }
+            if let Some(c) = config::env("BLOCKS_CLI_VERSION") {
+                o.insert("cliVersion".into(), json!(c));
+            }
+        }
+        let connect = backend
+            .post_json(
+                "/api/v1/auth/agent/connect",
+                &body,
+                Some(&api_key),
+                "Agent registration failed",
+            )
+            .await
+            .map_err(|e| match e {
+                Error::Http { status, body, .. } if status == 401 || status == 403 => {
+                    Error::AgentAuthFatal(format!("Agent registration failed: HTTP {status} {body}"))
+                }
+                other => other,
+            })?;
+        let control_channel = connect
+            .get("controlChannel")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Protocol("Connect response missing controlChannel — server may be outdated".into()))?
+            .to_string();
+        let pam_token = connect.get("pamToken").and_then(Value::as_str).map(str::to_string);
+        let control = Realtime::new(
+            RealtimeConfig {
+                origin: origin.clone(),
+                subscribe_key: keys.subscribe_key.clone(),
+                publish_key: keys.publish_key.clone(),
+                user_id: instance_id.clone(),
+                token: pam_token,
+                filter: (expected != 0).then(|| blocks_wire::instance_filter(&instance_id)),
+                presence_timeout: Some(blocks_wire::CONTROL_PRESENCE_TIMEOUT_SEC),
+            },
+            &http,
+        )?;
+        let inner = Arc::new(Instance {
+            agent_name: opts.agent_name.clone(),
+            instance_id,
+            concurrency: concurrency as usize,
+            control: control.clone(),
+            control_channel: control_channel.clone(),
+            keys,
+            origin,
+            http,
+            handler,
+            running: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            started_at: now_ms(),
+            stopped: AtomicBool::new(false),
+            idle: Notify::new(),
+        });
+        let stream = control.subscribe(std::slice::from_ref(&control_channel), None);
+        let weak = Arc::downgrade(&inner);
+        let pump = tokio::spawn(async move {
+            let mut stream = Box::pin(stream);
+            while let Some(msg) = stream.next().await {
+                let Some(inst) = weak.upgrade() else { return };
+                if inst.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let broadcast = msg
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.get("broadcast"))
+                    .is_some_and(|b| b == "true" || b == true);
+                inst.on_control(msg.payload, broadcast);
+            }
+        });
+        inner.write_presence().await;
+        Ok(AgentInstance {
+            inner,
+            pump: Mutex::new(Some(pump)),
+        })
+    }
+
+    /// The instance id (`AG-<agentName>-<uuid>`).
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+    /// The agent name.
+    pub fn agent_name(&self) -> &str {
+        &self.inner.agent_name
+    }
+    /// The control channel.
+    pub fn control_channel(&self) -> &str {
+        &self.inner.control_channel
+    }
+    /// Subscribe key of the instance's environment.
+    pub fn subscribe_key(&self) -> &str {
+        &self.inner.keys.subscribe_key
+    }
+    /// Handlers running now.
+    pub fn active_tasks(&self) -> usize {
+        self.inner.active.load(Ordering::SeqCst)
+    }
+
+    /// Stop taking tasks, let running handlers finish within `grace`, then cancel what is left and
+    /// leave the control channel. Idempotent.
+    pub async fn stop(&self, grace: Duration) {
+        if self.inner.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(mut p) = self.pump.lock() {
+            if let Some(h) = p.take() {
+                h.abort();
+            }
+        }
+        self.inner.control.close();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.active.load(Ordering::SeqCst) > 0 {
+            let idle = self.inner.idle.notified();
+            if self.inner.active.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        let left: Vec<Arc<TaskContext>> = self
+            .inner
+            .running
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default();
+        for ctx in left {
+            ctx.signal(CancelReason::Terminated);
+            let _ = ctx
+                .publish_event(json!({ "type": "terminal", "state": "failed", "error": "agent_stopped" }))
+                .await;
+        }
+    }
+}
+
+impl Drop for AgentInstance {
+    fn drop(&mut self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        if let Ok(mut p) = self.pump.lock() {
+            if let Some(h) = p.take() {
+                h.abort();
+            }
+        }
+        self.inner.control.close();
+    }
+}
+
+impl Instance {
+    fn on_control(self: &Arc<Self>, msg: Value, broadcast: bool) {
+        let Some(kind) = msg.get("type").and_then(Value::as_str) else {
+            return;
+        };
+        let task_id = msg
+            .get("taskId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        match kind {
+            "StartTask" => self.admit(msg, broadcast),
+            "CancelTask" => self.signal(&task_id, CancelReason::Canceled),
+            "ExpireTask" => self.signal(&task_id, CancelReason::Expired),
+            "TerminateTask" => self.signal(&task_id, CancelReason::Terminated),
+            "PauseTask" | "ResumeTask" => {
+                let ctx = self.running.lock().ok().and_then(|r| r.get(&task_id).cloned());
+                if let Some(ctx) = ctx {
+                    let status = if kind == "PauseTask" { "paused" } else { "resumed" };
+                    tokio::spawn(async move {
+                        let _ = ctx.publish_event(json!({ "type": "system", "status": status })).await;
+                    });
+                }
+            }
+            other => tracing::debug!(target: "blocks::agent", "ignoring control message {other}"),
+        }
+    }
+
+    fn signal(&self, task_id: &str, reason: CancelReason) {
+        if let Some(ctx) = self.running.lock().ok().and_then(|r| r.get(task_id).cloned()) {
+            ctx.signal(reason);
+        }
+    }
+
+    /// Admission (agent spec §5.4): version, pipe duration, duplicate, capacity.
+    fn admit(self: &Arc<Self>, task: Value, broadcast: bool) {
+        let task_id = match task.get("taskId").and_then(Value::as_str) {
+            Some(t) if !t.is_empty() => t.to_string(),
+            _ => return,
+        };
+        let owner = task
+            .get("ownerId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .or_else(|| task.pointer("/callerClaims/sub").and_then(Value::as_str))
+            .unwrap_or("anonymous")
+            .to_string();
+        let org = task
+            .get("orgId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&owner)
+            .to_string();
+        let version = task.get("protocolVersion").and_then(Value::as_str);
+        let failure = if version.is_some_and(|v| !blocks_wire::is_protocol_version_supported(v)) {
+            Some("unsupported_protocol_version")
+        } else if task.get("taskKind").and_then(Value::as_str) == Some("pipe") && !valid_pipe(&task) {
+            Some("invalid_start_task")
+        } else {
+            None
+        };
+        let duplicate = self.running.lock().map(|r| r.contains_key(&task_id)).unwrap_or(false);
+        if duplicate {
+            tracing::warn!(target: "blocks::agent", "duplicate StartTask for {task_id} ignored");
+            return;
+        }
+        let failure = failure.or_else(|| {
+            (self.concurrency > 0 && self.active.load(Ordering::SeqCst) >= self.concurrency)
+                .then_some("agent_at_capacity")
+        });
+        if let Some(error) = failure {
+            if broadcast {
+                return;
+            }
+            let control = self.control.clone();
+            let channel = blocks_wire::task_channel(&org, &task_id);
+            let version = version.unwrap_or(blocks_wire::PROTOCOL_VERSION).to_string();
+            let agent = self.agent_name.clone();
+            tokio::spawn(async move {
+                let ev = json!({ "type": "terminal", "taskId": task_id, "state": "failed", "error": error, "protocolVersion": version });
+                let meta = HashMap::from([
+                    ("agentName".to_string(), agent),
+                    ("taskId".to_string(), task_id.clone()),
+                    ("protocolVersion".to_string(), version.clone()),
+                ]);
+                if let Err(e) = control.publish(&channel, ev, Some(meta), true).await {
+                    tracing::warn!(target: "blocks::agent", "could not publish admission failure for {task_id}: {e}");
+                }
+            });
+            return;
+        }
+        let publisher = match Realtime::new(
+            RealtimeConfig {
+                origin: self.origin.clone(),
+                subscribe_key: self.keys.subscribe_key.clone(),
+                publish_key: self.keys.publish_key.clone(),
+                user_id: self.instance_id.clone(),
+                token: task.get("writeToken").and_then(Value::as_str).map(str::to_string),
+                filter: None,
+                presence_timeout: None,
+            },
+            &self.http,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(target: "blocks::agent", "could not create the task client for {task_id}: {e}");
+                return;
+            }
+        };
+        let mut handler_task = task.clone();
+        if let Some(o) = handler_task.as_object_mut() {
+            o.remove("writeToken");
+            o.remove("controlToken");
+        }
+        let ctx = Arc::new(TaskContext {
+            task_id: task_id.clone(),
+            org_id: org,
+            agent_name: self.agent_name.clone(),
+            task_kind: task
+                .get("taskKind")
+                .and_then(Value::as_str)
+                .unwrap_or("request")
+                .to_string(),
+            request_parts: task
+                .get("requestParts")
+                .cloned()
+                .filter(Value::is_array)
+                .unwrap_or_else(|| json!([])),
+            has_stream: task.get("hasStream").and_then(Value::as_bool).unwrap_or(false),
+            consumer_public_key: task
+                .get("consumerPublicKey")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            publisher,
+            cancel: Mutex::new(CancelState::default()),
+            cancel_notify: Notify::new(),
+            cancel_fired: AtomicBool::new(false),
+            status: Mutex::new(StatusThrottle {
+                last_sent: None,
+                pending: None,
+                flush_scheduled: false,
+            }),
+            status_window: Duration::from_secs(1),
+        });
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(task_id.clone(), ctx.clone());
+        }
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            me.write_presence().await;
+            me.run(handler_task, ctx).await;
+            if let Ok(mut r) = me.running.lock() {
+                r.remove(&task_id);
+            }
+            me.active.fetch_sub(1, Ordering::SeqCst);
+            me.idle.notify_waiters();
+            me.write_presence().await;
+        });
+    }
+
+    async fn run(&self, task: Value, ctx: Arc<TaskContext>) {
+        let started = Instant::now();
+        if let Err(e) = ctx
+            .publish_event(json!({ "type": "progress", "progress": 0, "state": "running" }))
+            .await
+        {
+            tracing::warn!(target: "blocks::agent", "could not publish running for {}: {e}", ctx.task_id);
+        }
+        tracing::info!(target: "blocks::agent", "task {} accepted", ctx.task_id);
+        let outcome = self.handler.handle(task, ctx.clone()).await;
+        ctx.flush_status().await;
+        let terminal = match outcome {
+            Ok(result) => {
+                let mut failed = None;
+                for a in result.artifacts {
+                    if let Err(e) = ctx.publish_artifact(a).await {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+                match failed {
+                    Some(error) => Some(json!({ "type": "terminal", "state": "failed", "error": error })),
+                    None => terminal_for(&ctx),
+                }
+            }
+            Err(message) => Some(json!({ "type": "terminal", "state": "failed", "error": message })),
+        };
+        if let Some(t) = terminal {
+            let state = t["state"].as_str().unwrap_or_default().to_string();
+            if let Err(e) = ctx.publish_event(t).await {
+                tracing::warn!(target: "blocks::agent", "could not publish the terminal of {}: {e}", ctx.task_id);
+            }
+            tracing::info!(target: "blocks::agent", "task {} {state} in {} ms", ctx.task_id, started.elapsed().as_millis());
+        }
+    }
+
+    async fn write_presence(&self) {
+        let state = json!({
+            "instanceId": self.instance_id,
+            "activeTasks": self.active.load(Ordering::SeqCst),
+            "concurrency": self.concurrency,
+            "startedAt": self.started_at,
+            "activeStreams": 0,
+            "preferredProtocolVersion": blocks_wire::PROTOCOL_VERSION,
+            "protocolVersions": blocks_wire::SUPPORTED_PROTOCOL_VERSIONS,
+        });
+        if let Err(e) = self.control.set_state(&self.control_channel, state).await {
+            tracing::debug!(target: "blocks::agent", "presence state not written: {e}");
+        }
+    }
+}
+
+/// Terminal decision matrix (agent spec §6.3) for a handler that returned normally.
+fn terminal_for(ctx: &TaskContext) -> Option<Value> {
+    let (canceled, expired, terminated) = ctx
+        .cancel
+        .lock()
+        .map(|c| (c.canceled, c.expired, c.terminated))
+        .unwrap_or_default();
+    let pipe = ctx.task_kind == "pipe";
+    let mut t = if pipe && expired && !canceled {
+        json!({ "type": "terminal", "state": "completed", "completionReason": "duration_expired" })
+    } else if canceled || expired || terminated {
+        json!({ "type": "terminal", "state": "canceled" })
+    } else if pipe {
+        return None;
+    } else {
+        json!({ "type": "terminal", "state": "completed" })
+    };
+    if terminated {
+        t["reason"] = json!("terminated");
+    }
+    Some(t)
+}
+
+fn valid_pipe(task: &Value) -> bool {
+    let d = task.get("duration").and_then(Value::as_f64);
+    let exp = task.get("durationExpiresAtMs").and_then(Value::as_f64);
+    matches!(d, Some(d) if d.fract() == 0.0 && (1.0..=43_200.0).contains(&d)) && matches!(exp, Some(e) if e > 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_validation() {
+        assert!(valid_pipe(&json!({"duration": 1, "durationExpiresAtMs": 5})));
+        assert!(!valid_pipe(&json!({"duration": 0, "durationExpiresAtMs": 5})));
+        assert!(!valid_pipe(&json!({"duration": 43201, "durationExpiresAtMs": 5})));
+        assert!(!valid_pipe(&json!({"duration": 1.5, "durationExpiresAtMs": 5})));
+        assert!(!valid_pipe(&json!({"duration": 1})));
+    }
+}

@@ -1,0 +1,409 @@
+//! Consumer authentication (consumer spec §4): API key, token endpoint or token provider; first
+//! token at init, proactive refresh at 80 % of `expiresIn`, single-flight reactive refresh.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::http::{capture_write_affinity, error_body, HttpClient};
+
+/// What a token source returns.
+#[derive(Debug, Clone, Default)]
+pub struct TokenResult {
+    /// The bearer token.
+    pub token: String,
+    /// Lifetime in seconds, if known.
+    pub expires_in: Option<f64>,
+    /// The authenticated user id, if known.
+    pub user_id: Option<String>,
+    /// Refresh token (API-key mode only).
+    pub refresh_token: Option<String>,
+}
+
+/// A caller-supplied token source (the JS `tokenProvider` function).
+#[async_trait::async_trait]
+pub trait TokenSource: Send + Sync {
+    /// Fetch a fresh token.
+    async fn fetch(&self) -> Result<TokenResult>;
+}
+
+/// The three consumer auth modes.
+#[derive(Clone)]
+pub enum AuthMode {
+    /// Long-lived API key exchanged at `/api/v1/auth/agent/consumer-token`.
+    ApiKey(String),
+    /// A customer endpoint returning `{token, expiresIn, userId?}`.
+    TokenEndpoint {
+        /// Endpoint URL.
+        url: String,
+        /// Extra headers (user values win over the JSON content type).
+        headers: Vec<(String, String)>,
+        /// JSON body; `{}` when absent.
+        body: Option<Value>,
+    },
+    /// A caller function.
+    Provider(Arc<dyn TokenSource>),
+}
+
+/// Called once when proactive refresh has failed three times in a row.
+pub type AuthErrorCallback = Arc<dyn Fn(&Error) + Send + Sync>;
+
+#[derive(Default)]
+struct TokenState {
+    token: Option<String>,
+    refresh_token: Option<String>,
+    user_id: Option<String>,
+    expires_in: Option<f64>,
+}
+
+/// Consumer auth provider.
+pub struct ConsumerAuth {
+    mode: AuthMode,
+    base_url: String,
+    http: HttpClient,
+    state: Mutex<TokenState>,
+    /// Incremented on every successful acquisition (single-flight detection).
+    generation: AtomicU64,
+    refresh_lock: tokio::sync::Mutex<()>,
+    last_error: Mutex<Option<String>>,
+    destroyed: AtomicBool,
+    timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    on_auth_error: Mutex<Option<AuthErrorCallback>>,
+    /// Backoff between proactive attempts (5 s, 10 s in production; shortened by tests).
+    retry_delays: Vec<Duration>,
+}
+
+impl ConsumerAuth {
+    /// Build a provider; call [`ConsumerAuth::init`] to get the first token.
+    pub fn new(mode: AuthMode, base_url: &str, http: HttpClient) -> Arc<Self> {
+        Self::with_retry_delays(
+            mode,
+            base_url,
+            http,
+            vec![Duration::from_secs(5), Duration::from_secs(10)],
+        )
+    }
+
+    /// Same as [`ConsumerAuth::new`] with custom proactive retry delays.
+    pub fn with_retry_delays(
+        mode: AuthMode,
+        base_url: &str,
+        http: HttpClient,
+        retry_delays: Vec<Duration>,
+    ) -> Arc<Self> {
+        Arc::new(ConsumerAuth {
+            mode,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+            state: Mutex::new(TokenState::default()),
+            generation: AtomicU64::new(0),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            last_error: Mutex::new(None),
+            destroyed: AtomicBool::new(false),
+            timer: Mutex::new(None),
+            on_auth_error: Mutex::new(None),
+            retry_delays,
+        })
+    }
+
+    /// Register the permanent-failure callback.
+    pub fn set_on_auth_error(&self, cb: Option<AuthErrorCallback>) {
+        if let Ok(mut slot) = self.on_auth_error.lock() {
+            *slot = cb;
+        }
+    }
+
+    /// First acquisition (idempotent: a second call is a no-op once a token exists).
+    pub async fn init(self: &Arc<Self>) -> Result<()> {
+        let _guard = self.refresh_lock.lock().await;
+        if self.header().is_some() {
+            return Ok(());
+        }
+        let result = self.acquire(false).await?;
+        self.apply(result);
+        Ok(())
+    }
+
+    /// `Bearer <token>` once a token exists.
+    pub fn header(&self) -> Option<String> {
+        let s = self.state.lock().ok()?;
+        s.token.as_ref().map(|t| {
+            if t.starts_with("Bearer ") {
+                t.clone()
+            } else {
+                format!("Bearer {t}")
+            }
+        })
+    }
+
+    /// User id of the latest acquisition.
+    pub fn user_id(&self) -> Option<String> {
+        self.state.lock().ok()?.user_id.clone()
+    }
+
+    /// The recorded permanent failure, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok()?.clone()
+    }
+
+    /// Before a backend call: if a permanent failure is recorded, try one reactive refresh; if the
+    /// failure is still recorded, fail without touching the network.
+    pub async fn preflight(self: &Arc<Self>) -> Result<()> {
+        if self.last_error().is_none() {
+            return Ok(());
+        }
+        self.on_auth_failure().await;
+        match self.last_error() {
+            Some(cause) => Err(Error::AuthRefreshFailed(cause)),
+            None => Ok(()),
+        }
+    }
+
+    /// Reactive refresh, single-flight: concurrent callers share one refresh. True when a new token
+    /// is available.
+    pub async fn on_auth_failure(self: &Arc<Self>) -> bool {
+        if self.destroyed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let seen = self.generation.load(Ordering::SeqCst);
+        let _guard = self.refresh_lock.lock().await;
+        if self.generation.load(Ordering::SeqCst) != seen {
+            return true; // someone else refreshed while we waited
+        }
+        match self.acquire(true).await {
+            Ok(result) => {
+                self.apply(result);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(target: "blocks::auth", "token refresh failed: {e}");
+                self.record_error(&e);
+                false
+            }
+        }
+    }
+
+    /// Stop the refresh timer. The current token stays readable for live sessions.
+    pub fn destroy(&self) {
+        self.destroyed.store(true, Ordering::SeqCst);
+        if let Ok(mut t) = self.timer.lock() {
+            if let Some(h) = t.take() {
+                h.abort();
+            }
+        }
+    }
+
+    fn record_error(&self, e: &Error) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(e.to_string());
+        }
+    }
+
+    fn apply(self: &Arc<Self>, r: TokenResult) {
+        let expires_in = {
+            let Ok(mut s) = self.state.lock() else { return };
+            s.token = Some(r.token);
+            if r.refresh_token.is_some() {
+                s.refresh_token = r.refresh_token;
+            }
+            if r.user_id.is_some() {
+                s.user_id = r.user_id;
+            }
+            if r.expires_in.is_some() {
+                s.expires_in = r.expires_in;
+            }
+            s.expires_in
+        };
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = None;
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.arm_timer(expires_in.unwrap_or(60.0));
+    }
+
+    fn arm_timer(self: &Arc<Self>, expires_in: f64) {
+        if self.destroyed.load(Ordering::SeqCst) || expires_in <= 0.0 {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let delay = Duration::from_secs_f64((expires_in * 0.8).max(1.0));
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let task = handle.spawn(async move {
+            tokio::time::sleep(delay).await;
+            proactive_refresh(weak).await;
+        });
+        if let Ok(mut t) = self.timer.lock() {
+            if let Some(old) = t.replace(task) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Get a token from the configured source. `refresh` selects the refresh endpoint in API-key mode.
+    async fn acquire(&self, refresh: bool) -> Result<TokenResult> {
+        match &self.mode {
+            AuthMode::ApiKey(key) => {
+                let refresh_token = self.state.lock().ok().and_then(|s| s.refresh_token.clone());
+                if refresh {
+                    if let Some(rt) = refresh_token {
+                        match self.refresh_with_api_key(key, &rt).await {
+                            Err(Error::Http { status: 401, body, .. }) if body.contains("REFRESH_TOKEN_INVALID") => {}
+                            other => return other,
+                        }
+                    }
+                }
+                self.consumer_token(key).await
+            }
+            AuthMode::TokenEndpoint { url, headers, body } => self.token_endpoint(url, headers, body.as_ref()).await,
+            AuthMode::Provider(source) => {
+                let r = source.fetch().await?;
+                if r.token.is_empty() {
+                    return Err(Error::Protocol("tokenProvider returned an empty token".into()));
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    async fn consumer_token(&self, key: &str) -> Result<TokenResult> {
+        if self.base_url.is_empty() {
+            return Err(Error::Config("API-key auth requires a backend baseUrl".into()));
+        }
+        let url = format!("{}/api/v1/auth/agent/consumer-token", self.base_url);
+        let resp = self
+            .http
+            .backend(reqwest::Method::POST, &url)
+            .json(&json!({ "apiKey": key }))
+            .send()
+            .await
+            .map_err(|e| Error::transport("consumer-token failed", e))?;
+        capture_write_affinity(resp.headers());
+        parse_token_response(resp, "consumer-token failed", "accessToken").await
+    }
+
+    async fn refresh_with_api_key(&self, key: &str, refresh_token: &str) -> Result<TokenResult> {
+        let url = format!("{}/api/v1/auth/agent/refresh", self.base_url);
+        let resp = self
+            .http
+            .backend(reqwest::Method::POST, &url)
+            .bearer_auth(key)
+            .json(&json!({ "refreshToken": refresh_token }))
+            .send()
+            .await
+            .map_err(|e| Error::transport("refresh failed", e))?;
+        capture_write_affinity(resp.headers());
+        if resp.status().as_u16() == 401 {
+            let body = error_body(resp).await;
+            if body.contains("API_KEY_INVALID") {
+                let msg = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or(body);
+                return Err(Error::Http {
+                    context: format!("API key invalid or revoked: {msg}"),
+                    status: 401,
+                    body: String::new(),
+                });
+            }
+            return Err(Error::Http {
+                context: "refresh failed".into(),
+                status: 401,
+                body,
+            });
+        }
+        parse_token_response(resp, "refresh failed", "accessToken").await
+    }
+
+    async fn token_endpoint(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<TokenResult> {
+        let mut b = self
+            .http
+            .inner()
+            .post(url)
+            .timeout(Duration::from_secs(30))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        let body = body.cloned().unwrap_or_else(|| json!({}));
+        let resp = b
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| Error::transport("token endpoint failed", e))?;
+        parse_token_response(resp, "token endpoint failed", "token").await
+    }
+}
+
+async fn parse_token_response(resp: reqwest::Response, context: &str, field: &str) -> Result<TokenResult> {
+    let status = resp.status();
+    if !status.is_success() {
+        let body = error_body(resp).await;
+        return Err(Error::Http {
+            context: context.into(),
+            status: status.as_u16(),
+            body,
+        });
+    }
+    let v: Value = resp.json().await.map_err(|e| Error::transport(context, e))?;
+    let token = v
+        .get(field)
+        .or_else(|| v.get("token"))
+        .or_else(|| v.get("accessToken"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::Protocol(format!("{context}: response has no {field}")))?;
+    Ok(TokenResult {
+        token: token.to_string(),
+        expires_in: v.get("expiresIn").and_then(Value::as_f64),
+        user_id: v.get("userId").and_then(Value::as_str).map(str::to_string),
+        refresh_token: v.get("refreshToken").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+/// The proactive loop: up to three attempts (now, after 5 s, after 10 s more); after the third
+/// failure, record the error and call `onAuthError` once.
+async fn proactive_refresh(weak: Weak<ConsumerAuth>) {
+    let delays = match weak.upgrade() {
+        Some(a) => a.retry_delays.clone(),
+        None => return,
+    };
+    let mut last: Option<Error> = None;
+    for attempt in 0..=delays.len() {
+        if attempt > 0 {
+            tokio::time::sleep(delays[attempt - 1]).await;
+        }
+        let Some(auth) = weak.upgrade() else { return };
+        if auth.destroyed.load(Ordering::SeqCst) {
+            return;
+        }
+        let _guard = auth.refresh_lock.lock().await;
+        match auth.acquire(true).await {
+            Ok(r) => {
+                auth.apply(r);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(target: "blocks::auth", "proactive token refresh attempt {} failed: {e}", attempt + 1);
+                last = Some(e);
+            }
+        }
+    }
+    let Some(auth) = weak.upgrade() else { return };
+    if let Some(e) = last {
+        auth.record_error(&e);
+        let cb = auth.on_auth_error.lock().ok().and_then(|c| c.clone());
+        if let Some(cb) = cb {
+            cb(&e);
+        }
+    }
+}

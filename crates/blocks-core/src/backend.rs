@@ -1,0 +1,306 @@
+//! The Blocks backend over HTTP: JSON-RPC 2.0 task API and the registry.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde_json::{json, Value};
+
+use crate::auth::ConsumerAuth;
+use crate::error::{Error, Result};
+use crate::http::{capture_write_affinity, error_body, HttpClient};
+
+/// JSON-RPC `data.code` values that mean "refresh the token and retry once".
+const REFRESH_CODES: &[&str] = &[
+    "EMBEDDED_JWT_REVOKED",
+    "EMBEDDED_JWT_LOGOUT",
+    "EMBEDDED_JWT_KILLED",
+    "EMBEDDED_JWT_SCOPE_DRIFT",
+    "AGENT_OUT_OF_SCOPE",
+];
+
+/// Client of the backend HTTP API.
+#[derive(Clone)]
+pub struct Backend {
+    http: HttpClient,
+    base_url: String,
+    auth: Option<Arc<ConsumerAuth>>,
+}
+
+impl Backend {
+    /// `base_url` is the backend root (no `/api/v1`); trailing slashes are stripped.
+    pub fn new(http: HttpClient, base_url: &str, auth: Option<Arc<ConsumerAuth>>) -> Self {
+        Backend {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            auth,
+        }
+    }
+
+    /// Backend root URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The auth provider, if any.
+    pub fn auth(&self) -> Option<&Arc<ConsumerAuth>> {
+        self.auth.as_ref()
+    }
+
+    /// The HTTP client.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    fn url(&self, path: &str) -> Result<String> {
+        if self.base_url.is_empty() {
+            return Err(Error::Config(
+                "no backend baseUrl configured (set baseUrl, BLOCKS_BACKEND_URL or api.baseUrl in the CDM)".into(),
+            ));
+        }
+        Ok(format!("{}{path}", self.base_url))
+    }
+
+    /// Call a JSON-RPC method. HTTP 401 and the embedded-JWT error codes trigger one refresh and one retry.
+    pub async fn rpc(&self, method: &str, params: Value) -> Result<Value> {
+        if let Some(auth) = &self.auth {
+            auth.preflight().await?;
+        }
+        match self.rpc_once(method, &params).await {
+            Err(e) if self.should_refresh(&e) => {
+                let refreshed = match &self.auth {
+                    Some(a) => a.on_auth_failure().await,
+                    None => false,
+                };
+                if refreshed {
+                    self.rpc_once(method, &params).await
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn should_refresh(&self, e: &Error) -> bool {
+        if self.auth.is_none() {
+            return false;
+        }
+        match e {
+            Error::Rpc { code: Some(401), .. } => true,
+            Error::Rpc { data: Some(d), .. } => d
+                .get("code")
+                .and_then(Value::as_str)
+                .is_some_and(|c| REFRESH_CODES.contains(&c)),
+            _ => false,
+        }
+    }
+
+    async fn rpc_once(&self, method: &str, params: &Value) -> Result<Value> {
+        let url = self.url("/api/v1/rpc")?;
+        let body = json!({ "jsonrpc": "2.0", "id": rpc_id(), "method": method, "params": params });
+        let mut req = self.http.backend(reqwest::Method::POST, &url).json(&body);
+        if let Some(h) = self.auth.as_ref().and_then(|a| a.header()) {
+            req = req.header("authorization", h);
+        }
+        let resp = req.send().await.map_err(|e| Error::Rpc {
+            code: None,
+            message: format!("{method}: {e}"),
+            data: None,
+        })?;
+        capture_write_affinity(resp.headers());
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Error::Rpc {
+                code: Some(i64::from(status.as_u16())),
+                message: format!("HTTP {}", status.as_u16()),
+                data: None,
+            });
+        }
+        let text = resp.text().await.map_err(|e| Error::Rpc {
+            code: None,
+            message: format!("{method}: {e}"),
+            data: None,
+        })?;
+        let v: Value = if text.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(&text).map_err(|e| Error::Protocol(format!("{method}: response is not JSON: {e}")))?
+        };
+        match v.get("error") {
+            Some(err) if !err.is_null() && err != &Value::Bool(false) => Err(rpc_error(err)),
+            _ => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
+        }
+    }
+
+    /// `GET /api/v1/registry/agents?agentName=` → the `agent` object, or `None` on 404.
+    pub async fn registry_agent(&self, agent_name: &str, bearer: Option<&str>) -> Result<Option<Value>> {
+        let url = self.url("/api/v1/registry/agents")?;
+        let mut req = self
+            .http
+            .backend(reqwest::Method::GET, &url)
+            .query(&[("agentName", agent_name)]);
+        if let Some(b) = bearer {
+            req = req.header(
+                "authorization",
+                if b.starts_with("Bearer ") {
+                    b.to_string()
+                } else {
+                    format!("Bearer {b}")
+                },
+            );
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::transport("registry lookup failed", e))?;
+        capture_write_affinity(resp.headers());
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&status) {
+            let body = error_body(resp).await;
+            let msg = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(body);
+            return Err(Error::Http {
+                context: format!("registry lookup of {agent_name} failed"),
+                status,
+                body: msg,
+            });
+        }
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| Error::transport("registry lookup failed", e))?;
+        Ok(v.get("agent").cloned().filter(|a| !a.is_null()))
+    }
+
+    /// POST a JSON body to a backend path with an explicit bearer; non-2xx becomes [`Error::Http`].
+    pub async fn post_json(&self, path: &str, body: &Value, bearer: Option<&str>, context: &str) -> Result<Value> {
+        let url = self.url(path)?;
+        let mut req = self.http.backend(reqwest::Method::POST, &url).json(body);
+        if let Some(b) = bearer {
+            req = req.header(
+                "authorization",
+                if b.starts_with("Bearer ") {
+                    b.to_string()
+                } else {
+                    format!("Bearer {b}")
+                },
+            );
+        }
+        let resp = req.send().await.map_err(|e| Error::transport(context, e))?;
+        capture_write_affinity(resp.headers());
+        let status = resp.status();
+        if !status.is_success() {
+            let body = error_body(resp).await;
+            return Err(Error::Http {
+                context: context.into(),
+                status: status.as_u16(),
+                body,
+            });
+        }
+        resp.json().await.map_err(|e| Error::transport(context, e))
+    }
+
+    /// [`Backend::post_json`] with the consumer token, refreshing and retrying once on 401.
+    pub async fn post_authed(&self, path: &str, body: &Value, context: &str) -> Result<Value> {
+        if let Some(auth) = &self.auth {
+            auth.preflight().await?;
+        }
+        let header = self.auth.as_ref().and_then(|a| a.header());
+        match self.post_json(path, body, header.as_deref(), context).await {
+            Err(e) if e.is_unauthorized() && self.auth.is_some() => {
+                let refreshed = match &self.auth {
+                    Some(a) => a.on_auth_failure().await,
+                    None => false,
+                };
+                if !refreshed {
+                    return Err(e);
+                }
+                let header = self.auth.as_ref().and_then(|a| a.header());
+                self.post_json(path, body, header.as_deref(), context).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Build the error of a JSON-RPC `error` object (consumer spec §5.1).
+pub fn rpc_error(err: &Value) -> Error {
+    let data = err.get("data").cloned().filter(|d| !d.is_null());
+    let message = data
+        .as_ref()
+        .and_then(|d| d.get("message"))
+        .and_then(Value::as_str)
+        .or_else(|| err.get("message").and_then(Value::as_str))
+        .unwrap_or("Unknown RPC error")
+        .to_string();
+    let code = err.get("code").and_then(Value::as_i64);
+    if let Some(d) = &data {
+        if d.get("code").and_then(Value::as_str) == Some("BillingModeMismatch") {
+            let expected = d.pointer("/details/expected").and_then(Value::as_str);
+            let got = d.pointer("/details/got").and_then(Value::as_str);
+            if let (Some(e), Some(g)) = (expected, got) {
+                if matches!(e, "free" | "paid") && matches!(g, "free" | "paid") {
+                    return Error::BillingModeMismatch {
+                        message,
+                        expected: e.into(),
+                        got: g.into(),
+                        code,
+                        data,
+                    };
+                }
+            }
+        }
+    }
+    Error::Rpc { code, message, data }
+}
+
+fn rpc_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let suffix: String = (0..6)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("rpc-{ms}-{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_errors_prefer_data_message_and_promote_billing_mismatch() {
+        let e = rpc_error(&json!({"code": -32000, "message": "outer", "data": {"message": "inner"}}));
+        assert_eq!(e.to_string(), "[RPC] inner");
+        let e = rpc_error(&json!({"code": -32000, "message": "Billing mode mismatch",
+            "data": {"code": "BillingModeMismatch", "details": {"expected": "paid", "got": "free"}}}));
+        match e {
+            Error::BillingModeMismatch { expected, got, .. } => {
+                assert_eq!((expected.as_str(), got.as_str()), ("paid", "free"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let e = rpc_error(
+            &json!({"code": -32000, "message": "x", "data": {"code": "BillingModeMismatch", "details": {"expected": "gold"}}}),
+        );
+        assert_eq!(e.kind(), "RpcError");
+        let e = rpc_error(&json!({}));
+        assert_eq!(e.to_string(), "[RPC] Unknown RPC error");
+    }
+
+    #[test]
+    fn rpc_ids_have_the_spec_shape() {
+        let id = rpc_id();
+        assert!(id.starts_with("rpc-"));
+        assert_eq!(id.rsplit('-').next().map(str::len), Some(6));
+    }
+}

@@ -1,0 +1,528 @@
+//! The caller side: `TaskClient` (consumer spec §2, §5, §8).
+
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{AuthErrorCallback, AuthMode, ConsumerAuth, TokenSource};
+use crate::backend::Backend;
+use crate::config::{self, BillingMode, Keyset};
+use crate::error::{Error, Result};
+use crate::http::HttpClient;
+use crate::realtime::{Realtime, RealtimeConfig};
+use crate::session::{SessionInfo, TaskSession};
+
+/// Options of [`TaskClient::create`].
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    /// `free` or `paid` (required).
+    pub billing_mode: Option<String>,
+    /// CDM URL (else `BLOCKS_CDM_URL`, else the hosted default).
+    pub cdm_url: Option<String>,
+    /// Explicit subscribe key.
+    pub subscribe_key: Option<String>,
+    /// Explicit publish key.
+    pub publish_key: Option<String>,
+    /// Explicit backend root URL.
+    pub base_url: Option<String>,
+    /// Explicit realtime origin (else `BLOCKS_PUBNUB_ORIGIN`, else the CDM's `pubnub.origin`).
+    pub realtime_origin: Option<String>,
+    /// Auth mode 1.
+    pub api_key: Option<String>,
+    /// Auth mode 2: `(url, headers, body)`.
+    pub token_endpoint: Option<(String, Vec<(String, String)>, Option<Value>)>,
+    /// Auth mode 3.
+    pub token_provider: Option<Arc<dyn TokenSource>>,
+    /// Anonymous viewer mode (free only).
+    pub anon_fingerprint: Option<String>,
+    /// Called once when proactive refresh fails permanently.
+    pub on_auth_error: Option<AuthErrorCallback>,
+}
+
+/// What [`TaskClient::send_message`] sends.
+#[derive(Clone, Debug, Default)]
+pub struct SendMessageRequest {
+    /// Target agent.
+    pub agent_name: String,
+    /// Request parts, already in wire shape.
+    pub request_parts: Vec<Value>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Owner id (defaults to the authenticated user).
+    pub owner_id: Option<String>,
+    /// `request` (default) or `pipe`.
+    pub task_kind: Option<String>,
+    /// Pipe duration in minutes (as given by the caller, validated here).
+    pub duration: Option<f64>,
+    /// Opt in to live streaming on request tasks.
+    pub stream: Option<bool>,
+    /// End-to-end encryption key of the caller.
+    pub consumer_public_key: Option<String>,
+    /// Upload session binding uploaded files.
+    pub upload_session_id: Option<String>,
+    /// Forwarded verbatim.
+    pub retry_policy: Option<Value>,
+    /// Forwarded verbatim.
+    pub push_notification_config: Option<Value>,
+}
+
+/// The caller's client.
+pub struct TaskClient {
+    http: HttpClient,
+    billing_mode: BillingMode,
+    keys: RwLock<Keyset>,
+    origin: String,
+    backend: Backend,
+    auth: Option<Arc<ConsumerAuth>>,
+    anon_fingerprint: Option<String>,
+}
+
+/// Validation message of `billingMode` in `TaskClient.create()`.
+pub const BILLING_MODE_REQUIRED: &str = "TaskClient.create() requires a billingMode option ('free' or 'paid')";
+
+impl TaskClient {
+    /// Resolve configuration (explicit > env > CDM), acquire the first token, and build the client.
+    pub async fn create(opts: ClientOptions) -> Result<Arc<TaskClient>> {
+        let billing_mode = opts
+            .billing_mode
+            .as_deref()
+            .and_then(BillingMode::parse)
+            .ok_or_else(|| Error::InvalidArgument(BILLING_MODE_REQUIRED.into()))?;
+        let modes = [
+            opts.api_key.is_some(),
+            opts.token_endpoint.is_some(),
+            opts.token_provider.is_some(),
+            opts.anon_fingerprint.is_some(),
+        ];
+        if modes.iter().filter(|m| **m).count() > 1 {
+            return Err(Error::InvalidArgument(
+                "Only one token provider mode may be specified".into(),
+            ));
+        }
+        if opts.anon_fingerprint.is_some() && billing_mode != BillingMode::Free {
+            return Err(Error::InvalidArgument(
+                "anonFingerprint is only supported with billingMode 'free'".into(),
+            ));
+        }
+        if let Some((url, _, _)) = &opts.token_endpoint {
+            if url.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "TokenEndpointConfig.url is required and must be a non-empty string".into(),
+                ));
+            }
+        }
+        if opts.api_key.as_deref() == Some("") {
+            return Err(Error::InvalidArgument("apiKey must be a non-empty string".into()));
+        }
+        let http = HttpClient::new()?;
+        let cdm = config::fetch_cdm(&http, opts.cdm_url.as_deref()).await?;
+        let keyset = cdm.keyset(billing_mode);
+        let subscribe_key = config::pick(
+            opts.subscribe_key.as_deref(),
+            "BLOCKS_SUBSCRIBE_KEY",
+            Some(&keyset.subscribe_key),
+        )
+        .ok_or_else(|| Error::Config("could not resolve subscribeKey".into()))?;
+        let publish_key = config::pick(
+            opts.publish_key.as_deref(),
+            "BLOCKS_PUBLISH_KEY",
+            Some(&keyset.publish_key),
+        )
+        .unwrap_or_default();
+        let base_url = config::pick(opts.base_url.as_deref(), "BLOCKS_BACKEND_URL", Some(&cdm.base_url)).ok_or_else(|| {
+            Error::Config("could not resolve the backend baseUrl: pass baseUrl, set BLOCKS_BACKEND_URL, or serve api.baseUrl in the CDM".into())
+        })?;
+        let origin = match opts.realtime_origin.as_deref().filter(|s| !s.is_empty()) {
+            Some(o) => o.trim_end_matches('/').to_string(),
+            None => config::realtime_origin(cdm.pubnub_origin.as_deref()),
+        };
+        let mode = if let Some(k) = opts.api_key {
+            Some(AuthMode::ApiKey(k))
+        } else if let Some((url, headers, body)) = opts.token_endpoint {
+            Some(AuthMode::TokenEndpoint { url, headers, body })
+        } else {
+            opts.token_provider.map(AuthMode::Provider)
+        };
+        let auth = match mode {
+            Some(mode) => {
+                let auth = ConsumerAuth::new(mode, &base_url, http.clone());
+                auth.set_on_auth_error(opts.on_auth_error);
+                auth.init().await?;
+                Some(auth)
+            }
+            None => None,
+        };
+        Ok(Arc::new(Self::assemble(
+            http,
+            billing_mode,
+            Keyset {
+                subscribe_key,
+                publish_key,
+            },
+            origin,
+            &base_url,
+            auth,
+            opts.anon_fingerprint,
+        )))
+    }
+
+    /// Direct construction without a CDM fetch (advanced path).
+    pub fn new_direct(
+        billing_mode: &str,
+        keys: Keyset,
+        origin: &str,
+        base_url: &str,
+        auth: Option<Arc<ConsumerAuth>>,
+    ) -> Result<TaskClient> {
+        let mode = BillingMode::parse(billing_mode).ok_or_else(|| {
+            Error::InvalidArgument("TaskClient requires a billingMode option ('free' or 'paid')".into())
+        })?;
+        if keys.subscribe_key.is_empty() {
+            return Err(Error::InvalidArgument("TaskClient requires a subscribeKey".into()));
+        }
+        Ok(Self::assemble(
+            HttpClient::new()?,
+            mode,
+            keys,
+            origin.trim_end_matches('/').to_string(),
+            base_url,
+            auth,
+            None,
+        ))
+    }
+
+    fn assemble(
+        http: HttpClient,
+        billing_mode: BillingMode,
+        keys: Keyset,
+        origin: String,
+        base_url: &str,
+        auth: Option<Arc<ConsumerAuth>>,
+        anon_fingerprint: Option<String>,
+    ) -> TaskClient {
+        let backend = Backend::new(http.clone(), base_url, auth.clone());
+        TaskClient {
+            http,
+            billing_mode,
+            keys: RwLock::new(keys),
+            origin,
+            backend,
+            auth,
+            anon_fingerprint,
+        }
+    }
+
+    /// Billing mode the client was created with.
+    pub fn billing_mode(&self) -> BillingMode {
+        self.billing_mode
+    }
+
+    /// Current keyset.
+    pub fn keys(&self) -> Keyset {
+        self.keys
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Swap the keys used for sessions created afterwards.
+    pub fn update_keys(&self, subscribe_key: &str, publish_key: Option<&str>) {
+        if let Ok(mut k) = self.keys.write() {
+            k.subscribe_key = subscribe_key.to_string();
+            k.publish_key = publish_key.unwrap_or_default().to_string();
+        }
+    }
+
+    /// Realtime origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Backend client.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The auth provider, if any.
+    pub fn auth(&self) -> Option<&Arc<ConsumerAuth>> {
+        self.auth.as_ref()
+    }
+
+    /// User id of the latest token acquisition.
+    pub fn user_id(&self) -> Option<String> {
+        self.auth.as_ref().and_then(|a| a.user_id())
+    }
+
+    /// Stop background refresh. Live sessions keep working. Idempotent.
+    pub fn destroy(&self) {
+        if let Some(a) = &self.auth {
+            a.destroy();
+        }
+    }
+
+    /// Create a task and return its session, caught up with history.
+    pub async fn send_message(&self, req: SendMessageRequest) -> Result<TaskSession> {
+        if self.anon_fingerprint.is_some() {
+            return Err(Error::InvalidArgument(
+                "anon-mode TaskClient does not support sendMessage()".into(),
+            ));
+        }
+        let params = self.send_params(&req)?;
+        let result = self.backend.rpc("SendMessage", Value::Object(params)).await?;
+        let task_id = result
+            .get("taskId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::Protocol("SendMessage result has no taskId".into()))?
+            .to_string();
+        let owner_id = req
+            .owner_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.user_id())
+            .unwrap_or_default();
+        let org_id = result
+            .get("orgId")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| owner_id.clone());
+        let blocks = result.pointer("/extensions/blocks");
+        let read_token = blocks
+            .and_then(|b| b.get("readToken"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let status_channel = blocks
+            .and_then(|b| b.pointer("/streamChannels/status"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| blocks_wire::task_channel(&org_id, &task_id));
+        let keys = self.keys();
+        let subscribe_key = blocks
+            .and_then(|b| b.get("subscribeKey"))
+            .and_then(Value::as_str)
+            .unwrap_or(&keys.subscribe_key)
+            .to_string();
+        let publish_key = blocks
+            .and_then(|b| b.get("publishKey"))
+            .and_then(Value::as_str)
+            .unwrap_or(&keys.publish_key)
+            .to_string();
+        let info = SessionInfo {
+            task_id: task_id.clone(),
+            owner_id,
+            org_id,
+            agent_name: Some(req.agent_name.clone()),
+            read_token: read_token.clone(),
+            status_channel,
+            idempotent: result.get("idempotent").and_then(Value::as_bool).unwrap_or(false),
+            queued: result.get("queued").and_then(Value::as_bool).unwrap_or(false),
+            push_config_id: result.get("pushConfigId").and_then(Value::as_str).map(str::to_string),
+        };
+        let state = result.get("state").and_then(Value::as_str);
+        if info.idempotent {
+            if let Some(s) = state.filter(|s| blocks_wire::is_terminal_state(s)) {
+                return Ok(TaskSession::pre_closed(info, s));
+            }
+        }
+        let realtime = Realtime::new(
+            RealtimeConfig {
+                origin: self.origin.clone(),
+                subscribe_key,
+                publish_key,
+                user_id: session_user_id(),
+                token: read_token,
+                filter: None,
+                presence_timeout: None,
+            },
+            &self.http,
+        )?;
+        TaskSession::open(info, realtime, None, false)
+            .await
+            .map_err(|e| match e {
+                Error::Realtime(m) => Error::Realtime(format!(
+                    "task {task_id} was created but its events could not be read: {m}"
+                )),
+                other => other,
+            })
+    }
+
+    /// Build and validate SendMessage params (no network).
+    pub fn send_params(&self, req: &SendMessageRequest) -> Result<Map<String, Value>> {
+        if req.agent_name.is_empty() {
+            return Err(Error::InvalidArgument("sendMessage requires agentName".into()));
+        }
+        if !blocks_wire::is_valid_agent_name(&req.agent_name) {
+            return Err(Error::InvalidArgument(format!(
+                "agentName {:?} is invalid: use only letters, digits and underscores (no hyphens or dots)",
+                req.agent_name
+            )));
+        }
+        let kind = req.task_kind.as_deref();
+        let mut blocks = Map::new();
+        match kind {
+            Some("pipe") => {
+                let d = req
+                    .duration
+                    .filter(|d| d.fract() == 0.0 && (1.0..=43_200.0).contains(d))
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(
+                            "Pipe tasks require an integer duration between 1 and 43200 minutes".into(),
+                        )
+                    })?;
+                blocks.insert("taskKind".into(), json!("pipe"));
+                blocks.insert("duration".into(), json!(d as i64));
+            }
+            Some("request") | None => {
+                if req.duration.is_some() {
+                    return Err(Error::InvalidArgument(
+                        "Request tasks must not include a duration (set taskKind: 'pipe' for a task with a duration)"
+                            .into(),
+                    ));
+                }
+                if kind.is_some() {
+                    blocks.insert("taskKind".into(), json!("request"));
+                }
+            }
+            Some(other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "taskKind must be 'request' or 'pipe', got {other:?}"
+                )))
+            }
+        }
+        if let Some(s) = req.stream {
+            blocks.insert("stream".into(), json!(s));
+        }
+        if let Some(k) = &req.consumer_public_key {
+            blocks.insert("consumerPublicKey".into(), json!(k));
+        }
+        let owner_id = req
+            .owner_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.user_id())
+            .unwrap_or_default();
+        let mut params = Map::new();
+        params.insert("agentName".into(), json!(req.agent_name));
+        params.insert("billingMode".into(), json!(self.billing_mode.as_str()));
+        params.insert("requestParts".into(), Value::Array(req.request_parts.clone()));
+        params.insert("ownerId".into(), json!(owner_id));
+        if let Some(k) = req.idempotency_key.as_ref().filter(|k| !k.is_empty()) {
+            params.insert("idempotencyKey".into(), json!(k));
+        }
+        if let Some(u) = &req.upload_session_id {
+            params.insert("uploadSessionId".into(), json!(u));
+        }
+        if !blocks.is_empty() {
+            params.insert("extensions".into(), json!({ "blocks": blocks }));
+        }
+        if let Some(p) = &req.retry_policy {
+            params.insert("retryPolicy".into(), p.clone());
+        }
+        if let Some(p) = &req.push_notification_config {
+            params.insert("pushNotificationConfig".into(), p.clone());
+        }
+        Ok(params)
+    }
+
+    /// Attach to an existing task: GetTask, a read token, then history (events, artifacts, state);
+    /// live if the task is active, finished (no subscription) if it is terminal.
+    pub async fn connect(&self, task_id: &str, role: Option<&str>) -> Result<TaskSession> {
+        if task_id.is_empty() {
+            return Err(Error::InvalidArgument("connect() needs a taskId".into()));
+        }
+        let auth = self.auth.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("connect() requires an authenticated TaskClient (create it with apiKey, tokenEndpoint or tokenProvider)".into())
+        })?;
+        auth.preflight().await?;
+        let task = self.get_task(task_id).await?;
+        let grant = self
+            .backend
+            .post_authed(
+                "/api/v1/auth/task-read-token",
+                &json!({ "taskId": task_id, "role": role.unwrap_or("consumer") }),
+                "task-read-token failed",
+            )
+            .await?;
+        let token = grant.get("pamToken").and_then(Value::as_str).map(str::to_string);
+        let channel = grant
+            .get("channel")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Error::Protocol("task-read-token answer has no channel".into()))?
+            .to_string();
+        let owner_id = task
+            .get("owner")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| self.user_id())
+            .unwrap_or_default();
+        let org_id = channel
+            .split('.')
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_else(|| owner_id.clone());
+        let info = SessionInfo {
+            task_id: task_id.to_string(),
+            owner_id,
+            org_id,
+            agent_name: task.get("agentName").and_then(Value::as_str).map(str::to_string),
+            read_token: token.clone(),
+            status_channel: channel,
+            ..SessionInfo::default()
+        };
+        let keys = self.keys();
+        let realtime = Realtime::new(
+            RealtimeConfig {
+                origin: self.origin.clone(),
+                subscribe_key: keys.subscribe_key,
+                publish_key: keys.publish_key,
+                user_id: session_user_id(),
+                token,
+                filter: None,
+                presence_timeout: None,
+            },
+            &self.http,
+        )?;
+        let state = task.get("state").and_then(Value::as_str).map(str::to_string);
+        TaskSession::open(info, realtime, state, true).await
+    }
+
+    /// The registry card of an agent, or `None` when the agent is unknown.
+    pub async fn get_agent_card(&self, agent_name: &str) -> Result<Option<Value>> {
+        if let Some(a) = &self.auth {
+            a.preflight().await?;
+        }
+        let header = self.auth.as_ref().and_then(|a| a.header());
+        let agent = self.backend.registry_agent(agent_name, header.as_deref()).await?;
+        Ok(agent.map(|a| a.get("card").cloned().unwrap_or(Value::Null)))
+    }
+
+    /// `GetTask` → the unwrapped TaskInfo.
+    pub async fn get_task(&self, task_id: &str) -> Result<Value> {
+        let r = self.backend.rpc("GetTask", json!({ "taskId": task_id })).await?;
+        r.get("task")
+            .cloned()
+            .filter(|t| !t.is_null())
+            .ok_or_else(|| Error::Protocol(format!("Task not found: {task_id}")))
+    }
+}
+
+/// Session client uuid: `blocks-task-<ms base36>-<4 base36>`.
+fn session_user_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut b36 = Vec::new();
+    while ms > 0 {
+        b36.push(ALPHABET[(ms % 36) as usize]);
+        ms /= 36;
+    }
+    b36.reverse();
+    let mut rng = rand::rng();
+    let suffix: String = (0..4).map(|_| ALPHABET[rng.random_range(0..36)] as char).collect();
+    format!("blocks-task-{}-{suffix}", String::from_utf8_lossy(&b36))
+}

@@ -1,0 +1,1 @@
+//! The local Blocks Network (devnet). Being written.

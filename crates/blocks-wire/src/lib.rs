@@ -1,0 +1,116 @@
+//! Wire constants and small helpers shared by the SDK engine (`blocks-core`) and the local
+//! Blocks Network (`blocks-devnet`). Everything here is fixed by the wire contract in
+//! `shared/spec/` and must not change without a protocol version bump.
+
+/// The one wire protocol version both SDKs speak.
+pub const PROTOCOL_VERSION: &str = "2026-05-01";
+/// Every protocol version this implementation accepts.
+pub const SUPPORTED_PROTOCOL_VERSIONS: &[&str] = &[PROTOCOL_VERSION];
+/// HTTP header that carries [`PROTOCOL_VERSION`] on backend calls.
+pub const PROTOCOL_HEADER: &str = "Blocks-Protocol-Version";
+/// Read-your-writes header echoed by clients (see consumer spec §3.2).
+pub const WRITE_AFFINITY_HEADER: &str = "X-Write-Affinity";
+/// Default CDM document of the hosted network.
+pub const DEFAULT_CDM_URL: &str = "https://config.blocks.ai/config.json";
+/// Default realtime origin of the hosted network.
+pub const DEFAULT_PUBNUB_ORIGIN: &str = "https://ps.pndsn.com";
+/// Files up to this many bytes (inclusive) travel inline as base64.
+pub const INLINE_LIMIT_BYTES: usize = 16384;
+/// Largest file the SDK will upload (bytes).
+pub const MAX_UPLOAD_BYTES: u64 = 26_214_400;
+/// Pipe task duration bounds (minutes).
+pub const MIN_PIPE_DURATION_MIN: i64 = 1;
+/// Pipe task duration bounds (minutes).
+pub const MAX_PIPE_DURATION_MIN: i64 = 43_200;
+/// Presence timeout (seconds) of an agent's control client.
+pub const CONTROL_PRESENCE_TIMEOUT_SEC: u64 = 20;
+
+/// Task states that end a task.
+pub const TERMINAL_STATES: &[&str] = &["completed", "failed", "canceled"];
+
+/// True for `completed`, `failed` and `canceled`.
+pub fn is_terminal_state(state: &str) -> bool {
+    TERMINAL_STATES.contains(&state)
+}
+
+/// True when `version` is a protocol version this implementation speaks.
+pub fn is_protocol_version_supported(version: &str) -> bool {
+    SUPPORTED_PROTOCOL_VERSIONS.contains(&version)
+}
+
+/// Task status channel: `u.{orgId}.{taskId}`.
+pub fn task_channel(org_id: &str, task_id: &str) -> String {
+    format!("u.{org_id}.{task_id}")
+}
+
+/// Agent control channel: `agent.{agentId}.control`.
+pub fn control_channel(agent_id: &str) -> String {
+    format!("agent.{agent_id}.control")
+}
+
+/// Stream data channel: `stream.{agentName}.{streamId}`.
+pub fn stream_channel(agent_name: &str, stream_id: &str) -> String {
+    format!("stream.{agent_name}.{stream_id}")
+}
+
+/// Stream setup channel: `setup.{orgId}.{taskId}`.
+pub fn setup_channel(org_id: &str, task_id: &str) -> String {
+    format!("setup.{org_id}.{task_id}")
+}
+
+/// The control-channel subscribe filter of one instance (exact text of the spec).
+pub fn instance_filter(instance_id: &str) -> String {
+    format!("meta.instance == '{instance_id}' || meta.broadcast == \"true\"")
+}
+
+/// Agent names: `^[a-zA-Z0-9_]+$`.
+pub fn is_valid_agent_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Stream ids: 1..=92 bytes of `[A-Za-z0-9_-]`.
+pub fn is_valid_stream_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 92 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Parse a timetoken string (17-digit decimal) for numeric comparison.
+pub fn parse_timetoken(tt: &str) -> Option<u64> {
+    tt.trim().parse::<u64>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_follow_the_spec() {
+        assert_eq!(task_channel("org_1", "t_1"), "u.org_1.t_1");
+        assert_eq!(control_channel("agt_1"), "agent.agt_1.control");
+        assert_eq!(stream_channel("echo", "t_1-1"), "stream.echo.t_1-1");
+        assert_eq!(setup_channel("o", "t"), "setup.o.t");
+        assert_eq!(
+            instance_filter("AG-x-1"),
+            "meta.instance == 'AG-x-1' || meta.broadcast == \"true\""
+        );
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(is_valid_agent_name("echo_2"));
+        assert!(!is_valid_agent_name("echo-2"));
+        assert!(!is_valid_agent_name("a.b"));
+        assert!(!is_valid_agent_name(""));
+        assert!(is_valid_stream_id("t_1-1"));
+        assert!(!is_valid_stream_id("t.1"));
+        assert!(!is_valid_stream_id(&"a".repeat(93)));
+    }
+
+    #[test]
+    fn terminal_states() {
+        assert!(is_terminal_state("canceled"));
+        assert!(!is_terminal_state("cancelled"));
+        assert!(!is_terminal_state("running"));
+        assert!(is_protocol_version_supported("2026-05-01"));
+        assert!(!is_protocol_version_supported("2099-01-01"));
+    }
+}

@@ -1,0 +1,6 @@
+// The echo agent: one status line, then the text back as a text/plain artifact.
+export default async function echo(task, ctx) {
+  const text = ctx.requestParts.map((p) => p.text ?? '').join(' ').trim()
+  ctx.reportStatus(`Echoing ${text.length} characters`)
+  return { artifacts: [{ data: `Echo: ${text}`, mimeType: 'text/plain', outputId: 'echo' }] }
+}

@@ -1,0 +1,383 @@
+/// <reference types="node" />
+// Public types of @blocks-network/sdk. The generated native types (native.d.ts) are internal.
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** Base class of every error the SDK raises. `instanceof` works across ESM and CommonJS copies. */
+export declare class BlocksError extends Error {}
+/** A JSON-RPC call failed. */
+export declare class RpcError extends BlocksError {
+  /** JSON-RPC error code, or the HTTP status for transport-level failures, or null for network errors. */
+  readonly code: number | null
+  /** The server's message. */
+  readonly rpcMessage: string
+  /** The JSON-RPC `error.data` object, if any. */
+  readonly data: unknown
+}
+/** The agent's billing mode differs from the client's. */
+export declare class BillingModeMismatchError extends RpcError {
+  /** The agent's billing mode. */
+  readonly expected: BillingMode
+  /** The billing mode the client sent. */
+  readonly got: BillingMode
+}
+/** Token refresh failed permanently; the cause is in the message. */
+export declare class AuthRefreshFailedError extends BlocksError {}
+/** The agent's API key was refused or the agent was forced offline. */
+export declare class AgentAuthFatalError extends BlocksError {}
+/** An anonymous viewer was refused a read token (the message contains "403"). */
+export declare class AnonTaskAccessDeniedError extends BlocksError {}
+/** A stream of a finished task was never opened; stream data is live-only. */
+export declare class StreamUnavailableError extends BlocksError {
+  readonly taskId: string
+  readonly streamId: string
+  readonly declaredStream: string | null
+  readonly terminalState: TerminalState
+}
+/** The network or the server failed (connection refused, unexpected HTTP status, bad answer). */
+export declare class TransportError extends BlocksError {
+  /** HTTP status, when the server answered. */
+  readonly status?: number
+  /** Response body (shortened), when the server answered. */
+  readonly body?: string
+}
+/** Configuration could not be resolved (CDM document, keys, base URL). */
+export declare class ConfigError extends BlocksError {}
+/** An option or argument is invalid; nothing was sent. */
+export declare class InvalidArgumentError extends BlocksError {}
+/** A wait exceeded its deadline. */
+export declare class TimeoutError extends BlocksError {}
+/** The session or client was closed. */
+export declare class ClosedError extends BlocksError {}
+
+// ---------------------------------------------------------------------------------------------
+// Caller side
+
+export type BillingMode = 'free' | 'paid'
+export type TerminalState = 'completed' | 'failed' | 'canceled'
+export type TaskState = 'pending' | 'running' | TerminalState | (string & {})
+
+export interface TaskClientOptions {
+  /** `free` (playground keyset) or `paid` (network keyset). Required. */
+  billingMode: BillingMode
+  /** Long-lived API key (`bk_…`), exchanged for a short-lived token. */
+  apiKey?: string
+  /** A token endpoint returning `{ token, expiresIn, userId? }`: a URL, or `{ url, headers, body }`. */
+  tokenEndpoint?: string | { url: string; headers?: Record<string, string>; body?: unknown }
+  /** CDM document URL. Default: `BLOCKS_CDM_URL`, else the hosted network's. */
+  cdmUrl?: string
+  /** Override the keyset's subscribe key (else `BLOCKS_SUBSCRIBE_KEY`, else the CDM). */
+  subscribeKey?: string
+  /** Override the keyset's publish key (else `BLOCKS_PUBLISH_KEY`, else the CDM). */
+  publishKey?: string
+  /** Backend root URL (else `BLOCKS_BACKEND_URL`, else the CDM's `api.baseUrl`). */
+  baseUrl?: string
+  /** Realtime origin (else `BLOCKS_PUBNUB_ORIGIN`, else the CDM's `pubnub.origin`, else the hosted one). */
+  realtimeOrigin?: string
+}
+
+/** A part of a task request. */
+export interface RequestPart {
+  partId?: string
+  text?: string
+  contentType?: string
+  [extra: string]: unknown
+}
+
+export interface SendMessageOptions {
+  /** Target agent (letters, digits, underscores). */
+  agentName: string
+  /** Request parts, e.g. `[textPart('hello')]`. */
+  requestParts?: RequestPart[]
+  /** `request` (default) or `pipe`. */
+  taskKind?: 'request' | 'pipe'
+  /** Pipe tasks only: integer minutes, 1–43200. */
+  duration?: number
+  /** Opt in to live streams on a request task. */
+  stream?: boolean
+  /** Same key + same caller returns the existing task instead of a new one. */
+  idempotencyKey?: string
+  /** Owner of the task; defaults to the authenticated user. */
+  ownerId?: string
+  /** Caller public key for end-to-end encrypted agents. */
+  consumerPublicKey?: string
+  /** Forwarded to the backend unchanged. */
+  retryPolicy?: { maxRetries?: number; expiresAfterSec?: number }
+  /** Forwarded to the backend unchanged. */
+  pushNotificationConfig?: { url: string; filter?: unknown; authStrategy?: unknown }
+}
+
+export interface InlineArtifactRef {
+  kind: 'inline'
+  mimeType: string
+  size: number
+  /** Standard base64 of the bytes. */
+  data: string
+  fileName?: string
+  hash?: string
+}
+export interface FileArtifactRef {
+  kind: 'file'
+  mimeType: string
+  size: number
+  channel: string
+  fileId: string
+  fileName: string
+  hash?: string
+  expiresAt?: string
+}
+export type ArtifactRef = InlineArtifactRef | FileArtifactRef
+
+export interface ProgressEvent {
+  type: 'progress'
+  taskId: string
+  progress?: number
+  state?: TaskState
+  message?: string
+  streamEvent?: string
+  [extra: string]: unknown
+}
+export interface ArtifactEvent {
+  type: 'artifact'
+  taskId: string
+  artifactRef: ArtifactRef
+  outputId?: string
+  [extra: string]: unknown
+}
+export interface TerminalEvent {
+  type: 'terminal'
+  taskId: string
+  state: TerminalState
+  error?: string
+  reason?: string
+  completionReason?: string
+  [extra: string]: unknown
+}
+export interface CancelRequestedEvent {
+  type: 'cancel_requested'
+  taskId: string
+  ts?: number
+  [extra: string]: unknown
+}
+export interface TaskEvent {
+  type: string
+  taskId?: string
+  [extra: string]: unknown
+}
+export interface CallbackErrorContext {
+  entryPoint: 'taskSession'
+  callbackType: string
+  event: TaskEvent
+}
+
+/** Removes a listener. Calling it again does nothing. */
+export type Unsubscribe = () => boolean
+
+/** One task, as seen by its caller. */
+export declare class TaskSession {
+  readonly taskId: string
+  readonly ownerId: string
+  readonly orgId: string
+  readonly agentName?: string
+  readonly readToken: string | null
+  readonly statusChannel: string
+  readonly idempotent: boolean
+  readonly queued: boolean
+  readonly pushConfigId?: string
+  /** Undefined until known; set to the terminal state before `onTerminal` listeners run. */
+  readonly state: TaskState | undefined
+  /** True once closed (after the terminal, or by `close()`). */
+  readonly isClosed: boolean
+  onProgress(cb: (event: ProgressEvent) => void): Unsubscribe
+  /** Artifacts received so far are replayed at once. */
+  onArtifact(cb: (event: ArtifactEvent) => void): Unsubscribe
+  /** Fires once, with the first terminal; replayed at once if the task already ended. */
+  onTerminal(cb: (event: TerminalEvent) => void): Unsubscribe
+  onCancelRequested(cb: (event: CancelRequestedEvent) => void): Unsubscribe
+  /** Every event with a `type`, before the typed listeners. */
+  onEvent(cb: (event: TaskEvent) => void): Unsubscribe
+  /** Errors thrown by listeners. Without one, a warning is printed. */
+  onError(cb: (error: unknown, context: CallbackErrorContext) => void): Unsubscribe
+  listArtifacts(): ArtifactEvent[]
+  listEvents(): TaskEvent[]
+  /** Resolves with the terminal event; rejects with TimeoutError after `timeoutMs` and with ClosedError on `close()`. */
+  waitForTerminal(timeoutMs?: number): Promise<TerminalEvent>
+  cancel(): Promise<void>
+  terminate(): Promise<void>
+  close(): void
+  asyncClose(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+export interface TaskInfo {
+  taskId: string
+  agentName?: string
+  owner?: string
+  state?: TaskState
+  createdTime?: string
+  updatedTime?: string
+  [extra: string]: unknown
+}
+export interface ListTasksParams {
+  ownerId?: string
+  agentName?: string
+  state?: TaskState
+  limit?: number
+  cursor?: string
+}
+export interface ListTasksResult {
+  tasks: TaskInfo[]
+  next?: string
+  totalCount?: number
+}
+
+/** The caller's client. */
+export declare class TaskClient {
+  private constructor()
+  /** Resolve configuration (option > BLOCKS_* env > CDM), acquire the first token, return the client. */
+  static create(options: TaskClientOptions): Promise<TaskClient>
+  readonly billingMode: BillingMode
+  /** The authenticated user's id, or null. */
+  getUserId(): string | null
+  /** Create a task and return its session (caught up with history). */
+  sendMessage(options: SendMessageOptions): Promise<TaskSession>
+  getTask(taskId: string): Promise<TaskInfo>
+  listTasks(params?: ListTasksParams): Promise<ListTasksResult>
+  cancelTask(taskId: string): Promise<void>
+  pauseTask(taskId: string): Promise<void>
+  resumeTask(taskId: string): Promise<void>
+  retryTask(taskId: string): Promise<void>
+  terminateTask(taskId: string): Promise<void>
+  /** Stop background token refresh; live sessions keep working. Idempotent. */
+  destroy(): void
+  [Symbol.dispose](): void
+}
+
+/** A text request part `{ partId, text }`; `partId` defaults to `"text"`. */
+export declare function textPart(text: string, options?: string | { partId?: string; contentType?: string }): RequestPart
+
+// ---------------------------------------------------------------------------------------------
+// Agent side
+
+/** The StartTask message as a handler sees it (tokens removed). */
+export interface StartTask {
+  type: 'StartTask'
+  taskId: string
+  protocolVersion?: string
+  agentName?: string
+  ownerId?: string
+  orgId?: string
+  requestParts: RequestPart[]
+  taskKind?: 'request' | 'pipe'
+  duration?: number
+  durationExpiresAtMs?: number
+  hasStream?: boolean
+  consumerPublicKey?: string
+  [extra: string]: unknown
+}
+
+export interface ArtifactOptions {
+  mimeType?: string
+  fileName?: string
+  /** The card's `io.outputs[].id`. */
+  outputId?: string
+}
+export interface HandlerArtifact extends ArtifactOptions {
+  data: string | Uint8Array | ArrayBuffer | object
+}
+export interface HandlerResult {
+  artifacts?: HandlerArtifact[]
+}
+
+/** What a handler gets besides the task. */
+export declare class TaskContext {
+  private constructor()
+  readonly taskId: string
+  readonly requestParts: RequestPart[]
+  readonly hasStream: boolean
+  readonly consumerPublicKey?: string
+  readonly taskKind: 'request' | 'pipe'
+  /** Aborts on cancel, terminate or expiry. */
+  readonly cancelSignal: AbortSignal
+  readonly isCancelled: boolean
+  readonly isExpired: boolean
+  /** Publish a status line (throttled to one per second; the latest is never dropped). */
+  reportStatus(message: string): void
+  /** Publish an artifact now. */
+  publishArtifact(data: string | Uint8Array | ArrayBuffer | object, options?: ArtifactOptions): Promise<void>
+}
+
+export type TaskHandler = (task: StartTask, ctx: TaskContext) => HandlerResult | void | Promise<HandlerResult | void>
+
+export interface AgentCard {
+  identity: { agentName: string; displayName?: string; description?: string; [k: string]: unknown }
+  runtime?: { handler?: string; handlerExport?: string; concurrency?: number; expectedInstances?: number; maxPendingBacklog?: number; maxRunningTimeSec?: number }
+  [k: string]: unknown
+}
+
+export interface AgentInstanceOptions {
+  handler: TaskHandler
+  /** The agent card; `identity.agentName` and `runtime.*` are used. */
+  card?: AgentCard
+  /** Overrides the card's agent name. */
+  agentName?: string
+  /** Default `BLOCKS_API_KEY`. */
+  apiKey?: string
+  cdmUrl?: string
+  baseUrl?: string
+  realtimeOrigin?: string
+  /** Tasks at once (default 1; 0 = unlimited). */
+  concurrency?: number
+  expectedInstances?: number
+  maxPendingBacklog?: number
+  maxRunningTimeSec?: number
+  listing?: 'private' | 'public'
+}
+
+export interface AgentInstanceHandle {
+  readonly instanceId: string
+  readonly agentName: string
+  readonly controlChannel: string
+  readonly subscribeKey: string
+  readonly activeTasks: number
+  /** Stop taking tasks; running handlers get `graceMs` (default 10000) to finish. Idempotent. */
+  stop(graceMs?: number): Promise<void>
+}
+
+/** Register an agent instance and run `handler` for every task it receives. */
+export declare function startAgentInstance(options: AgentInstanceOptions): Promise<AgentInstanceHandle>
+
+// ---------------------------------------------------------------------------------------------
+// Local network
+
+export interface LocalNetworkOptions {
+  /** 0 (default) picks a free port. */
+  port?: number
+  /** Extra users: `[[apiKey, userId], ...]`; the first is the default key. */
+  apiKeys?: Array<[string, string]>
+  /** Agents registered as paid on first sight. */
+  paidAgents?: string[]
+  /** Lifetime of access tokens, seconds. */
+  tokenTtlSec?: number
+  /** Longest hold of an idle subscribe long-poll, seconds. */
+  longPollHoldSec?: number
+}
+
+/** An in-process Blocks Network on loopback (backend, realtime, dispatcher). */
+export declare class LocalNetwork {
+  private constructor()
+  static start(options?: LocalNetworkOptions): Promise<LocalNetwork>
+  readonly url: string
+  readonly cdmUrl: string
+  readonly apiKey: string
+  readonly port: number
+  /** `{ BLOCKS_CDM_URL, BLOCKS_API_KEY }` */
+  readonly env: { BLOCKS_CDM_URL: string; BLOCKS_API_KEY: string }
+  stop(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+export declare const PROTOCOL_VERSION: '2026-05-01'
+export declare const DEFAULT_CDM_URL: string
+export declare const ARTIFACT_INLINE_LIMIT_BYTES: 16384

@@ -1,0 +1,33 @@
+'use strict'
+// Public entry of @blocks-network/sdk. `exports.X =` lines (not `module.exports = {}`) so Node's
+// CommonJS lexer sees every name and `import { X } from '@blocks-network/sdk'` works from ESM.
+
+const native = require('./native.js')
+const errors = require('./lib/errors.js')
+
+native.registerErrorFactory(errors.makeError)
+
+exports.TaskClient = require('./lib/client.js').TaskClient
+exports.TaskSession = require('./lib/session.js').TaskSession
+exports.TaskContext = require('./lib/agent.js').TaskContext
+exports.startAgentInstance = require('./lib/agent.js').startAgentInstance
+exports.loadCard = require('./lib/agent.js').loadCard
+exports.LocalNetwork = require('./lib/network.js').LocalNetwork
+exports.textPart = require('./lib/parts.js').textPart
+
+exports.BlocksError = errors.BlocksError
+exports.RpcError = errors.RpcError
+exports.BillingModeMismatchError = errors.BillingModeMismatchError
+exports.AuthRefreshFailedError = errors.AuthRefreshFailedError
+exports.AgentAuthFatalError = errors.AgentAuthFatalError
+exports.AnonTaskAccessDeniedError = errors.AnonTaskAccessDeniedError
+exports.StreamUnavailableError = errors.StreamUnavailableError
+exports.TransportError = errors.TransportError
+exports.ConfigError = errors.ConfigError
+exports.InvalidArgumentError = errors.InvalidArgumentError
+exports.TimeoutError = errors.TimeoutError
+exports.ClosedError = errors.ClosedError
+
+exports.PROTOCOL_VERSION = '2026-05-01'
+exports.DEFAULT_CDM_URL = 'https://config.blocks.ai/config.json'
+exports.ARTIFACT_INLINE_LIMIT_BYTES = 16384

@@ -1,0 +1,132 @@
+'use strict'
+// The agent runtime's JS face: TaskContext for handlers and startAgentInstance().
+
+const native = require('../native.js')
+const { InvalidArgumentError } = require('./errors.js')
+
+function toBuffer(data) {
+  if (Buffer.isBuffer(data)) return data
+  if (typeof data === 'string') return Buffer.from(data, 'utf8')
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  if (data instanceof ArrayBuffer) return Buffer.from(data)
+  if (data !== undefined) return Buffer.from(JSON.stringify(data), 'utf8')
+  throw new InvalidArgumentError('artifact data is missing: pass a string, Buffer, Uint8Array or a JSON value')
+}
+
+function defaultMime(data) {
+  if (typeof data === 'string') return 'text/plain'
+  if (data instanceof Uint8Array || data instanceof ArrayBuffer) return 'application/octet-stream'
+  return 'application/json'
+}
+
+/** What a handler gets besides the task: identity, cancellation, status and artifacts. */
+class TaskContext {
+  #native
+  #abort = new AbortController()
+
+  /** @internal */
+  constructor(nativeCtx) {
+    this.#native = nativeCtx
+    this.taskId = nativeCtx.taskId
+    this.requestParts = nativeCtx.requestParts ?? []
+    this.hasStream = nativeCtx.hasStream
+    this.consumerPublicKey = nativeCtx.consumerPublicKey ?? undefined
+    this.taskKind = nativeCtx.taskKind
+    nativeCtx.onCancel(() => this.#abort.abort(new Error(nativeCtx.isExpired ? 'task expired' : 'task canceled')))
+  }
+
+  /** Aborts when the task is canceled, terminated or expires. */
+  get cancelSignal() {
+    return this.#abort.signal
+  }
+  get isCancelled() {
+    return this.#native.isCancelled
+  }
+  get isExpired() {
+    return this.#native.isExpired
+  }
+
+  /** Publish a status line (throttled to one per second; the latest is never dropped). */
+  reportStatus(message) {
+    this.#native.reportStatus(String(message))
+  }
+
+  /** Publish an artifact now: a string, Buffer/Uint8Array or JSON value. */
+  async publishArtifact(data, options = {}) {
+    const buf = toBuffer(data)
+    await this.#native.publishArtifact(buf, options.mimeType ?? defaultMime(data), options.fileName, options.outputId)
+  }
+}
+
+/**
+ * Read and validate an agent card (a path to agent-card.json, or the object). Errors name the
+ * field and the fix.
+ */
+function loadCard(source) {
+  let card = source
+  if (typeof source === 'string') {
+    const fs = require('node:fs')
+    if (!fs.existsSync(source)) throw new InvalidArgumentError(`agent-card.json not found at ${source}`)
+    try {
+      card = JSON.parse(fs.readFileSync(source, 'utf8'))
+    } catch (e) {
+      throw new InvalidArgumentError(`agent-card.json is invalid JSON: ${e.message}`)
+    }
+  }
+  const r = native.validateCard(card)
+  if (r.error) throw new InvalidArgumentError(r.error)
+  return card
+}
+
+/**
+ * Start an agent instance: register, subscribe to the control channel and run `handler(task, ctx)`
+ * for every task. Resolves with a handle once the instance is registered.
+ */
+async function startAgentInstance(options) {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('startAgentInstance(options) needs an options object')
+  const { handler, card } = options
+  if (typeof handler !== 'function') throw new InvalidArgumentError('startAgentInstance needs a handler function: handler(task, ctx)')
+  if (card !== undefined) loadCard(card)
+  const runtime = card?.runtime ?? {}
+  const agentName = options.agentName ?? card?.identity?.agentName
+  const run = async (nctx) => {
+    const ctx = new TaskContext(nctx)
+    try {
+      const result = await handler(nctx.task, ctx)
+      const artifacts = result && Array.isArray(result.artifacts) ? result.artifacts : []
+      for (const a of artifacts) await ctx.publishArtifact(a.data, a)
+      return null
+    } catch (err) {
+      return (err && err.message) || String(err) || 'Agent instance error'
+    }
+  }
+  const agent = await native.NativeAgent.start(
+    {
+      agentName: agentName ?? '',
+      apiKey: options.apiKey,
+      cdmUrl: options.cdmUrl,
+      baseUrl: options.baseUrl,
+      realtimeOrigin: options.realtimeOrigin,
+      concurrency: options.concurrency ?? runtime.concurrency,
+      expectedInstances: options.expectedInstances ?? runtime.expectedInstances,
+      maxPendingBacklog: options.maxPendingBacklog ?? runtime.maxPendingBacklog,
+      maxRunningTimeSec: options.maxRunningTimeSec ?? runtime.maxRunningTimeSec,
+      listing: options.listing,
+    },
+    run,
+  )
+  return {
+    instanceId: agent.instanceId,
+    agentName: agent.agentName,
+    controlChannel: agent.controlChannel,
+    subscribeKey: agent.subscribeKey,
+    /** Handlers running now. */
+    get activeTasks() {
+      return agent.activeTasks
+    },
+    /** Stop taking tasks; running handlers get `graceMs` (default 10 s) to finish. Idempotent. */
+    stop: (graceMs) => agent.stop(graceMs),
+  }
+}
+
+module.exports = { TaskContext, startAgentInstance, loadCard }

@@ -1,0 +1,202 @@
+'use strict'
+// TaskSession: a thin JS face over the native session. The engine does dedup, first-terminal-wins
+// and cancel_requested-once; this class only fans events out to listeners and keeps what late
+// listeners replay.
+
+const { Listeners } = require('./callbacks.js')
+const { ClosedError, InvalidArgumentError, TimeoutError } = require('./errors.js')
+
+const TERMINAL = new Set(['completed', 'failed', 'canceled'])
+
+class TaskSession {
+  #native
+  #client
+  #listeners
+  #terminal = null
+  #cancelRequested = null
+  #artifacts = []
+  #events = []
+  #closed = false
+  #waiters = new Set()
+
+  /** @internal */
+  constructor(native, client) {
+    this.#native = native
+    this.#client = client
+    this.#listeners = new Listeners((err, ctx) => this.#reportError(err, ctx))
+    const info = native.info
+    this.taskId = info.taskId
+    this.ownerId = info.ownerId
+    this.orgId = info.orgId
+    this.agentName = info.agentName ?? undefined
+    this.readToken = info.readToken
+    this.statusChannel = info.statusChannel
+    this.idempotent = info.idempotent
+    this.queued = info.queued
+    this.pushConfigId = info.pushConfigId ?? undefined
+    const initial = native.initial()
+    /** Current task state: undefined until known, then `running`…, finally the terminal state. */
+    this.state = initial.state ?? undefined
+    this.#terminal = initial.terminal ?? null
+    this.#cancelRequested = initial.cancelRequested ?? null
+    this.#artifacts = [...initial.artifacts]
+    this.#events = [...initial.events]
+    this.#closed = initial.closed
+    if (!this.#closed && !this.#terminal) native.start((e) => this.#dispatch(e))
+  }
+
+  /** True once the session was closed (pre-closed idempotent hits start closed). */
+  get isClosed() {
+    return this.#closed
+  }
+
+  /** Progress events (status text, `progress`, `state`, stream announcements). */
+  onProgress(cb) {
+    return this.#listeners.add('onProgress', cb)
+  }
+
+  /** Artifact events; artifacts received so far are replayed at once. */
+  onArtifact(cb) {
+    const off = this.#listeners.add('onArtifact', cb)
+    for (const a of this.#artifacts) this.#listeners.invoke('onArtifact', cb, a, this.#context(a))
+    return off
+  }
+
+  /** The terminal event (first one wins); replayed at once if the task already ended. */
+  onTerminal(cb) {
+    const off = this.#listeners.add('onTerminal', cb)
+    if (this.#terminal) this.#listeners.invoke('onTerminal', cb, this.#terminal, this.#context(this.#terminal))
+    return off
+  }
+
+  /** The backend's cancel acknowledgement (at most once, never after a terminal). */
+  onCancelRequested(cb) {
+    const off = this.#listeners.add('onCancelRequested', cb)
+    if (this.#cancelRequested && !this.#terminal) {
+      this.#listeners.invoke('onCancelRequested', cb, this.#cancelRequested, this.#context(this.#cancelRequested))
+    }
+    return off
+  }
+
+  /** Every event with a `type`, before the typed listeners. */
+  onEvent(cb) {
+    return this.#listeners.add('onEvent', cb)
+  }
+
+  /** Errors thrown by listeners: `cb(error, { entryPoint, callbackType, event })`. */
+  onError(cb) {
+    return this.#listeners.add('onError', cb)
+  }
+
+  /** Artifacts so far (a fresh array each call). */
+  listArtifacts() {
+    return [...this.#artifacts]
+  }
+
+  /** Typed events seen by this session (history events for connect sessions, then live ones). */
+  listEvents() {
+    return [...this.#events]
+  }
+
+  /**
+   * Resolve with the terminal event. Resolves at once if the task already ended; rejects on
+   * timeout (`timeoutMs`) and when the session is closed first.
+   */
+  waitForTerminal(timeoutMs) {
+    if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs >= 0 && Number.isFinite(timeoutMs))) {
+      return Promise.reject(new InvalidArgumentError(`waitForTerminal(timeoutMs) needs a non-negative number of milliseconds, got ${timeoutMs}`))
+    }
+    if (this.#terminal) return Promise.resolve(this.#terminal)
+    if (this.#closed) return Promise.reject(new ClosedError('TaskSession closed'))
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject, timer: null }
+      if (timeoutMs !== undefined) {
+        waiter.timer = setTimeout(() => {
+          this.#waiters.delete(waiter)
+          reject(new TimeoutError(`waitForTerminal timed out after ${timeoutMs}ms`))
+        }, timeoutMs)
+      }
+      this.#waiters.add(waiter)
+    })
+  }
+
+  /** Ask the agent to stop cooperatively (CancelTask). */
+  cancel() {
+    return this.#client.cancelTask(this.taskId)
+  }
+
+  /** Force the task to end (TerminateTask). */
+  terminate() {
+    return this.#client.terminateTask(this.taskId)
+  }
+
+  /** Stop listening and release the realtime client. Idempotent. */
+  close() {
+    if (this.#closed) return
+    this.#closed = true
+    this.#native.close()
+    for (const w of this.#waiters) {
+      clearTimeout(w.timer)
+      w.reject(new ClosedError('TaskSession closed'))
+    }
+    this.#waiters.clear()
+    this.#listeners.clear()
+  }
+
+  async asyncClose() {
+    this.close()
+  }
+
+  async [Symbol.asyncDispose]() {
+    this.close()
+  }
+
+  #context(event) {
+    return { entryPoint: 'taskSession', event }
+  }
+
+  #reportError(err, ctx) {
+    if (ctx.callbackType !== 'onError' && this.#listeners.has('onError')) {
+      this.#listeners.emit('onError', err, ctx)
+      return
+    }
+    const msg = err instanceof Error ? err.message : String(err)
+    console.warn(`[blocks] ${ctx.callbackType} callback of task ${this.taskId} threw: ${msg}`)
+  }
+
+  #dispatch({ event }) {
+    if (this.#closed || !event || typeof event.type !== 'string') return
+    const ctx = this.#context(event)
+    this.#events.push(event)
+    this.#listeners.emit('onEvent', event, ctx)
+    switch (event.type) {
+      case 'progress':
+        if (typeof event.state === 'string' && !TERMINAL.has(event.state)) this.state = event.state
+        this.#listeners.emit('onProgress', event, ctx)
+        break
+      case 'artifact':
+        this.#artifacts.push(event)
+        this.#listeners.emit('onArtifact', event, ctx)
+        break
+      case 'cancel_requested':
+        this.#cancelRequested = event
+        this.#listeners.emit('onCancelRequested', event, ctx)
+        break
+      case 'terminal':
+        this.#terminal = event
+        this.state = event.state
+        this.#listeners.emit('onTerminal', event, ctx)
+        for (const w of this.#waiters) {
+          clearTimeout(w.timer)
+          w.resolve(event)
+        }
+        this.#waiters.clear()
+        this.close()
+        break
+      default:
+        break
+    }
+  }
+}
+
+module.exports = { TaskSession }

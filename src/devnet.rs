@@ -1,0 +1,105 @@
+//! `NativeLocalNetwork`: an in-process devnet for tests and demos (wrapped by JS `LocalNetwork`).
+
+use std::time::Duration;
+
+use blocks_devnet::{ApiKey, Devnet, DevnetConfig};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+/// Options of `NativeLocalNetwork.start`.
+#[napi(object)]
+pub struct NativeNetworkOptions {
+    pub port: Option<u32>,
+    pub api_keys: Option<Vec<Vec<String>>>,
+    pub paid_agents: Option<Vec<String>>,
+    pub token_ttl_sec: Option<f64>,
+    pub long_poll_hold_sec: Option<f64>,
+}
+
+/// Internal devnet handle.
+#[napi]
+pub struct NativeLocalNetwork {
+    devnet: Devnet,
+}
+
+#[napi]
+impl NativeLocalNetwork {
+    /// Start a devnet on loopback.
+    #[napi]
+    pub async fn start(opts: Option<NativeNetworkOptions>) -> Result<NativeLocalNetwork> {
+        let mut cfg = DevnetConfig::default();
+        if let Some(o) = opts {
+            if let Some(p) = o.port {
+                cfg.port = u16::try_from(p)
+                    .map_err(|_| Error::new(Status::InvalidArg, format!("port {p} is out of range (0-65535)")))?;
+            }
+            if let Some(keys) = o.api_keys {
+                let parsed: Vec<ApiKey> = keys
+                    .into_iter()
+                    .filter_map(|kv| match kv.as_slice() {
+                        [k, u] => Some(ApiKey {
+                            key: k.clone(),
+                            user_id: u.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                if !parsed.is_empty() {
+                    cfg.api_keys = parsed;
+                }
+            }
+            if let Some(p) = o.paid_agents {
+                cfg.paid_agents = p;
+            }
+            if let Some(t) = o.token_ttl_sec {
+                if !(t.is_finite() && t > 0.0) {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        format!("tokenTtlSec must be a positive number, got {t}"),
+                    ));
+                }
+                cfg.token_ttl = Duration::from_secs_f64(t);
+            }
+            if let Some(h) = o.long_poll_hold_sec {
+                if !(h.is_finite() && h > 0.0) {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        format!("longPollHoldSec must be a positive number, got {h}"),
+                    ));
+                }
+                cfg.long_poll_hold = Duration::from_secs_f64(h);
+            }
+        }
+        let devnet = Devnet::start(cfg)
+            .await
+            .map_err(|e| Error::new(Status::GenericFailure, format!("devnet failed to start: {e}")))?;
+        Ok(NativeLocalNetwork { devnet })
+    }
+
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.devnet.url()
+    }
+
+    #[napi(getter)]
+    pub fn cdm_url(&self) -> String {
+        self.devnet.cdm_url()
+    }
+
+    #[napi(getter)]
+    pub fn api_key(&self) -> String {
+        self.devnet.api_key()
+    }
+
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        u32::from(self.devnet.port())
+    }
+
+    /// Stop the devnet. Idempotent.
+    #[napi]
+    pub async fn stop(&self) -> Result<()> {
+        self.devnet.stop().await;
+        Ok(())
+    }
+}

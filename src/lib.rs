@@ -1,0 +1,15 @@
+#![deny(clippy::all)]
+//! napi-rs binding of the Blocks Network SDK. Thin by rule: it converts types, bridges events to
+//! JS and maps errors once; all protocol logic lives in `blocks-core`.
+
+mod agent;
+mod client;
+// mod devnet;
+mod errors;
+mod session;
+
+pub use agent::*;
+pub use client::*;
+// pub use devnet::*;
+pub use errors::*;
+pub use session::*;

@@ -1,0 +1,80 @@
+//! `NativeSession`: one task session; events reach JS through one threadsafe function, and the
+//! JS `TaskSession` (lib/session.js) fans them out to listeners.
+
+use std::sync::Arc;
+
+use blocks_core::{SessionEvent, TaskSession};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use serde_json::{json, Value};
+
+/// Keeps the event loop alive (not weak) while the session is live; dropped at the end.
+type EventSink = ThreadsafeFunction<Value, (), Value, Status, false, false>;
+
+/// Internal handle of a task session (wrapped by the JS `TaskSession`).
+#[napi]
+pub struct NativeSession {
+    inner: Arc<TaskSession>,
+}
+
+impl NativeSession {
+    pub fn new(inner: TaskSession) -> Self {
+        NativeSession { inner: Arc::new(inner) }
+    }
+}
+
+fn event_json(e: SessionEvent) -> Value {
+    json!({ "timetoken": e.timetoken.map(|t| t.to_string()), "event": e.event })
+}
+
+#[napi]
+impl NativeSession {
+    /// Identity and RPC metadata.
+    #[napi(
+        getter,
+        ts_return_type = "{ taskId: string; ownerId: string; orgId: string; agentName: string | null; readToken: string | null; statusChannel: string; idempotent: boolean; queued: boolean; pushConfigId: string | null }"
+    )]
+    pub fn info(&self) -> Value {
+        let i = self.inner.info();
+        json!({
+            "taskId": i.task_id, "ownerId": i.owner_id, "orgId": i.org_id, "agentName": i.agent_name,
+            "readToken": i.read_token, "statusChannel": i.status_channel, "idempotent": i.idempotent,
+            "queued": i.queued, "pushConfigId": i.push_config_id,
+        })
+    }
+
+    /// The state when the session was created (history effects included).
+    #[napi(
+        ts_return_type = "{ state: string | null; terminal: any; artifacts: any[]; cancelRequested: any; events: any[]; closed: boolean }"
+    )]
+    pub fn initial(&self) -> Value {
+        let s = self.inner.initial();
+        json!({
+            "state": s.state, "terminal": s.terminal, "artifacts": s.artifacts,
+            "cancelRequested": s.cancel_requested, "events": s.events, "closed": s.closed,
+        })
+    }
+
+    /// Start delivering live events to `sink` (once). Resolves when the live feed ends (terminal or close).
+    #[napi(ts_args_type = "sink: (event: { timetoken: string | null; event: any }) => void")]
+    pub fn start(&self, sink: EventSink) -> Result<()> {
+        let Some(mut rx) = self.inner.take_events() else {
+            return Ok(());
+        };
+        napi::bindgen_prelude::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                sink.call(event_json(ev), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+            drop(sink);
+        });
+        Ok(())
+    }
+
+    /// Stop the live subscription. Idempotent.
+    #[napi]
+    pub fn close(&self) {
+        let inner = self.inner.clone();
+        napi::bindgen_prelude::within_runtime_if_available(move || inner.close());
+    }
+}
