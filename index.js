@@ -5,7 +5,10 @@
 const native = require('./native.js')
 const errors = require('./lib/errors.js')
 
+const logging = require('./lib/log.js')
+
 native.registerErrorFactory(errors.makeError)
+native.registerLogSink((level, target, message) => logging.log(level, message, { target }), logging.currentLevel())
 
 exports.TaskClient = require('./lib/client.js').TaskClient
 exports.TaskSession = require('./lib/session.js').TaskSession
@@ -27,6 +30,9 @@ exports.ConfigError = errors.ConfigError
 exports.InvalidArgumentError = errors.InvalidArgumentError
 exports.TimeoutError = errors.TimeoutError
 exports.ClosedError = errors.ClosedError
+
+exports.setLogger = logging.setLogger
+exports.setLogLevel = (level) => logging.setLogLevel(level, native.setLogLevel)
 
 exports.PROTOCOL_VERSION = '2026-05-01'
 exports.DEFAULT_CDM_URL = 'https://config.blocks.ai/config.json'

@@ -3,6 +3,7 @@
 
 const native = require('../native.js')
 const { InvalidArgumentError } = require('./errors.js')
+const { setLogger } = require('./log.js')
 
 function toBuffer(data) {
   if (Buffer.isBuffer(data)) return data
@@ -87,6 +88,7 @@ async function startAgentInstance(options) {
   const { handler, card } = options
   if (typeof handler !== 'function') throw new InvalidArgumentError('startAgentInstance needs a handler function: handler(task, ctx)')
   if (card !== undefined) loadCard(card)
+  if (options.logger !== undefined) setLogger(options.logger)
   const runtime = card?.runtime ?? {}
   const agentName = options.agentName ?? card?.identity?.agentName
   const run = async (nctx) => {

@@ -25,21 +25,21 @@ class Listeners {
     return (this.#sets.get(type)?.size ?? 0) > 0
   }
 
-  /** Call one callback safely. */
-  invoke(type, cb, arg, context) {
+  /** Call one callback safely with `args` (an array). */
+  invoke(type, cb, args, context) {
     try {
-      const r = cb(arg)
+      const r = cb(...args)
       if (r && typeof r.then === 'function') r.then(undefined, (err) => this.#onFailure(err, { ...context, callbackType: type }))
     } catch (err) {
       this.#onFailure(err, { ...context, callbackType: type })
     }
   }
 
-  /** Call every callback of a type, in registration order. */
-  emit(type, arg, context) {
+  /** Call every callback of a type with `args` (an array), in registration order. */
+  emit(type, args, context) {
     const set = this.#sets.get(type)
     if (!set) return
-    for (const entry of [...set]) this.invoke(type, entry.cb, arg, context)
+    for (const entry of [...set]) this.invoke(type, entry.cb, args, context)
   }
 
   clear() {

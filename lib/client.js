@@ -5,6 +5,7 @@
 const native = require('../native.js')
 const { TaskSession } = require('./session.js')
 const { InvalidArgumentError, makeError } = require('./errors.js')
+const { log, setLogger } = require('./log.js')
 
 const BILLING_MODE_REQUIRED = "TaskClient.create() requires a billingMode option ('free' or 'paid')"
 
@@ -40,6 +41,7 @@ class TaskClient {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError(BILLING_MODE_REQUIRED)
     if (options.billingMode !== 'free' && options.billingMode !== 'paid') throw new InvalidArgumentError(BILLING_MODE_REQUIRED)
     const { tokenProvider, onAuthError } = options
+    if (options.logger !== undefined) setLogger(options.logger)
     if (tokenProvider !== undefined && typeof tokenProvider !== 'function') {
       throw new InvalidArgumentError('tokenProvider must be an async function returning { token, expiresIn, userId? }')
     }
@@ -52,7 +54,7 @@ class TaskClient {
           try {
             onAuthError(makeError('AuthRefreshFailedError', `Consumer auth refresh permanently failed: ${message}`, props))
           } catch (err) {
-            console.warn(`[blocks] onAuthError callback threw: ${err && err.message}`)
+            log('warn', `onAuthError callback threw: ${err && err.message}`)
           }
         }),
       billingMode: options.billingMode,

@@ -5,6 +5,7 @@
 
 const { Listeners } = require('./callbacks.js')
 const { ClosedError, InvalidArgumentError, TimeoutError } = require('./errors.js')
+const { log } = require('./log.js')
 
 const TERMINAL = new Set(['completed', 'failed', 'canceled'])
 
@@ -58,14 +59,14 @@ class TaskSession {
   /** Artifact events; artifacts received so far are replayed at once. */
   onArtifact(cb) {
     const off = this.#listeners.add('onArtifact', cb)
-    for (const a of this.#artifacts) this.#listeners.invoke('onArtifact', cb, a, this.#context(a))
+    for (const a of this.#artifacts) this.#listeners.invoke('onArtifact', cb, [a], this.#context(a))
     return off
   }
 
   /** The terminal event (first one wins); replayed at once if the task already ended. */
   onTerminal(cb) {
     const off = this.#listeners.add('onTerminal', cb)
-    if (this.#terminal) this.#listeners.invoke('onTerminal', cb, this.#terminal, this.#context(this.#terminal))
+    if (this.#terminal) this.#listeners.invoke('onTerminal', cb, [this.#terminal], this.#context(this.#terminal))
     return off
   }
 
@@ -73,7 +74,7 @@ class TaskSession {
   onCancelRequested(cb) {
     const off = this.#listeners.add('onCancelRequested', cb)
     if (this.#cancelRequested && !this.#terminal) {
-      this.#listeners.invoke('onCancelRequested', cb, this.#cancelRequested, this.#context(this.#cancelRequested))
+      this.#listeners.invoke('onCancelRequested', cb, [this.#cancelRequested], this.#context(this.#cancelRequested))
     }
     return off
   }
@@ -157,35 +158,35 @@ class TaskSession {
 
   #reportError(err, ctx) {
     if (ctx.callbackType !== 'onError' && this.#listeners.has('onError')) {
-      this.#listeners.emit('onError', err, ctx)
+      this.#listeners.emit('onError', [err, ctx], ctx)
       return
     }
     const msg = err instanceof Error ? err.message : String(err)
-    console.warn(`[blocks] ${ctx.callbackType} callback of task ${this.taskId} threw: ${msg}`)
+    log('warn', `${ctx.callbackType} callback of task ${this.taskId} threw: ${msg}`, { taskId: this.taskId, callbackType: ctx.callbackType })
   }
 
   #dispatch({ event }) {
     if (this.#closed || !event || typeof event.type !== 'string') return
     const ctx = this.#context(event)
     this.#events.push(event)
-    this.#listeners.emit('onEvent', event, ctx)
+    this.#listeners.emit('onEvent', [event], ctx)
     switch (event.type) {
       case 'progress':
         if (typeof event.state === 'string' && !TERMINAL.has(event.state)) this.state = event.state
-        this.#listeners.emit('onProgress', event, ctx)
+        this.#listeners.emit('onProgress', [event], ctx)
         break
       case 'artifact':
         this.#artifacts.push(event)
-        this.#listeners.emit('onArtifact', event, ctx)
+        this.#listeners.emit('onArtifact', [event], ctx)
         break
       case 'cancel_requested':
         this.#cancelRequested = event
-        this.#listeners.emit('onCancelRequested', event, ctx)
+        this.#listeners.emit('onCancelRequested', [event], ctx)
         break
       case 'terminal':
         this.#terminal = event
         this.state = event.state
-        this.#listeners.emit('onTerminal', event, ctx)
+        this.#listeners.emit('onTerminal', [event], ctx)
         for (const w of this.#waiters) {
           clearTimeout(w.timer)
           w.resolve(event)

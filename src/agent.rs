@@ -211,7 +211,10 @@ impl NativeAgent {
 }
 
 /// Internal: validate an agent card. Returns `{ card }` (the runtime fields) or `{ error }`.
-#[napi(ts_args_type = "card: any", ts_return_type = "{ card?: { agentName: string; displayName: string; taskKinds: string[]; handler: string; handlerExport: string | null; concurrency: number; expectedInstances: number; maxPendingBacklog: number | null; maxRunningTimeSec: number | null }; error?: string }")]
+#[napi(
+    ts_args_type = "card: any",
+    ts_return_type = "{ card?: { agentName: string; displayName: string; taskKinds: string[]; handler: string; handlerExport: string | null; concurrency: number; expectedInstances: number; maxPendingBacklog: number | null; maxRunningTimeSec: number | null }; error?: string }"
+)]
 pub fn validate_card(card: Value) -> Value {
     match blocks_core::card::validate_card(&card) {
         Ok(c) => serde_json::json!({ "card": {

@@ -79,23 +79,18 @@ fn str_field(v: &Value, k: &str) -> Option<String> {
 }
 
 /// JS `sendMessage` options → engine request (type conversion only; validation is in the engine).
-fn send_request(v: &Value) -> std::result::Result<SendMessageRequest, blocks_core::Error> {
+fn send_request(v: &Value) -> std::result::Result<SendMessageRequest, String> {
     let parts = match v.get("requestParts") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a.clone(),
-        Some(_) => {
-            return Err(blocks_core::Error::InvalidArgument(
-                "requestParts must be an array".into(),
-            ))
-        }
+        Some(_) => return Err("requestParts must be an array".into()),
     };
     let duration = match v.get("duration") {
         None | Some(Value::Null) => None,
-        Some(d) => Some(d.as_f64().ok_or_else(|| {
-            blocks_core::Error::InvalidArgument(
-                "Pipe tasks require an integer duration between 1 and 43200 minutes".into(),
-            )
-        })?),
+        Some(d) => Some(
+            d.as_f64()
+                .ok_or_else(|| "Pipe tasks require an integer duration between 1 and 43200 minutes".to_string())?,
+        ),
     };
     Ok(SendMessageRequest {
         agent_name: str_field(v, "agentName").unwrap_or_default(),
@@ -127,7 +122,11 @@ impl NativeTaskClient {
                     _ => None,
                 })
                 .collect();
-            (url, headers, opts.token_endpoint_body)
+            blocks_core::auth::TokenEndpoint {
+                url,
+                headers,
+                body: opts.token_endpoint_body,
+            }
         });
         let options = ClientOptions {
             billing_mode: opts.billing_mode,
@@ -169,7 +168,10 @@ impl NativeTaskClient {
     /// Create a task and return its session.
     #[napi(ts_args_type = "request: any")]
     pub async fn send_message(&self, request: Value) -> Result<NativeSession> {
-        let req = send_request(&request).or_js().await?;
+        let req = send_request(&request)
+            .map_err(blocks_core::Error::InvalidArgument)
+            .or_js()
+            .await?;
         let session = self.inner.send_message(req).await.or_js().await?;
         Ok(NativeSession::new(session))
     }

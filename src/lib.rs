@@ -4,12 +4,14 @@
 
 mod agent;
 mod client;
-// mod devnet;
+mod devnet;
 mod errors;
+mod log;
 mod session;
 
 pub use agent::*;
 pub use client::*;
-// pub use devnet::*;
+pub use devnet::*;
 pub use errors::*;
+pub use log::*;
 pub use session::*;

@@ -1,3 +1,3 @@
 import { TaskClient } from '../../../index.js'
-// this file must NOT compile: billingMode only accepts 'free' | 'paid'
-await TaskClient.create({ billingMode: 'gold' })
+// must NOT compile: billingMode only accepts 'free' | 'paid'
+export const c = () => TaskClient.create({ billingMode: 'gold' })

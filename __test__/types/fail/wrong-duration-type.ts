@@ -1,4 +1,3 @@
-import { TaskClient } from '../../../index.js'
-declare const client: TaskClient
+import type { TaskClient } from '../../../index.js'
 // must NOT compile: duration is a number
-await client.sendMessage({ agentName: 'x', taskKind: 'pipe', duration: '5' })
+export const send = (client: TaskClient) => client.sendMessage({ agentName: 'x', taskKind: 'pipe', duration: '5' })

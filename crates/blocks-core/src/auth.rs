@@ -30,6 +30,17 @@ pub trait TokenSource: Send + Sync {
     async fn fetch(&self) -> Result<TokenResult>;
 }
 
+/// A customer token endpoint (auth mode 2).
+#[derive(Clone, Debug)]
+pub struct TokenEndpoint {
+    /// Endpoint URL.
+    pub url: String,
+    /// Extra headers (user values win over the JSON content type).
+    pub headers: Vec<(String, String)>,
+    /// JSON body; `{}` when absent.
+    pub body: Option<Value>,
+}
+
 /// The three consumer auth modes.
 #[derive(Clone)]
 pub enum AuthMode {

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use crate::auth::{AuthErrorCallback, AuthMode, ConsumerAuth, TokenSource};
+use crate::auth::{AuthErrorCallback, AuthMode, ConsumerAuth, TokenEndpoint, TokenSource};
 use crate::backend::Backend;
 use crate::config::{self, BillingMode, Keyset};
 use crate::error::{Error, Result};
@@ -31,8 +31,8 @@ pub struct ClientOptions {
     pub realtime_origin: Option<String>,
     /// Auth mode 1.
     pub api_key: Option<String>,
-    /// Auth mode 2: `(url, headers, body)`.
-    pub token_endpoint: Option<(String, Vec<(String, String)>, Option<Value>)>,
+    /// Auth mode 2.
+    pub token_endpoint: Option<TokenEndpoint>,
     /// Auth mode 3.
     pub token_provider: Option<Arc<dyn TokenSource>>,
     /// Anonymous viewer mode (free only).
@@ -106,8 +106,8 @@ impl TaskClient {
                 "anonFingerprint is only supported with billingMode 'free'".into(),
             ));
         }
-        if let Some((url, _, _)) = &opts.token_endpoint {
-            if url.is_empty() {
+        if let Some(te) = &opts.token_endpoint {
+            if te.url.is_empty() {
                 return Err(Error::InvalidArgument(
                     "TokenEndpointConfig.url is required and must be a non-empty string".into(),
                 ));
@@ -140,7 +140,7 @@ impl TaskClient {
         };
         let mode = if let Some(k) = opts.api_key {
             Some(AuthMode::ApiKey(k))
-        } else if let Some((url, headers, body)) = opts.token_endpoint {
+        } else if let Some(TokenEndpoint { url, headers, body }) = opts.token_endpoint {
             Some(AuthMode::TokenEndpoint { url, headers, body })
         } else {
             opts.token_provider.map(AuthMode::Provider)

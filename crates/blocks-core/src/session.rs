@@ -128,9 +128,8 @@ impl SessionState {
                 self.snapshot.cancel_requested = Some(event.clone());
             }
             "artifact" => {
-                if event.pointer("/artifactRef/kind").and_then(Value::as_str).is_none() {
-                    return None;
-                }
+                // an artifact without `artifactRef.kind` is not one
+                event.pointer("/artifactRef/kind").and_then(Value::as_str)?;
                 self.snapshot.artifacts.push(event.clone());
             }
             "progress" => {

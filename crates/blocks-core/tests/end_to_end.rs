@@ -265,7 +265,7 @@ async fn client_validation_happens_before_the_network() {
             "invalid",
         ),
     ] {
-        let e = c.send_params(&req).err().expect("invalid");
+        let e = c.send_params(&req).expect_err("invalid");
         assert!(e.to_string().contains(msg), "{e} should contain {msg}");
     }
     let ok = c

@@ -1,0 +1,278 @@
+// Issue 3: the whole caller API (auth modes, refresh, connect, listTasks, lifecycle, errors).
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { sdk, startNetwork, artifactText, deferred } from './helpers.mjs'
+
+const { TaskClient, textPart, RpcError, BillingModeMismatchError, AuthRefreshFailedError, InvalidArgumentError, BlocksError } = sdk
+
+let env
+let gate = deferred()
+before(async () => {
+  env = await startNetwork({ paidAgents: ['premium'], apiKeys: [['bk_devnet_default', 'user_default'], ['bk_second', 'user_second']] })
+  await env.agent('echo', async (task, ctx) => ({ artifacts: [{ data: `Echo: ${ctx.requestParts.map((p) => p.text).join(' ')}`, mimeType: 'text/plain' }] }))
+  await env.agent('waiter', async (task, ctx) => {
+    // runs until canceled/terminated, or until the test opens the gate
+    await Promise.race([gate.promise, new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))])
+    return { artifacts: [{ data: ctx.isCancelled ? 'stopped' : 'released', mimeType: 'text/plain' }] }
+  }, { concurrency: 8 })
+})
+after(async () => {
+  gate.resolve()
+  await env.stop()
+})
+
+async function consumerToken(apiKey = env.net.apiKey) {
+  const r = await fetch(`${env.net.url}/api/v1/auth/agent/consumer-token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ apiKey }),
+  })
+  assert.equal(r.status, 200)
+  return r.json()
+}
+
+test('tokenEndpoint as a URL object with body and headers', async () => {
+  const client = await TaskClient.create({
+    billingMode: 'free',
+    cdmUrl: env.net.cdmUrl,
+    tokenEndpoint: { url: `${env.net.url}/api/v1/auth/agent/consumer-token`, headers: { 'x-test': '1' }, body: { apiKey: env.net.apiKey } },
+  })
+  assert.equal(client.getUserId(), 'user_default')
+  const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('te')] })
+  assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
+  client.destroy()
+  await assert.rejects(TaskClient.create({ billingMode: 'free', cdmUrl: env.net.cdmUrl, tokenEndpoint: { url: '' } }), InvalidArgumentError)
+})
+
+test('tokenProvider: called at create, and again after an HTTP 401 (one refresh, one retry)', async () => {
+  let calls = 0
+  const client = await TaskClient.create({
+    billingMode: 'free',
+    cdmUrl: env.net.cdmUrl,
+    tokenProvider: async () => {
+      calls++
+      if (calls === 1) return { token: 'not-a-valid-token', expiresIn: 3600, userId: 'user_default' }
+      const t = await consumerToken()
+      return { token: t.accessToken, expiresIn: 3600, userId: t.userId }
+    },
+  })
+  assert.equal(calls, 1)
+  assert.equal(client.getUserId(), 'user_default')
+  const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('p')] })
+  assert.equal(calls, 2, 'the 401 triggered exactly one refresh')
+  assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
+  client.destroy()
+})
+
+test('a static token that stays invalid fails with RpcError code 401 after one retry', async () => {
+  let calls = 0
+  const client = await TaskClient.create({
+    billingMode: 'free',
+    cdmUrl: env.net.cdmUrl,
+    tokenProvider: () => {
+      calls++
+      return { token: 'always-bad', expiresIn: 3600 }
+    },
+  })
+  await assert.rejects(client.getTask('t_x'), (e) => e instanceof RpcError && e.code === 401 && /HTTP 401/.test(e.message))
+  assert.equal(calls, 2)
+  client.destroy()
+})
+
+test('proactive refresh at 80% of expiresIn keeps the client working past the token lifetime', async () => {
+  const short = await startNetwork({ tokenTtlSec: 2 })
+  try {
+    const client = await short.client()
+    const seen = deferred()
+    // the devnet tokens live 2 s; after 3 s only a refreshed token is accepted
+    setTimeout(seen.resolve, 3000)
+    await seen.promise
+    const info = await client.getTask('t_missing').catch((e) => e)
+    assert.ok(info instanceof RpcError)
+    assert.notEqual(info.code, 401, `expected an application error, got ${info.message}`)
+  } finally {
+    await short.stop()
+  }
+})
+
+test('three failed proactive refreshes call onAuthError once and record AuthRefreshFailedError', { timeout: 40_000 }, async () => {
+  let calls = 0
+  const failed = deferred()
+  const client = await TaskClient.create({
+    billingMode: 'free',
+    cdmUrl: env.net.cdmUrl,
+    tokenProvider: async () => {
+      calls++
+      if (calls === 1) {
+        const t = await consumerToken()
+        return { token: t.accessToken, expiresIn: 1, userId: t.userId }
+      }
+      throw new Error('token service down')
+    },
+    onAuthError: (err) => failed.resolve(err),
+  })
+  const err = await failed.promise
+  assert.ok(err instanceof AuthRefreshFailedError)
+  assert.match(err.message, /token service down/)
+  assert.equal(calls, 4, 'first token + three proactive attempts')
+  // calls now fail before the network (after one more reactive attempt)
+  await assert.rejects(client.getTask('t_x'), AuthRefreshFailedError)
+  client.destroy()
+})
+
+test('BillingModeMismatchError for a paid agent called as free', async () => {
+  const client = await env.client()
+  const reg = await fetch(`${env.net.url}/api/v1/registry/agents?agentName=premium`, { headers: { authorization: `Bearer ${env.net.apiKey}` } })
+  assert.equal((await reg.json()).agent.billingMode, 'paid')
+  await assert.rejects(client.sendMessage({ agentName: 'premium', requestParts: [] }), (e) => {
+    assert.ok(e instanceof BillingModeMismatchError)
+    assert.ok(e instanceof RpcError)
+    assert.equal(e.expected, 'paid')
+    assert.equal(e.got, 'free')
+    assert.equal(e.code, -32000)
+    return true
+  })
+})
+
+test('pipe duration rules are checked before any network call', async () => {
+  const client = await env.client()
+  for (const duration of [undefined, 0, 43201, 1.5, '5']) {
+    await assert.rejects(client.sendMessage({ agentName: 'echo', taskKind: 'pipe', duration }), /Pipe tasks require an integer duration between 1 and 43200 minutes/)
+  }
+  await assert.rejects(client.sendMessage({ agentName: 'echo', duration: 5 }), /Request tasks must not include a duration/)
+  await assert.rejects(client.sendMessage({ agentName: 'echo', taskKind: 'stream' }), /taskKind must be 'request' or 'pipe'/)
+})
+
+test('idempotency: the same key returns the same task; a finished one comes back pre-closed', async () => {
+  const client = await env.client()
+  const key = `k-${Date.now()}`
+  const s1 = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('once')], idempotencyKey: key })
+  assert.equal(s1.idempotent, false)
+  await s1.waitForTerminal(15_000)
+  const s2 = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('twice')], idempotencyKey: key })
+  assert.equal(s2.idempotent, true)
+  assert.equal(s2.taskId, s1.taskId)
+  assert.equal(s2.isClosed, true)
+  assert.equal(s2.state, 'completed')
+  const t = await s2.waitForTerminal()
+  assert.deepEqual(t, { type: 'terminal', taskId: s1.taskId, state: 'completed' })
+  // another caller's identical key is a different task
+  const other = await env.client({ apiKey: 'bk_second' })
+  const s3 = await other.sendMessage({ agentName: 'echo', requestParts: [], idempotencyKey: key })
+  assert.notEqual(s3.taskId, s1.taskId)
+  await s3.waitForTerminal(15_000)
+})
+
+test('connect() to a finished task rebuilds it from history', async () => {
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('history')] })
+  await s.waitForTerminal(15_000)
+  const c = await client.connect(s.taskId)
+  assert.equal(c.taskId, s.taskId)
+  assert.equal(c.state, 'completed')
+  assert.equal(c.isClosed, false, 'a history-only session is not closed until close()')
+  assert.equal(c.listArtifacts().length, 1)
+  assert.equal(artifactText(c.listArtifacts()[0]), 'Echo: history')
+  const types = c.listEvents().map((e) => e.type)
+  assert.deepEqual(types, ['progress', 'artifact', 'terminal'])
+  assert.equal((await c.waitForTerminal()).state, 'completed')
+  c.close()
+  assert.equal(c.isClosed, true)
+})
+
+test('connect() to an active task is live; cancel reaches the handler and ends it canceled', async () => {
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
+  // wait for the agent to accept the task
+  for (let i = 0; i < 2000 && (await client.getTask(s.taskId)).state !== 'running'; i++) await new Promise((r) => setImmediate(r))
+  const c = await client.connect({ taskId: s.taskId })
+  assert.equal(c.state, 'running')
+  const cancelAck = deferred()
+  c.onCancelRequested((e) => cancelAck.resolve(e))
+  await client.cancelTask(s.taskId)
+  const ack = await cancelAck.promise
+  assert.equal(ack.taskId, s.taskId)
+  const t = await c.waitForTerminal(15_000)
+  assert.equal(t.state, 'canceled')
+  assert.equal(artifactText(c.listArtifacts().at(-1)), 'stopped')
+  assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
+})
+
+test('terminate ends a task canceled with reason terminated', async () => {
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
+  for (let i = 0; i < 2000 && (await client.getTask(s.taskId)).state !== 'running'; i++) await new Promise((r) => setImmediate(r))
+  await s.terminate()
+  const t = await s.waitForTerminal(15_000)
+  assert.equal(t.state, 'canceled')
+  assert.equal(t.reason, 'terminated')
+})
+
+test('pause and resume publish system events', async () => {
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
+  for (let i = 0; i < 2000 && (await client.getTask(s.taskId)).state !== 'running'; i++) await new Promise((r) => setImmediate(r))
+  const statuses = []
+  const both = deferred()
+  s.onEvent((e) => {
+    if (e.type === 'system') statuses.push(e.status)
+    if (statuses.length === 2) both.resolve()
+  })
+  await client.pauseTask(s.taskId)
+  await client.resumeTask(s.taskId)
+  await both.promise
+  assert.deepEqual(statuses, ['paused', 'resumed'])
+  await s.cancel()
+  assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
+})
+
+test('listTasks filters and pages with cursors', async () => {
+  const client = await env.client({ apiKey: 'bk_second' })
+  const ids = []
+  for (let i = 0; i < 5; i++) {
+    const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart(`n${i}`)] })
+    ids.push(s.taskId)
+    await s.waitForTerminal(15_000)
+  }
+  const seen = []
+  let cursor
+  let pages = 0
+  do {
+    const page = await client.listTasks({ agentName: 'echo', limit: 2, cursor })
+    assert.ok(page.tasks.length <= 2)
+    seen.push(...page.tasks.map((t) => t.taskId))
+    cursor = page.next
+    pages++
+  } while (cursor && pages < 20)
+  assert.ok(pages >= 3, `expected several pages, got ${pages}`)
+  for (const id of ids) assert.ok(seen.includes(id), `${id} listed`)
+  assert.equal(new Set(seen).size, seen.length, 'no task twice across pages')
+  const done = await client.listTasks({ state: 'completed', limit: 100 })
+  assert.ok(done.tasks.every((t) => t.state === 'completed'))
+  // the first user's tasks are not in the second user's list
+  const mine = await (await env.client()).listTasks({ limit: 100 })
+  assert.ok(!mine.tasks.some((t) => ids.includes(t.taskId)))
+})
+
+test('getAgentCard returns the registry card or null', async () => {
+  const client = await env.client()
+  assert.notEqual(await client.getAgentCard('echo'), undefined)
+  assert.equal(await client.getAgentCard('never_registered_agent'), null)
+})
+
+test('destroy() is idempotent and live sessions keep working', async () => {
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('after destroy')] })
+  client.destroy()
+  client.destroy()
+  assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
+})
+
+test('errors from ESM and CJS are the same classes', async () => {
+  const esm = await import('../index.js')
+  assert.equal(esm.RpcError, RpcError)
+  const e = await (await env.client()).getTask('t_nope').catch((x) => x)
+  assert.ok(e instanceof esm.RpcError)
+  assert.ok(e instanceof BlocksError)
+  assert.equal(e.name, 'RpcError')
+})

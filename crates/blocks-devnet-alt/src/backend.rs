@@ -1,0 +1,529 @@
+//! The backend API: CDM document, auth, registry, agent connect, JSON-RPC tasks, read tokens.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Response};
+use serde_json::{json, Value};
+
+use crate::server::{json_response, Req};
+use crate::state::{Effect, TokenKind};
+use crate::Net;
+
+fn err(status: u16, code: &str, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": message, "code": code, "message": message }))
+}
+
+pub(crate) async fn handle(net: &Net, req: &Req) -> Response<Body> {
+    let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match (req.method.clone(), seg.as_slice()) {
+        (Method::GET, ["config.json"]) | (Method::GET, ["api", "v1", "cdm"]) => cdm(net),
+        (Method::POST, ["api", "v1", "auth", "agent", "consumer-token"]) => consumer_token(net, req),
+        (Method::POST, ["api", "v1", "auth", "agent", "refresh"]) => refresh(net, req),
+        (Method::POST, ["api", "v1", "auth", "agent", "connect"]) => connect(net, req),
+        (Method::GET, ["api", "v1", "registry", "agents"]) => registry(net, req),
+        (Method::POST, ["api", "v1", "auth", "task-read-token"]) => read_token(net, req),
+        (Method::POST, ["api", "v1", "rpc"]) => rpc(net, req),
+        _ => json_response(
+            404,
+            &json!({ "error": "not found", "code": "NOT_FOUND", "message": format!("no route for {} /{}", req.method, req.segments.join("/")) }),
+        ),
+    }
+}
+
+fn cdm(net: &Net) -> Response<Body> {
+    let (fp, fs) = crate::FREE_KEYS;
+    let (pp, ps) = crate::PAID_KEYS;
+    json_response(
+        200,
+        &json!({
+            "playground": { "publishKey": fp, "subscribeKey": fs },
+            "network": { "publishKey": pp, "subscribeKey": ps },
+            "api": { "baseUrl": net.url, "clientId": "devnet" },
+            "pubnub": { "origin": net.url },
+        }),
+    )
+}
+
+fn api_key_user(net: &Net, key: &str) -> Option<String> {
+    net.records().api_keys.get(key).cloned()
+}
+
+fn consumer_token(net: &Net, req: &Req) -> Response<Body> {
+    let body = match req.json() {
+        Ok(b) => b,
+        Err(e) => return err(400, "BAD_REQUEST", &e),
+    };
+    let Some(key) = body.get("apiKey").and_then(Value::as_str) else {
+        return err(400, "BAD_REQUEST", "body must be {\"apiKey\": \"bk_…\"}");
+    };
+    let Some(user) = api_key_user(net, key) else {
+        return err(401, "API_KEY_INVALID", "API key invalid or revoked");
+    };
+    let ttl = net.cfg.token_ttl;
+    let mut r = net.records();
+    let access = r.mint(TokenKind::ConsumerAccess, &user, Some(ttl), None);
+    let refresh = r.mint(TokenKind::Refresh { agent: false }, &user, None, Some(key));
+    json_response(
+        200,
+        &json!({ "accessToken": access, "token": access, "refreshToken": refresh, "expiresIn": ttl.as_secs_f64(), "userId": user }),
+    )
+}
+
+fn refresh(net: &Net, req: &Req) -> Response<Body> {
+    let key = req.bearer().unwrap_or_default();
+    let Some(user) = api_key_user(net, &key) else {
+        return err(401, "API_KEY_INVALID", "API key invalid or revoked");
+    };
+    let body = match req.json() {
+        Ok(b) => b,
+        Err(e) => return err(400, "BAD_REQUEST", &e),
+    };
+    let rt = body.get("refreshToken").and_then(Value::as_str).unwrap_or_default();
+    let ttl = net.cfg.token_ttl;
+    let mut r = net.records();
+    let agent = match r.tokens.get(rt) {
+        Some(t) if t.user_id == user && t.api_key.as_deref() == Some(key.as_str()) => match t.kind {
+            TokenKind::Refresh { agent } => agent,
+            _ => return err(401, "REFRESH_TOKEN_INVALID", "refresh token invalid"),
+        },
+        _ => return err(401, "REFRESH_TOKEN_INVALID", "refresh token invalid or already used"),
+    };
+    r.tokens.remove(rt);
+    let access = r.mint(
+        if agent {
+            TokenKind::AgentAccess
+        } else {
+            TokenKind::ConsumerAccess
+        },
+        &user,
+        Some(ttl),
+        None,
+    );
+    let refresh = r.mint(TokenKind::Refresh { agent }, &user, None, Some(&key));
+    json_response(
+        200,
+        &json!({ "accessToken": access, "token": access, "refreshToken": refresh, "expiresIn": ttl.as_secs_f64(), "userId": user }),
+    )
+}
+
+fn agent_json(a: &crate::state::Agent) -> Value {
+    json!({
+        "agentName": a.name, "name": a.name, "description": "", "tags": [], "listing": a.listing,
+        "billingMode": a.billing, "card": { "identity": { "agentName": a.name } }, "cardRef": null, "cardSummary": null,
+        "scaling": {}, "registeredAt": a.registered_at, "owner": a.owner,
+    })
+}
+
+fn registry(net: &Net, req: &Req) -> Response<Body> {
+    let Some(name) = req.q("agentName").filter(|n| !n.is_empty()) else {
+        return json_response(400, &json!({ "message": "agentName query parameter is required" }));
+    };
+    if !blocks_wire::is_valid_agent_name(name) {
+        return json_response(
+            400,
+            &json!({ "message": format!("invalid agentName {name:?}: use letters, digits and underscores") }),
+        );
+    }
+    let bearer = req.bearer();
+    let key_user = bearer.as_deref().and_then(|b| api_key_user(net, b));
+    let paid = net.cfg.paid_agents.iter().any(|p| p == name);
+    let mut r = net.records();
+    let agent = match (r.agents.get(name).cloned(), key_user) {
+        (Some(a), _) => a,
+        (None, Some(user)) => r.ensure_agent(name, &user, paid),
+        (None, None) => return json_response(404, &json!({ "message": format!("Agent '{name}' not found") })),
+    };
+    json_response(200, &json!({ "agent": agent_json(&agent) }))
+}
+
+fn connect(net: &Net, req: &Req) -> Response<Body> {
+    let key = req.bearer().unwrap_or_default();
+    let Some(user) = api_key_user(net, &key) else {
+        return err(401, "API_KEY_INVALID", "API key invalid or revoked");
+    };
+    let body = match req.json() {
+        Ok(b) => b,
+        Err(e) => return err(400, "BAD_REQUEST", &e),
+    };
+    let (Some(name), Some(instance_id)) = (
+        body.get("agentName").and_then(Value::as_str),
+        body.get("instanceId").and_then(Value::as_str),
+    ) else {
+        return err(400, "BAD_REQUEST", "agentName and instanceId are required");
+    };
+    if !blocks_wire::is_valid_agent_name(name) {
+        return err(
+            400,
+            "BAD_REQUEST",
+            &format!("invalid agentName {name:?}: use letters, digits and underscores"),
+        );
+    }
+    let paid = net.cfg.paid_agents.iter().any(|p| p == name);
+    let ttl = net.cfg.token_ttl;
+    let mut r = net.records();
+    let agent = r.ensure_agent(name, &user, paid);
+    if agent.owner != user {
+        return err(403, "FORBIDDEN", &format!("agent {name} belongs to another user"));
+    }
+    let control_channel = blocks_wire::control_channel(&agent.agent_id);
+    let concurrency = body.get("concurrency").and_then(Value::as_u64).unwrap_or(1) as usize;
+    let sub_key = Net::keys(&agent.billing).1.to_string();
+    r.instances.insert(
+        instance_id.to_string(),
+        crate::state::Instance {
+            id: instance_id.to_string(),
+            agent: name.to_string(),
+            concurrency,
+            running: Default::default(),
+            live: false,
+            control_channel: control_channel.clone(),
+            sub_key,
+            last_assigned: 0,
+        },
+    );
+    let access = r.mint(TokenKind::AgentAccess, &user, Some(ttl), None);
+    let refresh = r.mint(TokenKind::Refresh { agent: true }, &user, None, Some(&key));
+    let pam = r.mint(TokenKind::Control(control_channel.clone()), &user, None, None);
+    json_response(
+        200,
+        &json!({ "accessToken": access, "refreshToken": refresh, "expiresIn": ttl.as_secs_f64(), "pamToken": pam, "agentId": agent.agent_id, "controlChannel": control_channel }),
+    )
+}
+
+/// The caller behind a bearer access token, or the 401 answer.
+fn caller(net: &Net, req: &Req) -> Result<String, String> {
+    let Some(t) = req.bearer() else {
+        return Err("missing Authorization bearer token".into());
+    };
+    let r = net.records();
+    match r.token(&t) {
+        Some(tok) if matches!(tok.kind, TokenKind::ConsumerAccess | TokenKind::AgentAccess) => Ok(tok.user_id.clone()),
+        Some(_) => Err("not an access token".into()),
+        None if r.tokens.contains_key(&t) => Err("token expired".into()),
+        None => Err("unknown token".into()),
+    }
+}
+
+fn read_token(net: &Net, req: &Req) -> Response<Body> {
+    let user = match caller(net, req) {
+        Ok(u) => u,
+        Err(e) => return err(401, "UNAUTHORIZED", &e),
+    };
+    let body = match req.json() {
+        Ok(b) => b,
+        Err(e) => return err(400, "BAD_REQUEST", &e),
+    };
+    let task_id = body.get("taskId").and_then(Value::as_str).unwrap_or_default();
+    let mut r = net.records();
+    let Some(task) = r.tasks.get(task_id).cloned() else {
+        return err(404, "NOT_FOUND", &format!("task {task_id} not found"));
+    };
+    let agent_owner = r.agents.get(&task.agent).map(|a| a.owner.clone());
+    if task.owner != user && agent_owner.as_deref() != Some(user.as_str()) {
+        return err(403, "FORBIDDEN", &format!("task {task_id} belongs to another user"));
+    }
+    let channel = task.channel();
+    let token = r.mint(
+        TokenKind::Read(channel.clone()),
+        &user,
+        Some(Duration::from_secs(24 * 3600)),
+        None,
+    );
+    json_response(
+        200,
+        &json!({ "pamToken": token, "channel": channel, "ttlMinutes": 1440 }),
+    )
+}
+
+fn rpc_error(id: &Value, e: &RpcErr) -> Value {
+    let mut data = json!({ "code": e.app, "message": e.message });
+    if let Some(d) = &e.details {
+        data["details"] = d.clone();
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": e.code, "message": e.message, "data": data } })
+}
+
+fn rpc(net: &Net, req: &Req) -> Response<Body> {
+    let body = match req.json() {
+        Ok(b) => b,
+        Err(e) => return json_response(200, &rpc_error(&Value::Null, &fail(-32700, "ParseError", e))),
+    };
+    let id = body.get("id").cloned().unwrap_or(Value::Null);
+    let user = match caller(net, req) {
+        Ok(u) => u,
+        Err(e) => {
+            return json_response(
+                401,
+                &json!({ "jsonrpc": "2.0", "id": id, "error": { "code": 401, "message": format!("Unauthorized: {e}") } }),
+            )
+        }
+    };
+    let method = body.get("method").and_then(Value::as_str).unwrap_or_default();
+    let params = body.get("params").cloned().unwrap_or_else(|| json!({}));
+    let result = match method {
+        "SendMessage" => send_message(net, &user, &params),
+        "GetTask" => get_task(net, &user, &params),
+        "ListTasks" => list_tasks(net, &user, &params),
+        "CancelTask" | "TerminateTask" | "PauseTask" | "ResumeTask" | "RetryTask" => {
+            lifecycle(net, &user, method, &params)
+        }
+        other => Err(fail(-32601, "MethodNotFound", format!("unknown method {other:?}"))),
+    };
+    match result {
+        Ok(v) => json_response(200, &json!({ "jsonrpc": "2.0", "id": id, "result": v })),
+        Err(e) => json_response(200, &rpc_error(&id, &e)),
+    }
+}
+
+struct RpcErr {
+    code: i64,
+    app: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+type RpcResult = Result<Value, RpcErr>;
+
+fn fail(code: i64, app: &'static str, message: impl Into<String>) -> RpcErr {
+    RpcErr {
+        code,
+        app,
+        message: message.into(),
+        details: None,
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> RpcErr {
+    fail(-32602, "InvalidParams", msg)
+}
+
+fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
+    let name = p
+        .get("agentName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("agentName is required"))?;
+    let parts = match p.get("requestParts") {
+        None | Some(Value::Null) => json!([]),
+        Some(v @ Value::Array(_)) => v.clone(),
+        Some(_) => return Err(invalid("requestParts must be an array")),
+    };
+    let owner = match p.get("ownerId").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(o) if o != user => {
+            return Err(fail(
+                -32000,
+                "PermissionDenied",
+                format!("ownerId {o} does not match the authenticated user"),
+            ))
+        }
+        _ => user.to_string(),
+    };
+    let blocks = p.pointer("/extensions/blocks");
+    let kind = blocks
+        .and_then(|b| b.get("taskKind"))
+        .and_then(Value::as_str)
+        .unwrap_or("request");
+    let duration = blocks.and_then(|b| b.get("duration"));
+    let duration = match (kind, duration) {
+        ("pipe", Some(d)) => match d.as_i64() {
+            Some(d) if (1..=43_200).contains(&d) => Some(d),
+            _ => {
+                return Err(invalid(
+                    "pipe tasks need an integer duration between 1 and 43200 minutes",
+                ))
+            }
+        },
+        ("pipe", None) => {
+            return Err(invalid(
+                "pipe tasks need an integer duration between 1 and 43200 minutes",
+            ))
+        }
+        ("request", None) => None,
+        ("request", Some(_)) => return Err(invalid("request tasks must not have a duration")),
+        (other, _) => return Err(invalid(format!("unknown taskKind {other:?}"))),
+    };
+    let stream = blocks
+        .and_then(|b| b.get("stream"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let cpk = blocks
+        .and_then(|b| b.get("consumerPublicKey"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let billing = p.get("billingMode").and_then(Value::as_str).unwrap_or("free");
+    let idem = p
+        .get("idempotencyKey")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string);
+    let (task, queued, idempotent) = {
+        let mut r = net.records();
+        let Some(agent) = r.agents.get(name).cloned() else {
+            return Err(fail(
+                -32000,
+                "AgentNotFound",
+                format!("Agent '{name}' is not registered on this network"),
+            ));
+        };
+        if agent.billing != billing {
+            return Err(RpcErr {
+                code: -32000,
+                app: "BillingModeMismatch",
+                message: format!(
+                    "Billing mode mismatch: agent {name} is {}, request said {billing}",
+                    agent.billing
+                ),
+                details: Some(json!({ "expected": agent.billing, "got": billing })),
+            });
+        }
+        if let Some(existing) = idem
+            .as_ref()
+            .and_then(|k| r.idempotency.get(&(user.to_string(), k.clone())))
+            .and_then(|id| r.tasks.get(id))
+            .cloned()
+        {
+            (existing, false, true)
+        } else {
+            let sub = Net::keys(&agent.billing).1;
+            let t = r.create_task(name, &owner, kind, duration, parts, kind == "pipe" || stream, cpk, sub);
+            if let Some(k) = idem {
+                r.idempotency.insert((user.to_string(), k), t.id.clone());
+            }
+            (t, true, false)
+        }
+    };
+    if !idempotent {
+        net.dispatch(name);
+    }
+    let (current, queued) = {
+        let r = net.records();
+        let t = r.tasks.get(&task.id).cloned().unwrap_or(task.clone());
+        let q = queued && t.instance.is_none() && !t.is_terminal();
+        (t, q)
+    };
+    let billing_keys = {
+        let r = net.records();
+        r.agents
+            .get(name)
+            .map(|a| Net::keys(&a.billing))
+            .unwrap_or(crate::FREE_KEYS)
+    };
+    Ok(json!({
+        "taskId": current.id, "orgId": current.org, "idempotent": idempotent, "queued": queued, "state": current.state,
+        "extensions": { "blocks": {
+            "readToken": net.records().mint(TokenKind::Read(current.channel()), user, Some(Duration::from_secs(24 * 3600)), None),
+            "streamChannels": { "status": current.channel() },
+            "subscribeKey": billing_keys.1, "publishKey": billing_keys.0,
+        }},
+    }))
+}
+
+fn get_task(net: &Net, user: &str, p: &Value) -> RpcResult {
+    let id = p
+        .get("taskId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("taskId is required"))?;
+    let r = net.records();
+    match r.tasks.get(id) {
+        Some(t) if t.owner == user || r.agents.get(&t.agent).is_some_and(|a| a.owner == user) => {
+            Ok(json!({ "task": t.info() }))
+        }
+        _ => Err(fail(-32000, "TaskNotFound", format!("Task not found: {id}"))),
+    }
+}
+
+fn list_tasks(net: &Net, user: &str, p: &Value) -> RpcResult {
+    let owner = p
+        .get("ownerId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(user);
+    if owner != user {
+        return Err(fail(-32000, "PermissionDenied", "you can only list your own tasks"));
+    }
+    let agent = p.get("agentName").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let state = p.get("state").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let limit = p.get("limit").and_then(Value::as_u64).unwrap_or(50).clamp(1, 1000) as usize;
+    let cursor = match p.get("cursor").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(c) => Some(
+            c.strip_prefix("c")
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| invalid(format!("invalid cursor {c:?}")))?,
+        ),
+        None => None,
+    };
+    let r = net.records();
+    let matching: Vec<&crate::state::Task> = r
+        .task_order
+        .iter()
+        .rev()
+        .filter_map(|id| r.tasks.get(id))
+        .filter(|t| t.owner == owner && agent.is_none_or(|a| t.agent == a) && state.is_none_or(|s| t.state == s))
+        .collect();
+    let total = matching.len();
+    let page: Vec<&crate::state::Task> = matching
+        .into_iter()
+        .filter(|t| cursor.is_none_or(|c| t.seq < c))
+        .take(limit + 1)
+        .collect();
+    let more = page.len() > limit;
+    let page = &page[..page.len().min(limit)];
+    let mut out = json!({ "tasks": page.iter().map(|t| t.info()).collect::<Vec<_>>(), "totalCount": total });
+    if more {
+        if let Some(last) = page.last() {
+            out["next"] = json!(format!("c{}", last.seq));
+        }
+    }
+    Ok(out)
+}
+
+fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
+    let id = p
+        .get("taskId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("taskId is required"))?;
+    let (task, control) = {
+        let r = net.records();
+        let Some(t) = r.tasks.get(id).filter(|t| t.owner == user).cloned() else {
+            return Err(fail(-32000, "TaskNotFound", format!("Task not found: {id}")));
+        };
+        let msg =
+            json!({ "type": method, "taskId": id, "caller": user, "protocolVersion": blocks_wire::PROTOCOL_VERSION });
+        let control = r.control_for(id, msg);
+        (t, control)
+    };
+    if task.is_terminal() {
+        return Ok(json!({}));
+    }
+    let mut effects: Vec<Effect> = Vec::new();
+    if method == "CancelTask" {
+        effects.push(Effect {
+            sub_key: task.sub_key.clone(),
+            channel: task.channel(),
+            payload: json!({ "type": "cancel_requested", "taskId": id, "ts": crate::state::now_ms(), "protocolVersion": blocks_wire::PROTOCOL_VERSION }),
+            meta: None,
+            store: true,
+        });
+    }
+    match control {
+        Some(c) => effects.push(c),
+        None if matches!(method, "CancelTask" | "TerminateTask") => {
+            // not dispatched yet: the backend ends it itself
+            let mut t = json!({ "type": "terminal", "taskId": id, "state": "canceled", "protocolVersion": blocks_wire::PROTOCOL_VERSION });
+            if method == "TerminateTask" {
+                t["reason"] = json!("terminated");
+            }
+            effects.push(Effect {
+                sub_key: task.sub_key.clone(),
+                channel: task.channel(),
+                payload: t,
+                meta: None,
+                store: true,
+            });
+        }
+        None => {}
+    }
+    net.run(effects);
+    Ok(json!({}))
+}

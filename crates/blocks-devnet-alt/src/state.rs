@@ -1,0 +1,499 @@
+//! The backend's records: users, tokens, agents, instances, tasks; and the dispatcher that hands
+//! tasks to live instances with free capacity.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde_json::{json, Value};
+
+/// What a token grants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenKind {
+    /// Consumer JWT (backend calls).
+    ConsumerAccess,
+    /// Agent JWT (backend calls of an instance).
+    AgentAccess,
+    /// Refresh token (consumer or agent), bound to the API key that minted it.
+    Refresh {
+        /// Refreshes an agent token.
+        agent: bool,
+    },
+    /// T4 read token of one task channel.
+    Read(String),
+    /// T2 write token of one task.
+    Write(String),
+    /// Control token of one control channel.
+    Control(String),
+}
+
+/// A minted token.
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// What it grants.
+    pub kind: TokenKind,
+    /// Whose it is.
+    pub user_id: String,
+    /// The API key behind it (refresh tokens).
+    pub api_key: Option<String>,
+    /// Expiry.
+    pub expires: Option<Instant>,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// Name.
+    pub name: String,
+    /// Owner user id.
+    pub owner: String,
+    /// `free` or `paid`.
+    pub billing: String,
+    /// Stable id (`agt_…`).
+    pub agent_id: String,
+    /// `private` or `public`.
+    pub listing: String,
+    /// ISO-8601 registration time.
+    pub registered_at: String,
+}
+
+/// A connected agent instance.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Instance id (its realtime uuid).
+    pub id: String,
+    /// Agent name.
+    pub agent: String,
+    /// Tasks at once (0 = unlimited).
+    pub concurrency: usize,
+    /// Tasks it runs now.
+    pub running: HashSet<String>,
+    /// True once its control subscription is live.
+    pub live: bool,
+    /// Control channel.
+    pub control_channel: String,
+    /// Subscribe key of its environment.
+    pub sub_key: String,
+    /// Round-robin tie breaker.
+    pub last_assigned: u64,
+}
+
+/// A task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Id.
+    pub id: String,
+    /// Agent.
+    pub agent: String,
+    /// Owner.
+    pub owner: String,
+    /// Org (channel namespace).
+    pub org: String,
+    /// State.
+    pub state: String,
+    /// ISO created.
+    pub created: String,
+    /// ISO updated.
+    pub updated: String,
+    /// Creation order.
+    pub seq: u64,
+    /// `request` or `pipe`.
+    pub kind: String,
+    /// Pipe duration (minutes).
+    pub duration: Option<i64>,
+    /// Pipe deadline.
+    pub expires_at_ms: Option<u64>,
+    /// ExpireTask already sent.
+    pub expire_sent: bool,
+    /// Request parts.
+    pub request_parts: Value,
+    /// Streaming negotiated.
+    pub has_stream: bool,
+    /// Caller public key.
+    pub consumer_public_key: Option<String>,
+    /// Instance running it.
+    pub instance: Option<String>,
+    /// Keyset (sub key) of the agent.
+    pub sub_key: String,
+}
+
+impl Task {
+    /// The task channel.
+    pub fn channel(&self) -> String {
+        blocks_wire::task_channel(&self.org, &self.id)
+    }
+    /// GetTask/ListTasks shape.
+    pub fn info(&self) -> Value {
+        json!({
+            "taskId": self.id, "agentName": self.agent, "owner": self.owner, "state": self.state,
+            "createdTime": self.created, "updatedTime": self.updated, "taskKind": self.kind,
+        })
+    }
+    /// True once terminal.
+    pub fn is_terminal(&self) -> bool {
+        blocks_wire::is_terminal_state(&self.state)
+    }
+}
+
+/// A publish the caller must perform after releasing the records lock.
+#[derive(Debug, Clone)]
+pub struct Effect {
+    /// Subscribe key.
+    pub sub_key: String,
+    /// Channel.
+    pub channel: String,
+    /// Payload.
+    pub payload: Value,
+    /// Meta.
+    pub meta: Option<Value>,
+    /// Stored in history.
+    pub store: bool,
+}
+
+/// All records.
+#[derive(Default)]
+pub struct Records {
+    /// API key → user id.
+    pub api_keys: HashMap<String, String>,
+    /// Token → grant.
+    pub tokens: HashMap<String, Token>,
+    /// Agent name → agent.
+    pub agents: HashMap<String, Agent>,
+    /// Instance id → instance.
+    pub instances: HashMap<String, Instance>,
+    /// Task id → task.
+    pub tasks: HashMap<String, Task>,
+    /// Task ids in creation order.
+    pub task_order: Vec<String>,
+    /// (user, idempotency key) → task id.
+    pub idempotency: HashMap<(String, String), String>,
+    /// Agent → queued task ids.
+    pub queues: HashMap<String, VecDeque<String>>,
+    counter: u64,
+}
+
+/// Random `[a-z0-9]` string.
+pub fn random_id(n: usize) -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| A[rng.random_range(0..A.len())] as char).collect()
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// ISO-8601 UTC timestamp with milliseconds.
+pub fn iso_now() -> String {
+    let ms = now_ms();
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil-from-days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+impl Records {
+    /// Mint a token.
+    pub fn mint(&mut self, kind: TokenKind, user_id: &str, ttl: Option<Duration>, api_key: Option<&str>) -> String {
+        let t = format!("tok_{}", random_id(32));
+        self.tokens.insert(
+            t.clone(),
+            Token {
+                kind,
+                user_id: user_id.to_string(),
+                api_key: api_key.map(str::to_string),
+                expires: ttl.map(|d| Instant::now() + d),
+            },
+        );
+        t
+    }
+
+    /// A valid (unexpired) token.
+    pub fn token(&self, t: &str) -> Option<&Token> {
+        self.tokens
+            .get(t)
+            .filter(|tok| tok.expires.is_none_or(|e| e > Instant::now()))
+    }
+
+    /// Register an agent for `owner` unless it exists.
+    pub fn ensure_agent(&mut self, name: &str, owner: &str, paid: bool) -> Agent {
+        if let Some(a) = self.agents.get(name) {
+            return a.clone();
+        }
+        let a = Agent {
+            name: name.to_string(),
+            owner: owner.to_string(),
+            billing: if paid { "paid" } else { "free" }.to_string(),
+            agent_id: format!("agt_{}", random_id(12)),
+            listing: "private".into(),
+            registered_at: iso_now(),
+        };
+        self.agents.insert(name.to_string(), a.clone());
+        a
+    }
+
+    /// Create a task record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_task(
+        &mut self,
+        agent: &str,
+        owner: &str,
+        kind: &str,
+        duration: Option<i64>,
+        parts: Value,
+        has_stream: bool,
+        cpk: Option<String>,
+        sub_key: &str,
+    ) -> Task {
+        self.counter += 1;
+        let now = iso_now();
+        let t = Task {
+            id: format!("t_{}", random_id(16)),
+            agent: agent.to_string(),
+            owner: owner.to_string(),
+            org: owner.to_string(),
+            state: "pending".into(),
+            created: now.clone(),
+            updated: now,
+            seq: self.counter,
+            kind: kind.to_string(),
+            duration,
+            expires_at_ms: None,
+            expire_sent: false,
+            request_parts: parts,
+            has_stream,
+            consumer_public_key: cpk,
+            instance: None,
+            sub_key: sub_key.to_string(),
+        };
+        self.tasks.insert(t.id.clone(), t.clone());
+        self.task_order.push(t.id.clone());
+        self.queues
+            .entry(agent.to_string())
+            .or_default()
+            .push_back(t.id.clone());
+        t
+    }
+
+    /// Hand queued tasks of `agent` to live instances with capacity.
+    pub fn dispatch(&mut self, agent: &str, token_ttl: Duration) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        while let Some(task_id) = self.queues.get(agent).and_then(|q| q.front().cloned()) {
+            let still_pending = self
+                .tasks
+                .get(&task_id)
+                .is_some_and(|t| !t.is_terminal() && t.instance.is_none());
+            if !still_pending {
+                if let Some(q) = self.queues.get_mut(agent) {
+                    q.pop_front();
+                }
+                continue;
+            }
+            let pick = self
+                .instances
+                .values()
+                .filter(|i| i.agent == agent && i.live && (i.concurrency == 0 || i.running.len() < i.concurrency))
+                .min_by_key(|i| (i.running.len(), i.last_assigned))
+                .map(|i| i.id.clone());
+            let Some(inst_id) = pick else { break };
+            if let Some(q) = self.queues.get_mut(agent) {
+                q.pop_front();
+            }
+            self.counter += 1;
+            let counter = self.counter;
+            let Some(task) = self.tasks.get(&task_id).cloned() else {
+                continue;
+            };
+            let write = self.mint(
+                TokenKind::Write(task.channel()),
+                &task.owner,
+                Some(token_ttl.max(Duration::from_secs(3600))),
+                None,
+            );
+            let (control_channel, sub_key) = match self.instances.get_mut(&inst_id) {
+                Some(i) => {
+                    i.running.insert(task_id.clone());
+                    i.last_assigned = counter;
+                    (i.control_channel.clone(), i.sub_key.clone())
+                }
+                None => continue,
+            };
+            let control = self.mint(TokenKind::Control(control_channel.clone()), &task.owner, None, None);
+            let expires = (task.kind == "pipe").then(|| now_ms() + task.duration.unwrap_or(1).max(1) as u64 * 60_000);
+            if let Some(t) = self.tasks.get_mut(&task_id) {
+                t.instance = Some(inst_id.clone());
+                t.expires_at_ms = expires;
+            }
+            let mut start = json!({
+                "type": "StartTask", "taskId": task.id, "protocolVersion": blocks_wire::PROTOCOL_VERSION,
+                "agentName": task.agent, "ownerId": task.owner, "orgId": task.org,
+                "requestParts": task.request_parts, "callerClaims": { "sub": task.owner },
+                "requestSummary": {}, "taskKind": task.kind, "hasStream": task.has_stream,
+                "writeToken": write, "controlToken": control,
+            });
+            if let Some(d) = task.duration {
+                start["duration"] = json!(d);
+            }
+            if let Some(e) = expires {
+                start["durationExpiresAtMs"] = json!(e);
+            }
+            if let Some(k) = &task.consumer_public_key {
+                start["consumerPublicKey"] = json!(k);
+            }
+            effects.push(Effect {
+                sub_key,
+                channel: control_channel,
+                payload: start,
+                meta: Some(json!({ "instance": inst_id })),
+                store: false,
+            });
+        }
+        effects
+    }
+
+    /// A task-channel event was published: follow the task's state. Returns the agent whose queue
+    /// may move on (capacity freed).
+    pub fn on_task_event(&mut self, task_id: &str, event: &Value) -> Option<String> {
+        let task = self.tasks.get_mut(task_id)?;
+        if task.is_terminal() {
+            return None;
+        }
+        match event.get("type").and_then(Value::as_str) {
+            Some("progress") if event.get("state").and_then(Value::as_str) == Some("running") => {
+                task.state = "running".into();
+                task.updated = iso_now();
+                None
+            }
+            Some("terminal") => {
+                let state = event
+                    .get("state")
+                    .and_then(Value::as_str)
+                    .filter(|s| blocks_wire::is_terminal_state(s))?;
+                task.state = state.to_string();
+                task.updated = iso_now();
+                let inst = task.instance.clone();
+                let agent = task.agent.clone();
+                if let Some(i) = inst.and_then(|i| self.instances.get_mut(&i)) {
+                    i.running.remove(task_id);
+                }
+                Some(agent)
+            }
+            _ => None,
+        }
+    }
+
+    /// Control message for a task's instance (None when the task is not on an instance).
+    pub fn control_for(&self, task_id: &str, payload: Value) -> Option<Effect> {
+        let task = self.tasks.get(task_id)?;
+        let inst = self.instances.get(task.instance.as_ref()?)?;
+        Some(Effect {
+            sub_key: inst.sub_key.clone(),
+            channel: inst.control_channel.clone(),
+            payload,
+            meta: Some(json!({ "instance": inst.id })),
+            store: false,
+        })
+    }
+
+    /// Instances that stopped being live: their tasks get a failed terminal.
+    pub fn drop_instance(&mut self, inst_id: &str) -> Vec<Effect> {
+        let Some(inst) = self.instances.get_mut(inst_id) else {
+            return Vec::new();
+        };
+        inst.live = false;
+        let running: Vec<String> = inst.running.drain().collect();
+        running
+            .into_iter()
+            .filter_map(|t| self.tasks.get(&t))
+            .filter(|t| !t.is_terminal())
+            .map(|t| Effect {
+                sub_key: t.sub_key.clone(),
+                channel: t.channel(),
+                payload: json!({ "type": "terminal", "taskId": t.id, "state": "failed", "error": "agent_instance_lost", "protocolVersion": blocks_wire::PROTOCOL_VERSION }),
+                meta: None,
+                store: true,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        let s = iso_now();
+        assert_eq!(s.len(), 24);
+        assert!(s.starts_with("20") && s.ends_with('Z'));
+    }
+
+    fn live_instance(r: &mut Records, id: &str, agent: &str, concurrency: usize) {
+        r.instances.insert(
+            id.into(),
+            Instance {
+                id: id.into(),
+                agent: agent.into(),
+                concurrency,
+                running: HashSet::new(),
+                live: true,
+                control_channel: format!("agent.{agent}.control"),
+                sub_key: "s".into(),
+                last_assigned: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn dispatch_respects_capacity_and_queues() {
+        let mut r = Records::default();
+        live_instance(&mut r, "i1", "a", 1);
+        let t1 = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
+        let t2 = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
+        let e = r.dispatch("a", Duration::from_secs(60));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].payload["taskId"], json!(t1.id));
+        assert_eq!(e[0].meta, Some(json!({"instance": "i1"})));
+        assert!(r.dispatch("a", Duration::from_secs(60)).is_empty(), "busy");
+        assert_eq!(
+            r.on_task_event(&t1.id, &json!({"type": "terminal", "state": "completed"})),
+            Some("a".into())
+        );
+        let e = r.dispatch("a", Duration::from_secs(60));
+        assert_eq!(e[0].payload["taskId"], json!(t2.id));
+    }
+
+    #[test]
+    fn load_is_shared_by_capacity() {
+        let mut r = Records::default();
+        live_instance(&mut r, "i1", "a", 2);
+        live_instance(&mut r, "i2", "a", 2);
+        for _ in 0..4 {
+            r.create_task("a", "u", "request", None, json!([]), false, None, "s");
+        }
+        let e = r.dispatch("a", Duration::from_secs(60));
+        assert_eq!(e.len(), 4);
+        let to_i1 = e.iter().filter(|x| x.meta == Some(json!({"instance": "i1"}))).count();
+        assert_eq!(to_i1, 2);
+    }
+}
