@@ -284,6 +284,11 @@ impl Devnet {
     pub fn api_key(&self) -> String {
         self.net.cfg.api_keys.first().map(|k| k.key.clone()).unwrap_or_default()
     }
+    /// Subscribe long-polls held open right now (waiting for a message).
+    pub fn held_long_polls(&self) -> usize {
+        self.net.rt.held.load(Ordering::SeqCst)
+    }
+
     /// The environment a caller or agent needs.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![

@@ -61,6 +61,8 @@ pub struct Realtime {
     plane: Mutex<Plane>,
     wake: Notify,
     presence: Mutex<HashMap<(String, String), Presence>>,
+    /// Long-polls waiting for a message right now.
+    pub held: std::sync::atomic::AtomicUsize,
 }
 
 fn now_tt() -> u64 {

@@ -233,7 +233,10 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
                 .collect();
             return json_response(200, &json!({ "t": { "t": cursor.to_string(), "r": 1 }, "m": m }));
         }
-        if tokio::time::timeout_at(deadline, wake).await.is_err() {
+        net.rt.held.fetch_add(1, Ordering::SeqCst);
+        let woke = tokio::time::timeout_at(deadline, wake).await;
+        net.rt.held.fetch_sub(1, Ordering::SeqCst);
+        if woke.is_err() {
             net.rt.seen(&uuid, &channels, heartbeat, None);
             let (_, cursor) = net.rt.poll(sk, &channels, tt, filter.as_ref());
             return json_response(200, &json!({ "t": { "t": cursor.to_string(), "r": 1 }, "m": [] }));
