@@ -75,6 +75,69 @@ export interface TaskClientOptions {
   baseUrl?: string
   /** Realtime origin (else `BLOCKS_PUBNUB_ORIGIN`, else the CDM's `pubnub.origin`, else the hosted one). */
   realtimeOrigin?: string
+  /** Auth mode 3: called at create and on every refresh. */
+  tokenProvider?: () => TokenResult | Promise<TokenResult>
+  /** Called once when proactive refresh has failed three times in a row. */
+  onAuthError?: (error: AuthRefreshFailedError) => void
+  /** Anonymous viewer of public free tasks (no auth; `connect` only). */
+  anonFingerprint?: string
+  /** Route the SDK's logs (process-wide) into your logger. */
+  logger?: Logger
+}
+
+/** What a token source returns. */
+export interface TokenResult {
+  token: string
+  /** Lifetime in seconds; refresh happens at 80% of it. */
+  expiresIn: number
+  userId?: string
+}
+
+/** Any logger with these methods (console, pino, winston…). */
+export interface Logger {
+  error(message: string, meta?: object): void
+  warn(message: string, meta?: object): void
+  info(message: string, meta?: object): void
+  debug(message: string, meta?: object): void
+}
+
+/** Options of direct `new TaskClient(...)` construction (no CDM fetch). */
+export interface DirectTaskClientOptions {
+  billingMode: BillingMode
+  subscribeKey: string
+  publishKey?: string
+  baseUrl?: string
+  realtimeOrigin?: string
+  authProvider?: ConsumerAuth | StaticAuthProvider
+}
+
+/** API-key, token-endpoint or token-provider auth with proactive and single-flight reactive refresh. */
+export declare class ConsumerAuth {
+  constructor(options: {
+    apiKey?: string
+    tokenEndpoint?: TaskClientOptions['tokenEndpoint']
+    tokenProvider?: TaskClientOptions['tokenProvider']
+    /** Backend root URL (required with apiKey). */
+    baseUrl?: string
+    onAuthError?: (error: AuthRefreshFailedError) => void
+  })
+  /** Acquire the first token (idempotent). */
+  init(): Promise<void>
+  ensureReady(): Promise<void>
+  /** `Bearer <token>`, or null before the first token. */
+  getAuthHeader(): string | null
+  /** Refresh now; concurrent calls share one refresh. */
+  onAuthFailure(): Promise<boolean>
+  getUserId(): string | null
+  getLastAuthError(): AuthRefreshFailedError | null
+  destroy(): void
+}
+
+/** A fixed bearer token that cannot be refreshed. */
+export declare class StaticAuthProvider {
+  constructor(token: string)
+  getAuthHeader(): string
+  onAuthFailure(): Promise<false>
 }
 
 /** A part of a task request. */
@@ -234,7 +297,8 @@ export interface ListTasksResult {
 
 /** The caller's client. */
 export declare class TaskClient {
-  private constructor()
+  /** Direct construction without a CDM fetch (advanced); most callers want `TaskClient.create()`. */
+  constructor(options: DirectTaskClientOptions)
   /** Resolve configuration (option > BLOCKS_* env > CDM), acquire the first token, return the client. */
   static create(options: TaskClientOptions): Promise<TaskClient>
   readonly billingMode: BillingMode
@@ -242,12 +306,17 @@ export declare class TaskClient {
   getUserId(): string | null
   /** Create a task and return its session (caught up with history). */
   sendMessage(options: SendMessageOptions): Promise<TaskSession>
+  /** Attach to an existing task: rebuilt from history, live if the task is still active. */
+  connect(target: string | { taskId: string; role?: 'consumer' | 'provider' }): Promise<TaskSession>
+  /** The registry card of an agent, or null when the agent is unknown. */
+  getAgentCard(agentName: string): Promise<Record<string, unknown> | null>
   getTask(taskId: string): Promise<TaskInfo>
   listTasks(params?: ListTasksParams): Promise<ListTasksResult>
   cancelTask(taskId: string): Promise<void>
   pauseTask(taskId: string): Promise<void>
   resumeTask(taskId: string): Promise<void>
-  retryTask(taskId: string): Promise<void>
+  /** Run a failed or canceled task again; resolves with the new attempt's id. */
+  retryTask(taskId: string): Promise<{ taskId: string; retryOf?: string }>
   terminateTask(taskId: string): Promise<void>
   /** Stop background token refresh; live sessions keep working. Idempotent. */
   destroy(): void
@@ -318,6 +387,8 @@ export interface AgentCard {
 
 export interface AgentInstanceOptions {
   handler: TaskHandler
+  /** Route the SDK's logs (process-wide) into your logger. */
+  logger?: Logger
   /** The agent card; `identity.agentName` and `runtime.*` are used. */
   card?: AgentCard
   /** Overrides the card's agent name. */
@@ -377,6 +448,14 @@ export declare class LocalNetwork {
   stop(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
+
+/** Read and validate an agent card (a path to agent-card.json, or the object); errors name the field and the fix. */
+export declare function loadCard(source: string | object): AgentCard
+
+/** Route the SDK's logs (engine and JS) into `logger`; null restores the console. */
+export declare function setLogger(logger: Logger | null): void
+/** Change the log threshold at run time (default: `LOG_LEVEL`, else `info`). */
+export declare function setLogLevel(level: 'error' | 'warn' | 'info' | 'debug'): void
 
 export declare const PROTOCOL_VERSION: '2026-05-01'
 export declare const DEFAULT_CDM_URL: string

@@ -17,6 +17,8 @@ exports.startAgentInstance = require('./lib/agent.js').startAgentInstance
 exports.loadCard = require('./lib/agent.js').loadCard
 exports.LocalNetwork = require('./lib/network.js').LocalNetwork
 exports.textPart = require('./lib/parts.js').textPart
+exports.ConsumerAuth = require('./lib/auth.js').ConsumerAuth
+exports.StaticAuthProvider = require('./lib/auth.js').StaticAuthProvider
 
 exports.BlocksError = errors.BlocksError
 exports.RpcError = errors.RpcError

@@ -276,3 +276,117 @@ test('errors from ESM and CJS are the same classes', async () => {
   assert.ok(e instanceof BlocksError)
   assert.equal(e.name, 'RpcError')
 })
+
+test('configuration precedence: explicit option > BLOCKS_* env > CDM', async () => {
+  const saved = { ...process.env }
+  try {
+    // env beats the CDM: a bogus backend URL in the env breaks the token exchange
+    process.env.BLOCKS_BACKEND_URL = 'http://127.0.0.1:9'
+    await assert.rejects(TaskClient.create({ billingMode: 'free', apiKey: env.net.apiKey, cdmUrl: env.net.cdmUrl }), /consumer-token failed/)
+    // an explicit option beats the env
+    const c = await TaskClient.create({ billingMode: 'free', apiKey: env.net.apiKey, cdmUrl: env.net.cdmUrl, baseUrl: env.net.url })
+    assert.equal(c.getUserId(), 'user_default')
+    c.destroy()
+    delete process.env.BLOCKS_BACKEND_URL
+    // BLOCKS_CDM_URL is used when no cdmUrl is given
+    process.env.BLOCKS_CDM_URL = env.net.cdmUrl
+    const viaEnv = await TaskClient.create({ billingMode: 'free', apiKey: env.net.apiKey })
+    assert.equal(viaEnv.getUserId(), 'user_default')
+    // keys: env beats the CDM (a key the devnet does not know makes connect fail), explicit beats env
+    const s = await viaEnv.sendMessage({ agentName: 'echo', requestParts: [textPart('k')] })
+    await s.waitForTerminal(15_000)
+    process.env.BLOCKS_SUBSCRIBE_KEY = 'sub-c-unknown'
+    const badKeys = await TaskClient.create({ billingMode: 'free', apiKey: env.net.apiKey })
+    await assert.rejects(badKeys.connect(s.taskId), /400|unknown subscribe key/)
+    const goodKeys = await TaskClient.create({ billingMode: 'free', apiKey: env.net.apiKey, subscribeKey: 'sub-c-devnet-free' })
+    const c2 = await goodKeys.connect(s.taskId)
+    assert.equal(c2.state, 'completed')
+    c2.close()
+    for (const x of [viaEnv, badKeys, goodKeys]) x.destroy()
+  } finally {
+    for (const k of ['BLOCKS_BACKEND_URL', 'BLOCKS_CDM_URL', 'BLOCKS_SUBSCRIBE_KEY']) {
+      if (saved[k] === undefined) delete process.env[k]
+      else process.env[k] = saved[k]
+    }
+  }
+})
+
+test('direct construction with a StaticAuthProvider or a ConsumerAuth', async () => {
+  assert.throws(() => new TaskClient({ subscribeKey: 's' }), (e) => e instanceof InvalidArgumentError && e.message === "TaskClient requires a billingMode option ('free' or 'paid')")
+  assert.throws(() => new TaskClient({ billingMode: 'network', subscribeKey: 's' }), /requires a billingMode/)
+  assert.throws(() => new TaskClient({ billingMode: 'free' }), /subscribeKey/)
+  const t = await consumerToken()
+  const direct = new TaskClient({
+    billingMode: 'free',
+    subscribeKey: 'sub-c-devnet-free',
+    publishKey: 'pub-c-devnet-free',
+    baseUrl: env.net.url,
+    realtimeOrigin: env.net.url,
+    authProvider: new sdk.StaticAuthProvider(t.accessToken),
+  })
+  const s = await direct.sendMessage({ agentName: 'echo', requestParts: [textPart('direct')] })
+  assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
+  assert.equal(artifactText(s.listArtifacts()[0]), 'Echo: direct')
+
+  let calls = 0
+  const auth = new sdk.ConsumerAuth({
+    tokenProvider: async () => {
+      calls++
+      const x = await consumerToken()
+      return { token: x.accessToken, expiresIn: 3600, userId: x.userId }
+    },
+  })
+  assert.equal(auth.getAuthHeader(), null)
+  await auth.init()
+  assert.match(auth.getAuthHeader(), /^Bearer tok_/)
+  assert.equal(auth.getUserId(), 'user_default')
+  // concurrent refreshes share one call to the provider
+  const [a, b, c] = await Promise.all([auth.onAuthFailure(), auth.onAuthFailure(), auth.onAuthFailure()])
+  assert.deepEqual([a, b, c], [true, true, true])
+  assert.equal(calls, 2)
+  const viaAuth = new TaskClient({ billingMode: 'free', subscribeKey: 'sub-c-devnet-free', baseUrl: env.net.url, realtimeOrigin: env.net.url, authProvider: auth })
+  assert.equal((await viaAuth.getTask(s.taskId)).state, 'completed')
+  auth.destroy()
+  auth.destroy()
+  assert.throws(() => new sdk.ConsumerAuth({}), /requires one of: apiKey, tokenEndpoint, or tokenProvider/)
+})
+
+test('anonymous viewers: no auth, no sendMessage, and a 403 read token is AnonTaskAccessDeniedError', async () => {
+  await assert.rejects(TaskClient.create({ billingMode: 'paid', cdmUrl: env.net.cdmUrl, anonFingerprint: 'fp' }), /anonFingerprint/)
+  const anon = await TaskClient.create({ billingMode: 'free', cdmUrl: env.net.cdmUrl, anonFingerprint: 'fp-1' })
+  assert.equal(anon.getUserId(), null)
+  await assert.rejects(anon.sendMessage({ agentName: 'echo', requestParts: [] }), /anon-mode TaskClient does not support sendMessage\(\)/)
+  await assert.rejects(anon.connect('t_someone_elses'), (e) => {
+    assert.ok(e instanceof sdk.AnonTaskAccessDeniedError, e?.constructor?.name)
+    assert.match(e.message, /\b403\b/)
+    return true
+  })
+  // without any auth, connect() refuses before the network
+  const noAuth = await TaskClient.create({ billingMode: 'free', cdmUrl: env.net.cdmUrl })
+  await assert.rejects(noAuth.connect('t_x'), /connect\(\) requires an authenticated TaskClient/)
+})
+
+test('an agent whose API key is refused gets AgentAuthFatalError', async () => {
+  await assert.rejects(
+    sdk.startAgentInstance({ agentName: 'echo', handler: () => ({}), apiKey: 'bk_revoked', cdmUrl: env.net.cdmUrl }),
+    (e) => e instanceof sdk.AgentAuthFatalError && /Agent registration failed/.test(e.message),
+  )
+})
+
+test('retryTask runs a failed task again as a new task', async () => {
+  let attempt = 0
+  await env.agent('flaky', () => {
+    attempt++
+    if (attempt === 1) throw new Error('first attempt fails')
+    return { artifacts: [{ data: `attempt ${attempt}`, mimeType: 'text/plain' }] }
+  })
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'flaky', requestParts: [] })
+  assert.equal((await s.waitForTerminal(15_000)).error, 'first attempt fails')
+  const retry = await client.retryTask(s.taskId)
+  assert.notEqual(retry.taskId, s.taskId)
+  const again = await client.connect(retry.taskId)
+  assert.equal((await again.waitForTerminal(15_000)).state, 'completed')
+  assert.equal(artifactText(again.listArtifacts()[0]), 'attempt 2')
+  await assert.rejects(client.retryTask(retry.taskId), /only failed or canceled tasks can be retried/)
+})

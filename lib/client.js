@@ -4,33 +4,45 @@
 
 const native = require('../native.js')
 const { TaskSession } = require('./session.js')
-const { InvalidArgumentError, makeError } = require('./errors.js')
-const { log, setLogger } = require('./log.js')
+const { InvalidArgumentError } = require('./errors.js')
+const { setLogger } = require('./log.js')
+const { authOptions, ConsumerAuth, StaticAuthProvider } = require('./auth.js')
 
 const BILLING_MODE_REQUIRED = "TaskClient.create() requires a billingMode option ('free' or 'paid')"
-
-function tokenEndpointOptions(te) {
-  if (te === undefined || te === null) return {}
-  if (typeof te === 'string') return { tokenEndpointUrl: te }
-  if (typeof te !== 'object' || typeof te.url !== 'string' || te.url === '') {
-    throw new InvalidArgumentError('TokenEndpointConfig.url is required and must be a non-empty string')
-  }
-  return {
-    tokenEndpointUrl: te.url,
-    tokenEndpointHeaders: te.headers ? Object.entries(te.headers).map(([k, v]) => [k, String(v)]) : undefined,
-    tokenEndpointBody: te.body,
-  }
-}
 
 class TaskClient {
   #native
 
-  /** @internal Use `TaskClient.create()`. */
-  constructor(nativeClient) {
-    if (!(nativeClient instanceof native.NativeTaskClient)) {
-      throw new InvalidArgumentError('use `await TaskClient.create({ billingMode, apiKey })` to build a TaskClient')
+  /**
+   * Direct construction without a CDM fetch (advanced): `new TaskClient({ billingMode,
+   * subscribeKey, publishKey?, baseUrl?, realtimeOrigin?, authProvider? })` where `authProvider`
+   * is a `ConsumerAuth` or `StaticAuthProvider`. Most callers want `TaskClient.create()`.
+   */
+  constructor(options) {
+    if (options instanceof native.NativeTaskClient) {
+      this.#native = options
+      return
     }
-    this.#native = nativeClient
+    if (options === null || typeof options !== 'object' || (options.billingMode !== 'free' && options.billingMode !== 'paid')) {
+      throw new InvalidArgumentError("TaskClient requires a billingMode option ('free' or 'paid')")
+    }
+    if (typeof options.subscribeKey !== 'string' || options.subscribeKey === '') {
+      throw new InvalidArgumentError('TaskClient requires a subscribeKey (or use TaskClient.create() to read it from the CDM)')
+    }
+    const provider = options.authProvider
+    if (provider !== undefined && !(provider instanceof ConsumerAuth || provider instanceof StaticAuthProvider)) {
+      throw new InvalidArgumentError('authProvider must be a ConsumerAuth or a StaticAuthProvider')
+    }
+    this.#native = native.NativeTaskClient.direct(
+      {
+        billingMode: options.billingMode,
+        subscribeKey: options.subscribeKey,
+        publishKey: options.publishKey,
+        baseUrl: options.baseUrl,
+        realtimeOrigin: options.realtimeOrigin,
+      },
+      provider?._native,
+    )
   }
 
   /**
@@ -40,32 +52,16 @@ class TaskClient {
   static async create(options) {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError(BILLING_MODE_REQUIRED)
     if (options.billingMode !== 'free' && options.billingMode !== 'paid') throw new InvalidArgumentError(BILLING_MODE_REQUIRED)
-    const { tokenProvider, onAuthError } = options
     if (options.logger !== undefined) setLogger(options.logger)
-    if (tokenProvider !== undefined && typeof tokenProvider !== 'function') {
-      throw new InvalidArgumentError('tokenProvider must be an async function returning { token, expiresIn, userId? }')
-    }
-    if (onAuthError !== undefined && typeof onAuthError !== 'function') throw new InvalidArgumentError('onAuthError must be a function')
     const n = await native.NativeTaskClient.create({
-      tokenProvider: tokenProvider && (async () => await tokenProvider()),
-      onAuthError:
-        onAuthError &&
-        ((kind, message, props) => {
-          try {
-            onAuthError(makeError('AuthRefreshFailedError', `Consumer auth refresh permanently failed: ${message}`, props))
-          } catch (err) {
-            log('warn', `onAuthError callback threw: ${err && err.message}`)
-          }
-        }),
       billingMode: options.billingMode,
       cdmUrl: options.cdmUrl,
       subscribeKey: options.subscribeKey,
       publishKey: options.publishKey,
       baseUrl: options.baseUrl,
       realtimeOrigin: options.realtimeOrigin,
-      apiKey: options.apiKey,
       anonFingerprint: options.anonFingerprint,
-      ...tokenEndpointOptions(options.tokenEndpoint),
+      ...authOptions(options),
     })
     return new TaskClient(n)
   }
@@ -124,8 +120,10 @@ class TaskClient {
   resumeTask(taskId) {
     return this.#lifecycle('ResumeTask', taskId)
   }
-  retryTask(taskId) {
-    return this.#lifecycle('RetryTask', taskId)
+  /** Run a failed or canceled task again; resolves with `{ taskId }` of the new attempt. */
+  async retryTask(taskId) {
+    if (typeof taskId !== 'string' || taskId === '') throw new InvalidArgumentError('RetryTask needs a taskId string')
+    return this.#native.rpc('RetryTask', { taskId })
   }
   terminateTask(taskId) {
     return this.#lifecycle('TerminateTask', taskId)

@@ -2,50 +2,15 @@
 
 use std::sync::Arc;
 
-use blocks_core::auth::AuthErrorCallback;
-use blocks_core::{ClientOptions, SendMessageRequest, TaskClient, TokenResult, TokenSource};
+use blocks_core::config::Keyset;
+use blocks_core::{ClientOptions, SendMessageRequest, TaskClient};
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::Value;
 
+use crate::auth::{auth_error_callback, token_endpoint, token_source, AuthErrorFn, NativeAuth, ProviderFn};
 use crate::errors::OrJs;
 use crate::session::NativeSession;
-
-/// The JS `tokenProvider` (wrapped by lib/client.js so it always returns a Promise).
-type ProviderFn = ThreadsafeFunction<(), Promise<Value>, (), Status, false, true>;
-/// `onAuthError(kind, message, propsJson)`; lib/client.js builds the error object.
-type AuthErrorFn =
-    ThreadsafeFunction<FnArgs<(String, String, String)>, (), FnArgs<(String, String, String)>, Status, false, true>;
-
-struct JsTokenSource {
-    provider: ProviderFn,
-}
-
-#[async_trait::async_trait]
-impl TokenSource for JsTokenSource {
-    async fn fetch(&self) -> blocks_core::Result<TokenResult> {
-        let bad =
-            |what: &str, e: napi::Error| blocks_core::Error::Protocol(format!("tokenProvider {what}: {}", e.reason));
-        let promise = self.provider.call_async_catch(()).await.map_err(|e| bad("threw", e))?;
-        let v = promise.await.map_err(|e| bad("failed", e))?;
-        let token = v
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                blocks_core::Error::Protocol(
-                    "tokenProvider must return { token, expiresIn, userId? } with a non-empty token".into(),
-                )
-            })?;
-        Ok(TokenResult {
-            token: token.to_string(),
-            expires_in: v.get("expiresIn").and_then(Value::as_f64),
-            user_id: v.get("userId").and_then(Value::as_str).map(str::to_string),
-            refresh_token: None,
-        })
-    }
-}
 
 /// Options of `NativeTaskClient.create` (validated and resolved in the engine).
 #[napi(object, object_to_js = false)]
@@ -66,6 +31,16 @@ pub struct NativeClientOptions {
     pub token_provider: Option<ProviderFn>,
     #[napi(ts_type = "(kind: string, message: string, propsJson: string) => void")]
     pub on_auth_error: Option<AuthErrorFn>,
+}
+
+/// Options of `NativeTaskClient.direct`.
+#[napi(object)]
+pub struct NativeDirectOptions {
+    pub billing_mode: Option<String>,
+    pub subscribe_key: Option<String>,
+    pub publish_key: Option<String>,
+    pub base_url: Option<String>,
+    pub realtime_origin: Option<String>,
 }
 
 /// Internal caller client.
@@ -112,22 +87,6 @@ impl NativeTaskClient {
     /// Resolve config, authenticate, build the client.
     #[napi]
     pub async fn create(opts: NativeClientOptions) -> Result<NativeTaskClient> {
-        let token_endpoint = opts.token_endpoint_url.map(|url| {
-            let headers = opts
-                .token_endpoint_headers
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|kv| match kv.as_slice() {
-                    [k, v] => Some((k.clone(), v.clone())),
-                    _ => None,
-                })
-                .collect();
-            blocks_core::auth::TokenEndpoint {
-                url,
-                headers,
-                body: opts.token_endpoint_body,
-            }
-        });
         let options = ClientOptions {
             billing_mode: opts.billing_mode,
             cdm_url: opts.cdm_url,
@@ -136,21 +95,41 @@ impl NativeTaskClient {
             base_url: opts.base_url,
             realtime_origin: opts.realtime_origin,
             api_key: opts.api_key,
-            token_endpoint,
-            token_provider: opts
-                .token_provider
-                .map(|provider| std::sync::Arc::new(JsTokenSource { provider }) as std::sync::Arc<dyn TokenSource>),
+            token_endpoint: token_endpoint(
+                opts.token_endpoint_url,
+                opts.token_endpoint_headers,
+                opts.token_endpoint_body,
+            ),
+            token_provider: token_source(opts.token_provider),
             anon_fingerprint: opts.anon_fingerprint,
-            on_auth_error: opts.on_auth_error.map(|f| {
-                let f = std::sync::Arc::new(f);
-                std::sync::Arc::new(move |e: &blocks_core::Error| {
-                    let args = (e.kind().to_string(), e.to_string(), e.props().to_string());
-                    f.call(args.into(), ThreadsafeFunctionCallMode::NonBlocking);
-                }) as AuthErrorCallback
-            }),
+            on_auth_error: auth_error_callback(opts.on_auth_error),
         };
         let inner = TaskClient::create(options).await.or_js().await?;
         Ok(NativeTaskClient { inner })
+    }
+
+    /// Direct construction without a CDM fetch (advanced path).
+    #[napi(factory)]
+    pub fn direct(opts: NativeDirectOptions, auth: Option<&NativeAuth>) -> Result<NativeTaskClient> {
+        let origin = opts
+            .realtime_origin
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| blocks_core::config::realtime_origin(None));
+        let keys = Keyset {
+            subscribe_key: opts.subscribe_key.unwrap_or_default(),
+            publish_key: opts.publish_key.unwrap_or_default(),
+        };
+        let client = TaskClient::new_direct(
+            &opts.billing_mode.unwrap_or_default(),
+            keys,
+            &origin,
+            &opts.base_url.unwrap_or_default(),
+            auth.map(|a| a.inner.clone()),
+        )
+        .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        Ok(NativeTaskClient {
+            inner: Arc::new(client),
+        })
     }
 
     /// User id of the latest token acquisition.

@@ -3,6 +3,7 @@
 //! JS and maps errors once; all protocol logic lives in `blocks-core`.
 
 mod agent;
+mod auth;
 mod client;
 mod devnet;
 mod errors;
@@ -10,6 +11,7 @@ mod log;
 mod session;
 
 pub use agent::*;
+pub use auth::*;
 pub use client::*;
 pub use devnet::*;
 pub use errors::*;

@@ -57,6 +57,8 @@ pub enum AuthMode {
     },
     /// A caller function.
     Provider(Arc<dyn TokenSource>),
+    /// A fixed token that cannot be refreshed.
+    Static(String),
 }
 
 /// Called once when proactive refresh has failed three times in a row.
@@ -136,6 +138,14 @@ impl ConsumerAuth {
         let result = self.acquire(false).await?;
         self.apply(result);
         Ok(())
+    }
+
+    /// Acquire the first token if none exists yet (for providers built without `init`).
+    pub async fn ensure_ready(self: &Arc<Self>) -> Result<()> {
+        if self.header().is_some() {
+            return Ok(());
+        }
+        self.init().await
     }
 
     /// `Bearer <token>` once a token exists.
@@ -232,7 +242,9 @@ impl ConsumerAuth {
             *slot = None;
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.arm_timer(expires_in.unwrap_or(60.0));
+        if !matches!(self.mode, AuthMode::Static(_)) {
+            self.arm_timer(expires_in.unwrap_or(60.0));
+        }
     }
 
     fn arm_timer(self: &Arc<Self>, expires_in: f64) {
@@ -271,6 +283,19 @@ impl ConsumerAuth {
                 self.consumer_token(key).await
             }
             AuthMode::TokenEndpoint { url, headers, body } => self.token_endpoint(url, headers, body.as_ref()).await,
+            AuthMode::Static(token) => {
+                if refresh {
+                    return Err(Error::Http {
+                        context: "a static token cannot be refreshed".into(),
+                        status: 401,
+                        body: String::new(),
+                    });
+                }
+                Ok(TokenResult {
+                    token: token.clone(),
+                    ..TokenResult::default()
+                })
+            }
             AuthMode::Provider(source) => {
                 let r = source.fetch().await?;
                 if r.token.is_empty() {

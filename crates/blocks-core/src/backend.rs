@@ -64,6 +64,7 @@ impl Backend {
     /// Call a JSON-RPC method. HTTP 401 and the embedded-JWT error codes trigger one refresh and one retry.
     pub async fn rpc(&self, method: &str, params: Value) -> Result<Value> {
         if let Some(auth) = &self.auth {
+            auth.ensure_ready().await?;
             auth.preflight().await?;
         }
         match self.rpc_once(method, &params).await {
@@ -209,6 +210,7 @@ impl Backend {
     /// [`Backend::post_json`] with the consumer token, refreshing and retrying once on 401.
     pub async fn post_authed(&self, path: &str, body: &Value, context: &str) -> Result<Value> {
         if let Some(auth) = &self.auth {
+            auth.ensure_ready().await?;
             auth.preflight().await?;
         }
         let header = self.auth.as_ref().and_then(|a| a.header());

@@ -432,19 +432,45 @@ impl TaskClient {
         if task_id.is_empty() {
             return Err(Error::InvalidArgument("connect() needs a taskId".into()));
         }
-        let auth = self.auth.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("connect() requires an authenticated TaskClient (create it with apiKey, tokenEndpoint or tokenProvider)".into())
-        })?;
-        auth.preflight().await?;
-        let task = self.get_task(task_id).await?;
-        let grant = self
-            .backend
-            .post_authed(
-                "/api/v1/auth/task-read-token",
-                &json!({ "taskId": task_id, "role": role.unwrap_or("consumer") }),
-                "task-read-token failed",
-            )
-            .await?;
+        let (task, grant) = if let Some(fp) = &self.anon_fingerprint {
+            // Anonymous viewer: the read token decides access (403 → AnonTaskAccessDenied); the
+            // task record may be withheld from anonymous callers.
+            let body = json!({ "taskId": task_id, "fingerprint": fp });
+            let grant = match self
+                .backend
+                .post_json(
+                    "/api/v1/auth/anon-task-read-token",
+                    &body,
+                    None,
+                    "anon-task-read-token failed",
+                )
+                .await
+            {
+                Err(Error::Http { status: 403, body, .. }) => return Err(Error::AnonTaskAccessDenied(body)),
+                other => other?,
+            };
+            let task = self
+                .get_task(task_id)
+                .await
+                .unwrap_or_else(|_| json!({ "taskId": task_id }));
+            (task, grant)
+        } else {
+            let auth = self.auth.as_ref().ok_or_else(|| {
+                Error::InvalidArgument(
+                    "connect() requires an authenticated TaskClient (create it with apiKey, tokenEndpoint or tokenProvider)"
+                        .into(),
+                )
+            })?;
+            auth.ensure_ready().await?;
+            auth.preflight().await?;
+            let task = self.get_task(task_id).await?;
+            let body = json!({ "taskId": task_id, "role": role.unwrap_or("consumer") });
+            let grant = self
+                .backend
+                .post_authed("/api/v1/auth/task-read-token", &body, "task-read-token failed")
+                .await?;
+            (task, grant)
+        };
         let token = grant.get("pamToken").and_then(Value::as_str).map(str::to_string);
         let channel = grant
             .get("channel")

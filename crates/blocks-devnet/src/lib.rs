@@ -1,1 +1,331 @@
-//! The local Blocks Network (devnet). Being written.
+//! The local Blocks Network (devnet): one loopback port serving the CDM document, the backend API
+//! (auth, registry, JSON-RPC tasks), a PubNub-REST-protocol realtime server and the dispatcher.
+//! Embeddable (`Devnet::start`) and runnable (`blocks-devnet`).
+
+mod backend;
+mod filter;
+mod realtime;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+pub use filter::Filter;
+
+use realtime::Realtime;
+use state::{Effect, Records};
+
+/// One user's API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The key (`bk_…`).
+    pub key: String,
+    /// The user it authenticates.
+    pub user_id: String,
+}
+
+/// Devnet settings.
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    /// Port on 127.0.0.1 (0 = any free port).
+    pub port: u16,
+    /// Users; the first key is the default one.
+    pub api_keys: Vec<ApiKey>,
+    /// Agents registered as paid on first sight.
+    pub paid_agents: Vec<String>,
+    /// Lifetime of access tokens.
+    pub token_ttl: Duration,
+    /// Longest hold of an idle subscribe long-poll.
+    pub long_poll_hold: Duration,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        DevnetConfig {
+            port: 0,
+            api_keys: vec![ApiKey {
+                key: "bk_devnet_default".into(),
+                user_id: "user_default".into(),
+            }],
+            paid_agents: Vec::new(),
+            token_ttl: Duration::from_secs(3600),
+            long_poll_hold: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Errors of the devnet.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// The port could not be bound.
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind {
+        /// Port.
+        port: u16,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Keys of the two keysets.
+pub const FREE_KEYS: (&str, &str) = ("pub-c-devnet-free", "sub-c-devnet-free");
+/// Keys of the two keysets.
+pub const PAID_KEYS: (&str, &str) = ("pub-c-devnet-paid", "sub-c-devnet-paid");
+
+/// Shared state of a running devnet.
+pub(crate) struct Net {
+    pub cfg: DevnetConfig,
+    pub url: String,
+    pub rt: Realtime,
+    pub records: Mutex<Records>,
+    pub stopped: AtomicBool,
+    pub stop_notify: Notify,
+}
+
+impl Net {
+    pub fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keys (publish, subscribe) of a billing mode.
+    pub fn keys(billing: &str) -> (&'static str, &'static str) {
+        if billing == "paid" {
+            PAID_KEYS
+        } else {
+            FREE_KEYS
+        }
+    }
+
+    pub fn is_known_sub_key(sub: &str) -> bool {
+        sub == FREE_KEYS.1 || sub == PAID_KEYS.1
+    }
+
+    /// Publish into the realtime plane and run the hooks (task state, dispatch).
+    pub fn publish(
+        &self,
+        sub_key: &str,
+        channel: &str,
+        payload: Value,
+        meta: Option<Value>,
+        publisher: &str,
+        store: bool,
+    ) -> u64 {
+        let msg = self.rt.publish(sub_key, channel, payload, meta, publisher, store);
+        if let Some(task_id) = channel.strip_prefix("u.").and_then(|rest| rest.split('.').nth(1)) {
+            let agent = self.records().on_task_event(task_id, &msg.payload);
+            if let Some(agent) = agent {
+                self.dispatch(&agent);
+            }
+        }
+        msg.tt
+    }
+
+    pub fn run(&self, effects: Vec<Effect>) {
+        for e in effects {
+            self.publish(&e.sub_key, &e.channel, e.payload, e.meta, "blocks-devnet", e.store);
+        }
+    }
+
+    pub fn dispatch(&self, agent: &str) {
+        let effects = self.records().dispatch(agent, self.cfg.token_ttl);
+        self.run(effects);
+    }
+
+    /// Periodic work: instance liveness, pipe expiry.
+    pub fn tick(&self) {
+        let (dead, expire): (Vec<String>, Vec<Effect>) = {
+            let r = self.records();
+            let dead = r
+                .instances
+                .values()
+                .filter(|i| i.live)
+                .filter(|i| match self.rt.presence_of(&i.id, &i.control_channel) {
+                    Some(p) => p.last_seen.elapsed() > p.timeout + Duration::from_secs(5),
+                    None => true,
+                })
+                .map(|i| i.id.clone())
+                .collect();
+            let now = state::now_ms();
+            let expire = r
+                .tasks
+                .values()
+                .filter(|t| !t.is_terminal() && !t.expire_sent && t.expires_at_ms.is_some_and(|e| e <= now))
+                .filter_map(|t| {
+                    r.control_for(&t.id, json!({ "type": "ExpireTask", "taskId": t.id, "agentName": t.agent, "protocolVersion": blocks_wire::PROTOCOL_VERSION }))
+                })
+                .collect();
+            (dead, expire)
+        };
+        {
+            let mut r = self.records();
+            for e in &expire {
+                if let Some(id) = e.payload.get("taskId").and_then(Value::as_str) {
+                    if let Some(t) = r.tasks.get_mut(id) {
+                        t.expire_sent = true;
+                    }
+                }
+            }
+        }
+        self.run(expire);
+        for id in dead {
+            tracing::info!(target: "blocks::devnet", "instance {id} stopped heartbeating; its tasks fail");
+            let (effects, agent) = {
+                let mut r = self.records();
+                let agent = r.instances.get(&id).map(|i| i.agent.clone());
+                (r.drop_instance(&id), agent)
+            };
+            self.run(effects);
+            if let Some(a) = agent {
+                self.dispatch(&a);
+            }
+        }
+    }
+}
+
+/// A running devnet.
+pub struct Devnet {
+    net: Arc<Net>,
+    port: u16,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Devnet {
+    /// Bind 127.0.0.1:`port` and serve on the current tokio runtime.
+    pub async fn start(config: DevnetConfig) -> Result<Devnet, DevnetError> {
+        if config.api_keys.is_empty() {
+            return Err(DevnetError::Config("at least one API key is required".into()));
+        }
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], config.port)))
+            .await
+            .map_err(|source| DevnetError::Bind {
+                port: config.port,
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| DevnetError::Bind {
+                port: config.port,
+                source,
+            })?
+            .port();
+        let mut records = Records::default();
+        for k in &config.api_keys {
+            records.api_keys.insert(k.key.clone(), k.user_id.clone());
+        }
+        let net = Arc::new(Net {
+            cfg: config,
+            url: format!("http://127.0.0.1:{port}"),
+            rt: Realtime::default(),
+            records: Mutex::new(records),
+            stopped: AtomicBool::new(false),
+            stop_notify: Notify::new(),
+        });
+        let app = server::router(net.clone());
+        let stop_net = net.clone();
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                loop {
+                    let n = stop_net.stop_notify.notified();
+                    if stop_net.stopped.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    n.await;
+                }
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(target: "blocks::devnet", "server error: {e}");
+            }
+        });
+        let tick_net = Arc::downgrade(&net);
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                every.tick().await;
+                let Some(net) = tick_net.upgrade() else { return };
+                if net.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                net.tick();
+            }
+        });
+        tracing::debug!(target: "blocks::devnet", "listening on http://127.0.0.1:{port}");
+        Ok(Devnet {
+            net,
+            port,
+            server: Mutex::new(Some(server)),
+            ticker: Mutex::new(Some(ticker)),
+        })
+    }
+
+    /// Bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// `http://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        self.net.url.clone()
+    }
+    /// The CDM document URL.
+    pub fn cdm_url(&self) -> String {
+        format!("{}/config.json", self.net.url)
+    }
+    /// The default API key.
+    pub fn api_key(&self) -> String {
+        self.net.cfg.api_keys.first().map(|k| k.key.clone()).unwrap_or_default()
+    }
+    /// Subscribe long-polls held open right now (waiting for a message).
+    pub fn held_long_polls(&self) -> usize {
+        self.net.rt.held.load(Ordering::SeqCst)
+    }
+
+    /// The environment a caller or agent needs.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("BLOCKS_CDM_URL".into(), self.cdm_url()),
+            ("BLOCKS_API_KEY".into(), self.api_key()),
+        ]
+    }
+
+    /// Stop serving (idempotent): held long-polls end, the port is released.
+    pub async fn stop(&self) {
+        if self.net.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.net.stop_notify.notify_waiters();
+        self.net.rt.wake_all();
+        let ticker = self.ticker.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        let server = self.server.lock().ok().and_then(|mut s| s.take());
+        if let Some(s) = server {
+            if tokio::time::timeout(Duration::from_secs(5), s).await.is_err() {
+                tracing::warn!(target: "blocks::devnet", "server did not stop within 5 s");
+            }
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        self.net.stopped.store(true, Ordering::SeqCst);
+        self.net.stop_notify.notify_waiters();
+        self.net.rt.wake_all();
+        if let Ok(mut t) = self.ticker.lock() {
+            if let Some(t) = t.take() {
+                t.abort();
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use blocks_devnet_alt::{Devnet, DevnetConfig};
+use blocks_devnet::{Devnet, DevnetConfig};
 use serde_json::{json, Value};
 
 const SUB: &str = "sub-c-devnet-free";

@@ -261,7 +261,10 @@ fn instance_went_live(net: &Net, uuid: &str, channels: &[String]) {
     }
 }
 
-fn presence(net: &Net, req: &Req, _sk: &str, channels: &str, rest: &[&str]) -> Response<Body> {
+fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Response<Body> {
+    if !Net::is_known_sub_key(sk) {
+        return pn_error(400, &format!("unknown subscribe key {sk:?}"));
+    }
     let channels = split_channels(channels);
     let uuid = req.q("uuid").unwrap_or("").to_string();
     match rest {
@@ -318,6 +321,9 @@ fn presence(net: &Net, req: &Req, _sk: &str, channels: &str, rest: &[&str]) -> R
 }
 
 fn history(net: &Net, req: &Req, sk: &str, channel: &str) -> Response<Body> {
+    if !Net::is_known_sub_key(sk) {
+        return pn_error(400, &format!("unknown subscribe key {sk:?}"));
+    }
     let max = req
         .q("max")
         .and_then(|m| m.parse::<usize>().ok())

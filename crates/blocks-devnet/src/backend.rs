@@ -23,6 +23,7 @@ pub(crate) async fn handle(net: &Net, req: &Req) -> Response<Body> {
         (Method::POST, ["api", "v1", "auth", "agent", "connect"]) => connect(net, req),
         (Method::GET, ["api", "v1", "registry", "agents"]) => registry(net, req),
         (Method::POST, ["api", "v1", "auth", "task-read-token"]) => read_token(net, req),
+        (Method::POST, ["api", "v1", "auth", "anon-task-read-token"]) => anon_read_token(req),
         (Method::POST, ["api", "v1", "rpc"]) => rpc(net, req),
         _ => json_response(
             404,
@@ -234,6 +235,26 @@ fn read_token(net: &Net, req: &Req) -> Response<Body> {
         200,
         &json!({ "pamToken": token, "channel": channel, "ttlMinutes": 1440 }),
     )
+}
+
+/// Anonymous viewers may read public free tasks submitted with their fingerprint; the devnet has
+/// no public tasks, so the answer is always 403 (or 400 for a malformed request).
+fn anon_read_token(req: &Req) -> Response<Body> {
+    let body = match req.json() {
+        Ok(b) => b,
+        Err(e) => return err(400, "BAD_REQUEST", &e),
+    };
+    match (
+        body.get("taskId").and_then(Value::as_str),
+        body.get("fingerprint").and_then(Value::as_str),
+    ) {
+        (Some(t), Some(_)) => err(
+            403,
+            "FORBIDDEN",
+            &format!("anonymous access to task {t} denied: only public free tasks can be viewed anonymously"),
+        ),
+        _ => err(400, "BAD_REQUEST", "taskId and fingerprint are required"),
+    }
 }
 
 fn rpc_error(id: &Value, e: &RpcErr) -> Value {
@@ -493,6 +514,9 @@ fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
         let control = r.control_for(id, msg);
         (t, control)
     };
+    if method == "RetryTask" {
+        return retry(net, user, &task);
+    }
     if task.is_terminal() {
         return Ok(json!({}));
     }
@@ -526,4 +550,30 @@ fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
     }
     net.run(effects);
     Ok(json!({}))
+}
+
+/// RetryTask: a failed or canceled task runs again as a new task with the same request.
+fn retry(net: &Net, user: &str, task: &crate::state::Task) -> RpcResult {
+    if !matches!(task.state.as_str(), "failed" | "canceled") {
+        return Err(fail(
+            -32000,
+            "TaskNotRetryable",
+            format!(
+                "task {} is {}; only failed or canceled tasks can be retried",
+                task.id, task.state
+            ),
+        ));
+    }
+    let new = net.records().create_task(
+        &task.agent,
+        user,
+        &task.kind,
+        task.duration,
+        task.request_parts.clone(),
+        task.has_stream,
+        task.consumer_public_key.clone(),
+        &task.sub_key,
+    );
+    net.dispatch(&task.agent);
+    Ok(json!({ "taskId": new.id, "retryOf": task.id, "orgId": new.org }))
 }
