@@ -11,7 +11,7 @@ function loadDotEnv(dir) {
   const file = path.join(dir, '.env')
   if (!fs.existsSync(file)) return
   const vars = parseEnv(fs.readFileSync(file, 'utf8'))
-  for (const [k, v] of Object.entries(vars)) if (process.env[k] === undefined) process.env[k] = v
+  for (const [k, v] of Object.entries(vars)) if (process.env[k] === undefined || process.env[k] === '') process.env[k] = v
 }
 
 async function loadHandler(dir, card) {

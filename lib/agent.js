@@ -25,15 +25,26 @@ class TaskContext {
   #native
   #abort = new AbortController()
 
+  #taskClient
+
   /** @internal */
-  constructor(nativeCtx) {
+  constructor(nativeCtx, taskClient) {
     this.#native = nativeCtx
+    this.#taskClient = taskClient
     this.taskId = nativeCtx.taskId
     this.requestParts = nativeCtx.requestParts ?? []
     this.hasStream = nativeCtx.hasStream
     this.consumerPublicKey = nativeCtx.consumerPublicKey ?? undefined
     this.taskKind = nativeCtx.taskKind
     nativeCtx.onCancel(() => this.#abort.abort(new Error(nativeCtx.isExpired ? 'task expired' : 'task canceled')))
+  }
+
+  /**
+   * A ready TaskClient authenticated as the agent's owner, for calling other agents
+   * (agent-to-agent). Shared by all tasks of the instance; do not destroy it.
+   */
+  get taskClient() {
+    return this.#taskClient
   }
 
   /** Aborts when the task is canceled, terminated or expires. */
@@ -91,8 +102,9 @@ async function startAgentInstance(options) {
   if (options.logger !== undefined) setLogger(options.logger)
   const runtime = card?.runtime ?? {}
   const agentName = options.agentName ?? card?.identity?.agentName
+  let taskClient = null
   const run = async (nctx) => {
-    const ctx = new TaskContext(nctx)
+    const ctx = new TaskContext(nctx, taskClient)
     try {
       const result = await handler(nctx.task, ctx)
       const artifacts = result && Array.isArray(result.artifacts) ? result.artifacts : []
@@ -114,9 +126,24 @@ async function startAgentInstance(options) {
       maxPendingBacklog: options.maxPendingBacklog ?? runtime.maxPendingBacklog,
       maxRunningTimeSec: options.maxRunningTimeSec ?? runtime.maxRunningTimeSec,
       listing: options.listing,
+      terminateGraceMs: options.terminateGraceMs,
     },
     run,
   )
+  try {
+    // the agent-to-agent client: same key, same network, the agent's own billing mode
+    const { TaskClient } = require('./client.js')
+    taskClient = await TaskClient.create({
+      billingMode: agent.billingMode,
+      apiKey: options.apiKey ?? process.env.BLOCKS_API_KEY,
+      cdmUrl: options.cdmUrl,
+      baseUrl: options.baseUrl,
+      realtimeOrigin: options.realtimeOrigin,
+    })
+  } catch (err) {
+    await agent.stop(0)
+    throw err
+  }
   return {
     instanceId: agent.instanceId,
     agentName: agent.agentName,
@@ -126,8 +153,14 @@ async function startAgentInstance(options) {
     get activeTasks() {
       return agent.activeTasks
     },
+    billingMode: agent.billingMode,
+    /** The agent-to-agent client (the same one handlers get as `ctx.taskClient`). */
+    taskClient,
     /** Stop taking tasks; running handlers get `graceMs` (default 10 s) to finish. Idempotent. */
-    stop: (graceMs) => agent.stop(graceMs),
+    stop: async (graceMs) => {
+      await agent.stop(graceMs)
+      taskClient.destroy()
+    },
   }
 }
 

@@ -30,6 +30,7 @@ pub struct NativeAgentOptions {
     pub max_pending_backlog: Option<u32>,
     pub max_running_time_sec: Option<u32>,
     pub listing: Option<String>,
+    pub terminate_grace_ms: Option<u32>,
 }
 
 struct JsHandler {
@@ -160,6 +161,7 @@ impl NativeAgent {
             max_pending_backlog: opts.max_pending_backlog,
             max_running_time_sec: opts.max_running_time_sec.map(u64::from),
             listing: opts.listing,
+            terminate_grace: opts.terminate_grace_ms.map(|ms| Duration::from_millis(u64::from(ms))),
         };
         let inner = match AgentInstance::start(options, handler.clone()).await {
             Ok(i) => i,
@@ -191,6 +193,11 @@ impl NativeAgent {
     #[napi(getter)]
     pub fn subscribe_key(&self) -> String {
         self.inner.subscribe_key().to_string()
+    }
+    /// `free` or `paid`, from the registry.
+    #[napi(getter)]
+    pub fn billing_mode(&self) -> String {
+        self.inner.billing_mode().as_str().to_string()
     }
     #[napi(getter)]
     pub fn active_tasks(&self) -> u32 {

@@ -14,6 +14,8 @@ pub struct NativeNetworkOptions {
     pub paid_agents: Option<Vec<String>>,
     pub token_ttl_sec: Option<f64>,
     pub long_poll_hold_sec: Option<f64>,
+    /// Test knob: how many milliseconds a pipe-task minute lasts.
+    pub minute_ms: Option<f64>,
 }
 
 /// Internal devnet handle.
@@ -28,7 +30,17 @@ impl NativeLocalNetwork {
     #[napi]
     pub async fn start(opts: Option<NativeNetworkOptions>) -> Result<NativeLocalNetwork> {
         let mut cfg = DevnetConfig::default();
+        let mut opts_minute = None;
         if let Some(o) = opts {
+            if let Some(m) = o.minute_ms {
+                if !(m.is_finite() && m > 0.0) {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        format!("minuteMs must be a positive number, got {m}"),
+                    ));
+                }
+                opts_minute = Some(Duration::from_secs_f64(m / 1000.0));
+            }
             if let Some(p) = o.port {
                 cfg.port = u16::try_from(p)
                     .map_err(|_| Error::new(Status::InvalidArg, format!("port {p} is out of range (0-65535)")))?;
@@ -69,6 +81,9 @@ impl NativeLocalNetwork {
                 }
                 cfg.long_poll_hold = Duration::from_secs_f64(h);
             }
+        }
+        if let Some(m) = opts_minute {
+            cfg.minute = m;
         }
         let devnet = Devnet::start(cfg)
             .await

@@ -40,6 +40,9 @@ pub struct AgentOptions {
     pub max_running_time_sec: Option<u64>,
     /// Forwarded as `listing` when set.
     pub listing: Option<String>,
+    /// How long a handler may keep running after TerminateTask before the task is ended without
+    /// it (default 2 s).
+    pub terminate_grace: Option<Duration>,
 }
 
 /// One artifact a handler returns or publishes.
@@ -93,6 +96,44 @@ struct StatusThrottle {
     flush_scheduled: bool,
 }
 
+/// One queued task event and, if the caller waits, where to report the publish result.
+type Outgoing = (Value, Option<tokio::sync::oneshot::Sender<Result<()>>>);
+
+/// Publish queued events of one task in order with its write token; ends when the context drops.
+fn spawn_publisher(
+    publisher: Arc<Realtime>,
+    channel: String,
+    agent_name: String,
+    task_id: String,
+) -> tokio::sync::mpsc::UnboundedSender<Outgoing> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+    tokio::spawn(async move {
+        while let Some((mut event, done)) = rx.recv().await {
+            if let Some(o) = event.as_object_mut() {
+                o.insert("taskId".into(), json!(task_id));
+                o.insert("protocolVersion".into(), json!(blocks_wire::PROTOCOL_VERSION));
+            }
+            let meta = HashMap::from([
+                ("agentName".to_string(), agent_name.clone()),
+                ("taskId".to_string(), task_id.clone()),
+                ("protocolVersion".to_string(), blocks_wire::PROTOCOL_VERSION.to_string()),
+            ]);
+            let r = publisher.publish(&channel, event, Some(meta), true).await.map(|_| ());
+            match done {
+                Some(d) => {
+                    let _ = d.send(r);
+                }
+                None => {
+                    if let Err(e) = r {
+                        tracing::warn!(target: "blocks::agent", "event of task {task_id} not published: {e}");
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
 /// Everything a handler can do with its task.
 pub struct TaskContext {
     task_id: String,
@@ -102,12 +143,14 @@ pub struct TaskContext {
     request_parts: Value,
     has_stream: bool,
     consumer_public_key: Option<String>,
-    publisher: Arc<Realtime>,
+    /// Every task event goes through this queue, so events reach the channel in call order.
+    events: tokio::sync::mpsc::UnboundedSender<Outgoing>,
     cancel: Mutex<CancelState>,
     cancel_notify: Notify,
     cancel_fired: AtomicBool,
     status: Mutex<StatusThrottle>,
     status_window: Duration,
+    terminal_sent: AtomicBool,
 }
 
 impl TaskContext {
@@ -168,25 +211,54 @@ impl TaskContext {
         self.cancel_notify.notify_waiters();
     }
 
-    fn channel(&self) -> String {
-        blocks_wire::task_channel(&self.org_id, &self.task_id)
+    /// Org id (the task channel namespace).
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// The agent's name.
+    pub fn agent_name(&self) -> &str {
+        &self.agent_name
+    }
+
+    /// Publish the task's terminal, at most once per task whatever path asks for it. Returns
+    /// false when a terminal was already published.
+    pub async fn publish_terminal(&self, terminal: Value) -> bool {
+        if self.terminal_sent.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let state = terminal
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if let Err(e) = self.publish_event(terminal).await {
+            tracing::warn!(target: "blocks::agent", "could not publish the terminal of {}: {e}", self.task_id);
+        }
+        tracing::debug!(target: "blocks::agent", "task {} terminal {state}", self.task_id);
+        true
+    }
+
+    /// True once this task's terminal was published.
+    pub fn is_finished(&self) -> bool {
+        self.terminal_sent.load(Ordering::SeqCst)
     }
 
     /// Publish a task event (stored, with the spec's meta). Best effort: failures are logged.
-    pub async fn publish_event(&self, mut event: Value) -> Result<()> {
-        if let Some(o) = event.as_object_mut() {
-            o.insert("taskId".into(), json!(self.task_id));
-            o.insert("protocolVersion".into(), json!(blocks_wire::PROTOCOL_VERSION));
+    pub async fn publish_event(&self, event: Value) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.events
+            .send((event, Some(tx)))
+            .map_err(|_| Error::Closed(format!("task {} is finished", self.task_id)))?;
+        rx.await
+            .map_err(|_| Error::Closed(format!("task {} is finished", self.task_id)))?
+    }
+
+    /// Queue a task event without waiting for it (order is kept).
+    fn queue_event(&self, event: Value) {
+        if self.events.send((event, None)).is_err() {
+            tracing::debug!(target: "blocks::agent", "event of finished task {} dropped", self.task_id);
         }
-        let meta = HashMap::from([
-            ("agentName".to_string(), self.agent_name.clone()),
-            ("taskId".to_string(), self.task_id.clone()),
-            ("protocolVersion".to_string(), blocks_wire::PROTOCOL_VERSION.to_string()),
-        ]);
-        self.publisher
-            .publish(&self.channel(), event, Some(meta), true)
-            .await
-            .map(|_| ())
     }
 
     /// Report a status line, throttled to one per second; the latest pending line is flushed at
@@ -217,15 +289,7 @@ impl TaskContext {
             }
         };
         if send_now {
-            let me = Arc::clone(self);
-            tokio::spawn(async move {
-                if let Err(e) = me
-                    .publish_event(json!({ "type": "progress", "message": message }))
-                    .await
-                {
-                    tracing::warn!(target: "blocks::agent", "status publish failed: {e}");
-                }
-            });
+            self.queue_event(json!({ "type": "progress", "message": message }));
         }
     }
 
@@ -293,10 +357,16 @@ struct Instance {
     http: HttpClient,
     handler: Arc<dyn TaskHandler>,
     running: Mutex<HashMap<String, Arc<TaskContext>>>,
+    /// Pipe tasks whose handler returned: their credentials stay for Cancel/Expire/Terminate.
+    parked: Mutex<HashMap<String, Arc<TaskContext>>>,
     active: AtomicUsize,
+    /// Tasks whose handler ended and whose terminal is being published.
+    finishing: AtomicUsize,
     started_at: u64,
     stopped: AtomicBool,
     idle: Notify,
+    billing: BillingMode,
+    terminate_grace: Duration,
 }
 
 /// A started agent instance.
@@ -444,10 +514,14 @@ impl AgentInstance {
             http,
             handler,
             running: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
+            finishing: AtomicUsize::new(0),
             started_at: now_ms(),
             stopped: AtomicBool::new(false),
             idle: Notify::new(),
+            billing,
+            terminate_grace: opts.terminate_grace.unwrap_or(Duration::from_secs(2)),
         });
         let stream = control.subscribe(std::slice::from_ref(&control_channel), None);
         let weak = Arc::downgrade(&inner);
@@ -489,6 +563,10 @@ impl AgentInstance {
     pub fn subscribe_key(&self) -> &str {
         &self.inner.keys.subscribe_key
     }
+    /// The agent's billing mode (from the registry).
+    pub fn billing_mode(&self) -> BillingMode {
+        self.inner.billing
+    }
     /// Handlers running now.
     pub fn active_tasks(&self) -> usize {
         self.inner.active.load(Ordering::SeqCst)
@@ -507,9 +585,10 @@ impl AgentInstance {
         }
         self.inner.control.close();
         let deadline = tokio::time::Instant::now() + grace;
-        while self.inner.active.load(Ordering::SeqCst) > 0 {
+        let busy = |i: &Instance| i.active.load(Ordering::SeqCst) + i.finishing.load(Ordering::SeqCst) > 0;
+        while busy(&self.inner) {
             let idle = self.inner.idle.notified();
-            if self.inner.active.load(Ordering::SeqCst) == 0 {
+            if !busy(&self.inner) {
                 break;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
@@ -522,10 +601,15 @@ impl AgentInstance {
             .lock()
             .map(|r| r.values().cloned().collect())
             .unwrap_or_default();
-        for ctx in left {
+        let parked: Vec<Arc<TaskContext>> = self
+            .inner
+            .parked
+            .lock()
+            .map(|mut p| p.drain().map(|(_, c)| c).collect())
+            .unwrap_or_default();
+        for ctx in left.into_iter().chain(parked) {
             ctx.signal(CancelReason::Terminated);
-            let _ = ctx
-                .publish_event(json!({ "type": "terminal", "state": "failed", "error": "agent_stopped" }))
+            ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_stopped" }))
                 .await;
         }
     }
@@ -571,9 +655,34 @@ impl Instance {
         }
     }
 
-    fn signal(&self, task_id: &str, reason: CancelReason) {
+    fn signal(self: &Arc<Self>, task_id: &str, reason: CancelReason) {
         if let Some(ctx) = self.running.lock().ok().and_then(|r| r.get(task_id).cloned()) {
             ctx.signal(reason);
+            if reason == CancelReason::Terminated {
+                // a handler that ignores cancellation is ended without it after a grace period
+                let grace = self.terminate_grace;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if !ctx.is_finished() {
+                        tracing::warn!(target: "blocks::agent", "task {} ignored TerminateTask; ending it", ctx.task_id);
+                        ctx.publish_terminal(
+                            json!({ "type": "terminal", "state": "canceled", "reason": "terminated" }),
+                        )
+                        .await;
+                    }
+                });
+            }
+            return;
+        }
+        // a pipe task whose handler already returned: end it with its cached credentials
+        let parked = self.parked.lock().ok().and_then(|mut p| p.remove(task_id));
+        if let Some(ctx) = parked {
+            ctx.signal(reason);
+            tokio::spawn(async move {
+                if let Some(t) = terminal_for(&ctx) {
+                    ctx.publish_terminal(t).await;
+                }
+            });
         }
     }
 
@@ -659,7 +768,7 @@ impl Instance {
         }
         let ctx = Arc::new(TaskContext {
             task_id: task_id.clone(),
-            org_id: org,
+            org_id: org.clone(),
             agent_name: self.agent_name.clone(),
             task_kind: task
                 .get("taskKind")
@@ -676,7 +785,12 @@ impl Instance {
                 .get("consumerPublicKey")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-            publisher,
+            events: spawn_publisher(
+                publisher,
+                blocks_wire::task_channel(&org, &task_id),
+                self.agent_name.clone(),
+                task_id.clone(),
+            ),
             cancel: Mutex::new(CancelState::default()),
             cancel_notify: Notify::new(),
             cancel_fired: AtomicBool::new(false),
@@ -686,26 +800,56 @@ impl Instance {
                 flush_scheduled: false,
             }),
             status_window: Duration::from_secs(1),
+            terminal_sent: AtomicBool::new(false),
         });
         if let Ok(mut r) = self.running.lock() {
             r.insert(task_id.clone(), ctx.clone());
         }
         self.active.fetch_add(1, Ordering::SeqCst);
+        if let Some(deadline) = task
+            .get("durationExpiresAtMs")
+            .and_then(Value::as_u64)
+            .filter(|_| ctx.task_kind == "pipe")
+        {
+            // local expiry timer: fires only while the handler runs (the backend expires parked tasks)
+            let weak = Arc::downgrade(self);
+            let id = task_id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now_ms()))).await;
+                if let Some(inst) = weak.upgrade() {
+                    if let Some(ctx) = inst.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
+                        ctx.signal(CancelReason::Expired);
+                    }
+                }
+            });
+        }
         let me = Arc::clone(self);
         tokio::spawn(async move {
             me.write_presence().await;
-            me.run(handler_task, ctx).await;
+            let started = Instant::now();
+            let terminal = me.run(handler_task, ctx.clone()).await;
+            // free the capacity before the terminal goes out: the backend dispatches the next
+            // task as soon as it sees the terminal
+            me.finishing.fetch_add(1, Ordering::SeqCst);
             if let Ok(mut r) = me.running.lock() {
                 r.remove(&task_id);
             }
             me.active.fetch_sub(1, Ordering::SeqCst);
+            if let Some(t) = terminal {
+                let state = t["state"].as_str().unwrap_or_default().to_string();
+                if ctx.publish_terminal(t).await {
+                    tracing::info!(target: "blocks::agent", "task {task_id} {state} in {} ms", started.elapsed().as_millis());
+                }
+            }
+            me.finishing.fetch_sub(1, Ordering::SeqCst);
             me.idle.notify_waiters();
             me.write_presence().await;
         });
     }
 
-    async fn run(&self, task: Value, ctx: Arc<TaskContext>) {
-        let started = Instant::now();
+    /// Run the handler; returns the terminal to publish (None for a pipe handler that returned on
+    /// its own: the task is parked until Cancel/Expire/Terminate).
+    async fn run(&self, task: Value, ctx: Arc<TaskContext>) -> Option<Value> {
         if let Err(e) = ctx
             .publish_event(json!({ "type": "progress", "progress": 0, "state": "running" }))
             .await
@@ -731,13 +875,13 @@ impl Instance {
             }
             Err(message) => Some(json!({ "type": "terminal", "state": "failed", "error": message })),
         };
-        if let Some(t) = terminal {
-            let state = t["state"].as_str().unwrap_or_default().to_string();
-            if let Err(e) = ctx.publish_event(t).await {
-                tracing::warn!(target: "blocks::agent", "could not publish the terminal of {}: {e}", ctx.task_id);
+        if terminal.is_none() {
+            tracing::info!(target: "blocks::agent", "pipe task {} handler returned; the task stays open", ctx.task_id);
+            if let Ok(mut p) = self.parked.lock() {
+                p.insert(ctx.task_id.clone(), ctx.clone());
             }
-            tracing::info!(target: "blocks::agent", "task {} {state} in {} ms", ctx.task_id, started.elapsed().as_millis());
         }
+        terminal
     }
 
     async fn write_presence(&self) {

@@ -181,6 +181,7 @@ fn connect(net: &Net, req: &Req) -> Response<Body> {
             control_channel: control_channel.clone(),
             sub_key,
             last_assigned: 0,
+            left_at: None,
         },
     );
     let access = r.mint(TokenKind::AgentAccess, &user, Some(ttl), None);

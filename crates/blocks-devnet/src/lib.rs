@@ -43,6 +43,8 @@ pub struct DevnetConfig {
     pub token_ttl: Duration,
     /// Longest hold of an idle subscribe long-poll.
     pub long_poll_hold: Duration,
+    /// How long a pipe-task "minute" lasts (tests shorten it; default 60 s).
+    pub minute: Duration,
 }
 
 impl Default for DevnetConfig {
@@ -56,6 +58,7 @@ impl Default for DevnetConfig {
             paid_agents: Vec::new(),
             token_ttl: Duration::from_secs(3600),
             long_poll_hold: Duration::from_secs(60),
+            minute: Duration::from_secs(60),
         }
     }
 }
@@ -76,6 +79,9 @@ pub enum DevnetError {
     #[error("{0}")]
     Config(String),
 }
+
+/// How long an instance that left its control channel may still finish its tasks.
+const LEAVE_GRACE: Duration = Duration::from_secs(30);
 
 /// Keys of the two keysets.
 pub const FREE_KEYS: (&str, &str) = ("pub-c-devnet-free", "sub-c-devnet-free");
@@ -137,7 +143,7 @@ impl Net {
     }
 
     pub fn dispatch(&self, agent: &str) {
-        let effects = self.records().dispatch(agent, self.cfg.token_ttl);
+        let effects = self.records().dispatch(agent, self.cfg.token_ttl, self.cfg.minute);
         self.run(effects);
     }
 
@@ -145,13 +151,20 @@ impl Net {
     pub fn tick(&self) {
         let (dead, expire): (Vec<String>, Vec<Effect>) = {
             let r = self.records();
+            // live instances that stopped heartbeating, and instances that left but still hold
+            // tasks after the grace period, lose their tasks
             let dead = r
                 .instances
                 .values()
-                .filter(|i| i.live)
-                .filter(|i| match self.rt.presence_of(&i.id, &i.control_channel) {
-                    Some(p) => p.last_seen.elapsed() > p.timeout + Duration::from_secs(5),
-                    None => true,
+                .filter(|i| match i.left_at {
+                    Some(at) => !i.running.is_empty() && at.elapsed() > LEAVE_GRACE,
+                    None => {
+                        i.live
+                            && match self.rt.presence_of(&i.id, &i.control_channel) {
+                                Some(p) => p.last_seen.elapsed() > p.timeout + Duration::from_secs(5),
+                                None => true,
+                            }
+                    }
                 })
                 .map(|i| i.id.clone())
                 .collect();

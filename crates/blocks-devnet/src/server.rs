@@ -279,24 +279,17 @@ fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Re
         }
         ["leave"] => {
             net.rt.leave(&uuid, &channels);
-            let dropped = {
-                let r = net.records();
-                r.instances
-                    .get(&uuid)
-                    .filter(|i| i.live && channels.contains(&i.control_channel))
-                    .map(|i| i.id.clone())
-            };
-            if let Some(id) = dropped {
-                let (effects, agent) = {
-                    let mut r = net.records();
-                    let agent = r.instances.get(&id).map(|i| i.agent.clone());
-                    (r.drop_instance(&id), agent)
-                };
-                net.run(effects);
-                if let Some(a) = agent {
-                    net.dispatch(&a);
-                }
+            // a graceful stop: no new tasks; running ones may still finish (see Net::tick)
+            let mut r = net.records();
+            if let Some(i) = r
+                .instances
+                .get_mut(&uuid)
+                .filter(|i| i.live && channels.contains(&i.control_channel))
+            {
+                i.live = false;
+                i.left_at = Some(std::time::Instant::now());
             }
+            drop(r);
             json_response(
                 200,
                 &json!({ "status": 200, "message": "OK", "action": "leave", "service": "Presence" }),

@@ -76,6 +76,8 @@ pub struct Instance {
     pub sub_key: String,
     /// Round-robin tie breaker.
     pub last_assigned: u64,
+    /// When the instance left its control channel (graceful stop: it may still finish tasks).
+    pub left_at: Option<std::time::Instant>,
 }
 
 /// A task.
@@ -296,7 +298,7 @@ impl Records {
     }
 
     /// Hand queued tasks of `agent` to live instances with capacity.
-    pub fn dispatch(&mut self, agent: &str, token_ttl: Duration) -> Vec<Effect> {
+    pub fn dispatch(&mut self, agent: &str, token_ttl: Duration, minute: Duration) -> Vec<Effect> {
         let mut effects = Vec::new();
         while let Some(task_id) = self.queues.get(agent).and_then(|q| q.front().cloned()) {
             let still_pending = self
@@ -339,7 +341,8 @@ impl Records {
                 None => continue,
             };
             let control = self.mint(TokenKind::Control(control_channel.clone()), &task.owner, None, None);
-            let expires = (task.kind == "pipe").then(|| now_ms() + task.duration.unwrap_or(1).max(1) as u64 * 60_000);
+            let expires = (task.kind == "pipe")
+                .then(|| now_ms() + task.duration.unwrap_or(1).max(1) as u64 * minute.as_millis() as u64);
             if let Some(t) = self.tasks.get_mut(&task_id) {
                 t.instance = Some(inst_id.clone());
                 t.expires_at_ms = expires;
@@ -460,6 +463,7 @@ mod tests {
                 control_channel: format!("agent.{agent}.control"),
                 sub_key: "s".into(),
                 last_assigned: 0,
+                left_at: None,
             },
         );
     }
@@ -470,16 +474,20 @@ mod tests {
         live_instance(&mut r, "i1", "a", 1);
         let t1 = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
         let t2 = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
-        let e = r.dispatch("a", Duration::from_secs(60));
+        let e = r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60));
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].payload["taskId"], json!(t1.id));
         assert_eq!(e[0].meta, Some(json!({"instance": "i1"})));
-        assert!(r.dispatch("a", Duration::from_secs(60)).is_empty(), "busy");
+        assert!(
+            r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60))
+                .is_empty(),
+            "busy"
+        );
         assert_eq!(
             r.on_task_event(&t1.id, &json!({"type": "terminal", "state": "completed"})),
             Some("a".into())
         );
-        let e = r.dispatch("a", Duration::from_secs(60));
+        let e = r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60));
         assert_eq!(e[0].payload["taskId"], json!(t2.id));
     }
 
@@ -491,7 +499,7 @@ mod tests {
         for _ in 0..4 {
             r.create_task("a", "u", "request", None, json!([]), false, None, "s");
         }
-        let e = r.dispatch("a", Duration::from_secs(60));
+        let e = r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60));
         assert_eq!(e.len(), 4);
         let to_i1 = e.iter().filter(|x| x.meta == Some(json!({"instance": "i1"}))).count();
         assert_eq!(to_i1, 2);

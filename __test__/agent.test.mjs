@@ -1,0 +1,318 @@
+// Issue 4: the agent runtime (admission, concurrency, cancellation, pipe tasks, A2A, blocks-run).
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { sdk, startNetwork, artifactText, deferred } from './helpers.mjs'
+
+const { textPart } = sdk
+const root = fileURLToPath(new URL('..', import.meta.url))
+const example = (name) => path.join(root, 'examples', name)
+const loadExample = async (name) => ({
+  card: JSON.parse(readFileSync(path.join(example(name), 'agent-card.json'), 'utf8')),
+  handler: (await import(path.join(example(name), 'handler.mjs'))).default,
+})
+
+let env
+before(async () => {
+  env = await startNetwork({ minuteMs: 400 })
+})
+after(async () => {
+  await env.stop()
+})
+
+const json = (event) => JSON.parse(artifactText(event))
+async function running(client, taskId) {
+  for (let i = 0; i < 5000; i++) {
+    if ((await client.getTask(taskId)).state === 'running') return
+    await new Promise((r) => setImmediate(r))
+  }
+  throw new Error(`task ${taskId} never started`)
+}
+
+test('concurrency 1 queues the second task until the first ends; concurrency 3 runs three at once', { timeout: 30_000 }, async () => {
+  const client = await env.client()
+  const gates = []
+  const started = []
+  const startedAll = deferred()
+  await env.agent('solo', async (task) => {
+    started.push(task.taskId)
+    const g = deferred()
+    gates.push(g)
+    if (started.length === 1) startedAll.resolve()
+    await g.promise
+    return {}
+  }, { concurrency: 1 })
+  const a = await client.sendMessage({ agentName: 'solo', requestParts: [] })
+  await startedAll.promise
+  const b = await client.sendMessage({ agentName: 'solo', requestParts: [] })
+  assert.equal(b.queued, true)
+  assert.equal((await client.getTask(b.taskId)).state, 'pending')
+  gates[0].resolve()
+  await a.waitForTerminal(15_000)
+  await running(client, b.taskId)
+  assert.deepEqual(started, [a.taskId, b.taskId])
+  gates[1].resolve()
+  await b.waitForTerminal(15_000)
+
+  const three = deferred()
+  const inFlight = []
+  const release = deferred()
+  await env.agent('trio', async (task) => {
+    inFlight.push(task.taskId)
+    if (inFlight.length === 3) three.resolve()
+    await release.promise
+    return {}
+  }, { concurrency: 3 })
+  const sessions = await Promise.all([0, 1, 2].map(() => client.sendMessage({ agentName: 'trio', requestParts: [] })))
+  await three.promise // all three handlers run at the same time
+  release.resolve()
+  for (const s of sessions) assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
+})
+
+test('cancel aborts ctx.cancelSignal; what the handler returns is published before terminal canceled', async () => {
+  const client = await env.client()
+  const seen = deferred()
+  await env.agent('cancellable', async (task, ctx) => {
+    await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+    seen.resolve({ aborted: ctx.cancelSignal.aborted, cancelled: ctx.isCancelled, expired: ctx.isExpired })
+    return { artifacts: [{ data: 'partial result', mimeType: 'text/plain' }] }
+  })
+  const s = await client.sendMessage({ agentName: 'cancellable', requestParts: [] })
+  await running(client, s.taskId)
+  await s.cancel()
+  assert.deepEqual(await seen.promise, { aborted: true, cancelled: true, expired: false })
+  const t = await s.waitForTerminal(15_000)
+  assert.equal(t.state, 'canceled')
+  assert.equal(t.reason, undefined)
+  assert.equal(artifactText(s.listArtifacts()[0]), 'partial result')
+})
+
+test('terminate ends a handler that ignores cancellation', async () => {
+  const client = await env.client()
+  await env.agent('stubborn', () => new Promise(() => {}), { terminateGraceMs: 200 })
+  const s = await client.sendMessage({ agentName: 'stubborn', requestParts: [] })
+  await running(client, s.taskId)
+  await client.terminateTask(s.taskId)
+  const t = await s.waitForTerminal(15_000)
+  assert.equal(t.state, 'canceled')
+  assert.equal(t.reason, 'terminated')
+})
+
+test('pipe tasks: a voluntary return publishes no terminal; a later cancel ends it canceled', async () => {
+  const client = await env.client()
+  await env.agent('pipe_quick', (task, ctx) => {
+    assert.equal(ctx.taskKind, 'pipe')
+    assert.equal(task.duration, 5)
+    assert.ok(task.durationExpiresAtMs > Date.now())
+    return { artifacts: [{ data: 'started', mimeType: 'text/plain' }] }
+  })
+  const s = await client.sendMessage({ agentName: 'pipe_quick', taskKind: 'pipe', duration: 5, requestParts: [] })
+  const art = deferred()
+  s.onArtifact(() => art.resolve())
+  await art.promise
+  await assert.rejects(s.waitForTerminal(300), sdk.TimeoutError) // still open after the handler returned
+  await s.cancel()
+  assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
+})
+
+test('pipe tasks expire: completed with completionReason duration_expired, with isExpired set', async () => {
+  const client = await env.client()
+  const flags = deferred()
+  await env.agent('pipe_expiring', async (task, ctx) => {
+    await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+    flags.resolve({ expired: ctx.isExpired, cancelled: ctx.isCancelled })
+    return {}
+  })
+  // a devnet "minute" lasts 400 ms here
+  const s = await client.sendMessage({ agentName: 'pipe_expiring', taskKind: 'pipe', duration: 1, requestParts: [] })
+  const t = await s.waitForTerminal(15_000)
+  assert.equal(t.state, 'completed')
+  assert.equal(t.completionReason, 'duration_expired')
+  assert.deepEqual(await flags.promise, { expired: true, cancelled: true })
+  // a pipe whose handler returned is expired by the backend's ExpireTask
+  await env.agent('pipe_returned', () => ({}))
+  const s2 = await client.sendMessage({ agentName: 'pipe_returned', taskKind: 'pipe', duration: 1, requestParts: [] })
+  const t2 = await s2.waitForTerminal(15_000)
+  assert.equal(t2.completionReason, 'duration_expired')
+})
+
+test('reportStatus is throttled to one per second, and the last status is never dropped', async () => {
+  const client = await env.client()
+  await env.agent('chatty', async (task, ctx) => {
+    ctx.reportStatus('one')
+    ctx.reportStatus('two')
+    ctx.reportStatus('three')
+    return {}
+  })
+  const s = await client.sendMessage({ agentName: 'chatty', requestParts: [] })
+  await s.waitForTerminal(15_000)
+  const c = await client.connect(s.taskId)
+  const messages = c.listEvents().filter((e) => e.type === 'progress' && e.message).map((e) => e.message)
+  assert.deepEqual(messages, ['one', 'three'])
+  c.close()
+})
+
+async function publishControl(agent, message, meta) {
+  const url = `${env.net.url}/publish/pub-c-devnet-free/${agent.subscribeKey}/0/${agent.controlChannel}/0?meta=${encodeURIComponent(JSON.stringify(meta))}`
+  const r = await fetch(url, { method: 'POST', body: JSON.stringify(message) })
+  assert.equal(r.status, 200)
+}
+
+async function firstEvent(channel) {
+  // tt=1000 replays the cache, or holds until something is published
+  const r = await fetch(`${env.net.url}/v2/subscribe/sub-c-devnet-free/${channel}/0?tt=1000&uuid=observer`)
+  return (await r.json()).m[0]?.d
+}
+
+test('admission: unsupported version, invalid pipe and capacity are refused with the spec errors; broadcast is ignored', async () => {
+  const gate = deferred()
+  const busyStarted = deferred()
+  const agent = await env.agent('gatekeeper', async (task) => {
+    if (task.taskId === 'busy_1') {
+      busyStarted.resolve()
+      await gate.promise
+    }
+    return {}
+  }, { concurrency: 1 })
+  const target = { instance: agent.instanceId }
+  const start = (taskId, extra = {}) => ({ type: 'StartTask', taskId, protocolVersion: '2026-05-01', ownerId: 'user_x', orgId: 'user_x', requestParts: [], ...extra })
+  await publishControl(agent, start('adm_version', { protocolVersion: '2099-01-01' }), target)
+  assert.deepEqual(await firstEvent('u.user_x.adm_version'), { type: 'terminal', taskId: 'adm_version', state: 'failed', error: 'unsupported_protocol_version', protocolVersion: '2099-01-01' })
+  await publishControl(agent, start('adm_pipe', { taskKind: 'pipe', duration: 0 }), target)
+  assert.equal((await firstEvent('u.user_x.adm_pipe')).error, 'invalid_start_task')
+  await publishControl(agent, start('busy_1'), target)
+  await busyStarted.promise
+  await publishControl(agent, start('adm_capacity'), target)
+  assert.equal((await firstEvent('u.user_x.adm_capacity')).error, 'agent_at_capacity')
+  // broadcast at capacity: silently ignored (nothing on its channel), then a targeted one proves order
+  await publishControl(agent, start('adm_broadcast'), { broadcast: 'true' })
+  await publishControl(agent, start('adm_after'), target)
+  assert.equal((await firstEvent('u.user_x.adm_after')).error, 'agent_at_capacity')
+  const hist = await (await fetch(`${env.net.url}/v3/history/sub-key/sub-c-devnet-free/channel/u.user_x.adm_broadcast`)).json()
+  assert.deepEqual(hist.channels['u.user_x.adm_broadcast'], [])
+  gate.resolve()
+  const done = await firstEvent('u.user_x.busy_1')
+  assert.equal(done.type, 'progress')
+})
+
+test('examples: adder sums and explains bad input; orchestrator calls echo and adder through ctx.taskClient', async () => {
+  const client = await env.client()
+  for (const name of ['echo', 'adder', 'orchestrator']) {
+    const { card, handler } = await loadExample(name)
+    await env.agent(card.identity.agentName, handler, { card })
+  }
+  const s = await client.sendMessage({ agentName: 'adder', requestParts: [textPart(JSON.stringify({ a: 5, b: 3 }), 'numbers')] })
+  await s.waitForTerminal(15_000)
+  assert.deepEqual(json(s.listArtifacts()[0]), { ok: true, a: 5, b: 3, sum: 8 })
+  const bad = await client.sendMessage({ agentName: 'adder', requestParts: [textPart('{"a": "x", "b": 1}')] })
+  const t = await bad.waitForTerminal(15_000)
+  assert.equal(t.state, 'failed')
+  assert.match(t.error, /two finite numbers/)
+  const o = await client.sendMessage({ agentName: 'orchestrator', requestParts: [textPart(JSON.stringify({ echoText: 'hi', a: 2, b: 40 }))] })
+  assert.equal((await o.waitForTerminal(30_000)).state, 'completed')
+  const result = json(o.listArtifacts()[0])
+  assert.equal(result.summary, 'Echo: completed, Adder: completed')
+  assert.equal(result.echo.artifact, 'Echo: hi')
+  assert.equal(JSON.parse(result.adder.artifact).sum, 42)
+})
+
+test('example lifecycle: pause/resume reach the caller, cancel ends the pipe task canceled', async () => {
+  const client = await env.client()
+  const { card, handler } = await loadExample('lifecycle')
+  await env.agent('lifecycle', handler, { card })
+  const s = await client.sendMessage({ agentName: 'lifecycle', taskKind: 'pipe', duration: 60, requestParts: [textPart('{"tickMs": 20}')] })
+  const system = []
+  const resumed = deferred()
+  s.onEvent((e) => {
+    if (e.type === 'system') system.push(e.status)
+    if (e.status === 'resumed') resumed.resolve()
+  })
+  await running(client, s.taskId)
+  await client.pauseTask(s.taskId)
+  await client.resumeTask(s.taskId)
+  await resumed.promise
+  assert.deepEqual(system, ['paused', 'resumed'])
+  await s.cancel()
+  assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
+  const summary = json(s.listArtifacts().at(-1))
+  assert.equal(summary.reason, 'canceled')
+  assert.ok(summary.ticks >= 1)
+})
+
+test('the logger option receives the engine logs', async () => {
+  const lines = []
+  const logger = { error: (m) => lines.push(['error', m]), warn: (m) => lines.push(['warn', m]), info: (m) => lines.push(['info', m]), debug: (m) => lines.push(['debug', m]) }
+  await env.agent('logged', () => ({}), { logger })
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'logged', requestParts: [] })
+  await s.waitForTerminal(15_000)
+  // engine records are forwarded asynchronously: wait for the "completed" line
+  for (let i = 0; i < 1000 && !lines.some(([, m]) => m.includes(`task ${s.taskId} completed`)); i++) await new Promise((r) => setTimeout(r, 5))
+  assert.ok(lines.some(([l, m]) => l === 'info' && m === `task ${s.taskId} accepted`), JSON.stringify(lines))
+  assert.ok(lines.some(([l, m]) => l === 'info' && m.startsWith(`task ${s.taskId} completed in `)))
+  sdk.setLogger(null)
+})
+
+function agentFolder(files) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'blocks-agent-'))
+  for (const [name, content] of Object.entries(files)) writeFileSync(path.join(dir, name), content)
+  return dir
+}
+
+function runBlocksRun(dir, extraEnv = {}) {
+  const child = spawn(process.execPath, [path.join(root, 'bin', 'blocks-run.js')], { cwd: dir, env: { ...process.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const out = { stdout: '', stderr: '' }
+  child.stdout.on('data', (d) => (out.stdout += d))
+  child.stderr.on('data', (d) => (out.stderr += d))
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  return { child, out, exited }
+}
+
+test('blocks-run: loads .env, card and handler; SIGTERM drains the running task and exits 0', async () => {
+  const dir = agentFolder({
+    'agent-card.json': JSON.stringify({ identity: { agentName: 'runner', displayName: 'Runner' }, runtime: { handler: './handler.ts' } }),
+    // a TypeScript handler (Node 22 strips the types)
+    'handler.ts': `export default async function handler(task: { taskId: string }, ctx: { reportStatus(m: string): void }): Promise<object> {
+      ctx.reportStatus('working')
+      await new Promise((r) => setTimeout(r, 300))
+      return { artifacts: [{ data: 'finished after SIGTERM', mimeType: 'text/plain' }] }
+    }`,
+    '.env': `BLOCKS_CDM_URL=${env.net.cdmUrl}\nBLOCKS_API_KEY=${env.net.apiKey}\n`,
+  })
+  const { child, out, exited } = runBlocksRun(dir, { BLOCKS_CDM_URL: '', BLOCKS_API_KEY: '' })
+  for (let i = 0; i < 2000 && !out.stdout.includes('press Ctrl+C'); i++) await new Promise((r) => setTimeout(r, 5))
+  assert.match(out.stdout, /\[blocks-run\] starting "Runner" \(runner\)/)
+  assert.match(out.stdout, /\[blocks-run\] instance AG-runner-[0-9a-f-]+ running/)
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'runner', requestParts: [] })
+  await running(client, s.taskId)
+  child.kill('SIGTERM')
+  const t = await s.waitForTerminal(15_000)
+  assert.equal(t.state, 'completed')
+  assert.equal(artifactText(s.listArtifacts()[0]), 'finished after SIGTERM')
+  const { code } = await exited
+  assert.equal(code, 0, out.stderr)
+  assert.match(out.stdout, /\[blocks-run\] shutting down\.\.\./)
+})
+
+test('blocks-run: bad agent folders fail with a message naming the problem', async () => {
+  const cases = [
+    [{}, /agent-card\.json not found/],
+    [{ 'agent-card.json': '{ nope' }, /invalid JSON/],
+    [{ 'agent-card.json': JSON.stringify({ identity: { agentName: 'x' } }) }, /runtime/],
+    [{ 'agent-card.json': JSON.stringify({ runtime: {} }) }, /identity/],
+    [{ 'agent-card.json': JSON.stringify({ identity: { agentName: 'bad-name' }, runtime: { handler: './h.mjs' } }) }, /identity\.agentName.*underscores/],
+    [{ 'agent-card.json': JSON.stringify({ identity: { agentName: 'x' }, runtime: { handler: './h.mjs' } }), 'h.mjs': 'export const notAFunction = 1' }, /does not export a function/],
+  ]
+  for (const [files, pattern] of cases) {
+    const { out, exited } = runBlocksRun(agentFolder(files), { BLOCKS_CDM_URL: env.net.cdmUrl, BLOCKS_API_KEY: env.net.apiKey })
+    const { code } = await exited
+    assert.equal(code, 1, `${JSON.stringify(files)}: ${out.stdout}`)
+    assert.match(out.stderr, /\[blocks-run\] fatal: /)
+    assert.match(out.stderr, pattern)
+  }
+})
