@@ -316,3 +316,25 @@ test('blocks-run: bad agent folders fail with a message naming the problem', asy
     assert.match(out.stderr, pattern)
   }
 })
+
+test('several instances of one agent share load; each task runs on exactly one instance', async () => {
+  const client = await env.client()
+  const seen = { a: [], b: [] }
+  const both = deferred()
+  const release = deferred()
+  const handler = (who) => async (task) => {
+    seen[who].push(task.taskId)
+    if (seen.a.length + seen.b.length === 4) both.resolve()
+    await release.promise
+    return {}
+  }
+  await env.agent('twin', handler('a'), { concurrency: 2 })
+  await env.agent('twin', handler('b'), { concurrency: 2 })
+  const sessions = await Promise.all([0, 1, 2, 3].map(() => client.sendMessage({ agentName: 'twin', requestParts: [] })))
+  await both.promise
+  release.resolve()
+  for (const s of sessions) assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
+  assert.equal(seen.a.length, 2, JSON.stringify(seen))
+  assert.equal(seen.b.length, 2, JSON.stringify(seen))
+  assert.equal(new Set([...seen.a, ...seen.b]).size, 4, 'no task ran twice')
+})

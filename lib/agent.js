@@ -58,6 +58,18 @@ class TaskContext {
     return this.#native.isExpired
   }
 
+  /**
+   * Open a stream to the caller (needs `hasStream`): `{ declaredStream?, direction?, format?,
+   * metadata?, bundleSizeBytes?, maxLatencyMs? }`. Resolves with a StreamHandle.
+   */
+  async createStream(options = {}) {
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+      throw new TypeError('createStream(options) takes an options object, e.g. { declaredStream: "tokens" }')
+    }
+    const { StreamHandle } = require('./stream.js')
+    return new StreamHandle(await this.#native.createStream(options))
+  }
+
   /** Publish a status line (throttled to one per second; the latest is never dropped). */
   reportStatus(message) {
     this.#native.reportStatus(String(message))
@@ -127,6 +139,7 @@ async function startAgentInstance(options) {
       maxRunningTimeSec: options.maxRunningTimeSec ?? runtime.maxRunningTimeSec,
       listing: options.listing,
       terminateGraceMs: options.terminateGraceMs,
+      streams: Object.entries(card?.streams ?? options.streams ?? {}).map(([name, d]) => [name, d.direction, d.format, d.affinity ?? 'dedicated']),
     },
     run,
   )

@@ -6,6 +6,9 @@
 const { Listeners } = require('./callbacks.js')
 const { ClosedError, InvalidArgumentError, TimeoutError } = require('./errors.js')
 const { log } = require('./log.js')
+const { StreamHandle, StreamRef } = require('./stream.js')
+
+const DRAIN_WINDOW_MS = 30_000
 
 const TERMINAL = new Set(['completed', 'failed', 'canceled'])
 
@@ -19,6 +22,11 @@ class TaskSession {
   #events = []
   #closed = false
   #waiters = new Set()
+  #streams = new Map()
+  #opened = new Map()
+  #streamWaiters = new Set()
+  #drainWindowMs = DRAIN_WINDOW_MS
+  #closing = Promise.resolve()
 
   /** @internal */
   constructor(native, client) {
@@ -43,6 +51,7 @@ class TaskSession {
     this.#artifacts = [...initial.artifacts]
     this.#events = [...initial.events]
     this.#closed = initial.closed
+    this.#addStreams(initial.streams ?? [])
     if (!this.#closed && !this.#terminal) native.start((e) => this.#dispatch(e))
   }
 
@@ -87,6 +96,101 @@ class TaskSession {
   /** Errors thrown by listeners: `cb(error, { entryPoint, callbackType, event })`. */
   onError(cb) {
     return this.#listeners.add('onError', cb)
+  }
+
+  /**
+   * Streams announced by the agent: `onStream(cb)` or `onStream(predicate, cb)`; known streams are
+   * replayed at once.
+   */
+  onStream(predicateOrCb, maybeCb) {
+    const cb = maybeCb ?? predicateOrCb
+    const predicate = maybeCb ? predicateOrCb : null
+    const wrapped = (ref) => {
+      if (predicate) {
+        let ok = false
+        try {
+          ok = predicate(ref.descriptor)
+        } catch (err) {
+          this.#reportError(err, { entryPoint: 'taskSession', callbackType: 'streamPredicate', event: ref.descriptor })
+        }
+        if (!ok) return
+      }
+      return cb(ref)
+    }
+    const off = this.#listeners.add('onStream', wrapped)
+    for (const ref of this.#streams.values()) this.#listeners.invoke('onStream', wrapped, [ref], { entryPoint: 'taskSession', event: ref.descriptor })
+    return off
+  }
+
+  /** Announced streams, in discovery order. */
+  listStreams() {
+    return [...this.#streams.values()]
+  }
+
+  /** A stream by runtime id or declared name. */
+  getStream(id) {
+    return this.#streams.get(id) ?? [...this.#streams.values()].find((r) => r.descriptor.declaredStream === id)
+  }
+
+  /**
+   * Resolve with a stream ref: by id or declared name, or (without id) the only stream. Rejects
+   * when no matching stream can come any more (finished or closed session).
+   */
+  waitForStream(id) {
+    return this.waitForStreamWhere((d) => (id === undefined ? true : d.streamId === id || d.declaredStream === id), id === undefined)
+  }
+
+  /** Resolve with the first stream whose descriptor matches `predicate`. */
+  waitForStreamWhere(predicate, single = false) {
+    const all = [...this.#streams.values()]
+    if (single && all.length > 1) return Promise.reject(new InvalidArgumentError(`Multiple streams are announced (${all.map((r) => r.descriptor.streamId).join(', ')}): pass a stream id`))
+    const found = all.find((r) => predicate(r.descriptor))
+    if (found) return Promise.resolve(found)
+    if (this.#closed || this.#terminal) return Promise.reject(new ClosedError('No matching stream found: the session is finished, so no future stream announcements will arrive'))
+    return new Promise((resolve, reject) => this.#streamWaiters.add({ predicate, resolve, reject }))
+  }
+
+  /** Open every stream this side can read (inbound or bidirectional for the caller). */
+  async openAllStreams(options = {}) {
+    const out = []
+    for (const ref of this.#streams.values()) {
+      if (ref.descriptor.localDirection === 'outbound') continue
+      try {
+        out.push(await ref.open(options))
+      } catch {
+        // unavailable streams are skipped
+      }
+    }
+    return out
+  }
+
+  #addStreams(descriptors) {
+    const fresh = []
+    for (const d of descriptors) {
+      if (this.#streams.has(d.streamId)) continue
+      const descriptor = { taskId: this.taskId, agentName: this.agentName, ...d }
+      const ref = new StreamRef(descriptor, (streamId, reorderTimeoutMs) => this.#openStream(streamId, reorderTimeoutMs))
+      this.#streams.set(d.streamId, ref)
+      fresh.push(ref)
+    }
+    for (const ref of fresh) {
+      this.#listeners.emit('onStream', [ref], { entryPoint: 'taskSession', event: ref.descriptor })
+      for (const w of [...this.#streamWaiters]) {
+        if (w.predicate(ref.descriptor)) {
+          this.#streamWaiters.delete(w)
+          w.resolve(ref)
+        }
+      }
+    }
+  }
+
+  async #openStream(streamId, reorderTimeoutMs) {
+    if (reorderTimeoutMs !== undefined && !(typeof reorderTimeoutMs === 'number' && reorderTimeoutMs >= 0)) {
+      throw new InvalidArgumentError('reorderTimeoutMs must be a non-negative number of milliseconds')
+    }
+    const handle = new StreamHandle(await this.#native.openStream(streamId, reorderTimeoutMs, this.ownerId || this.agentName || 'blocks'))
+    this.#opened.set(streamId, handle)
+    return handle
   }
 
   /** Artifacts so far (a fresh array each call). */
@@ -141,15 +245,32 @@ class TaskSession {
       w.reject(new ClosedError('TaskSession closed'))
     }
     this.#waiters.clear()
+    for (const w of this.#streamWaiters) w.reject(new ClosedError('TaskSession closed'))
+    this.#streamWaiters.clear()
     this.#listeners.clear()
+    this.#closing = Promise.all([...this.#opened.values()].map((h) => h.end()))
   }
 
+  /** Close and wait until every opened stream has ended. */
   async asyncClose() {
     this.close()
+    await this.#closing
   }
 
   async [Symbol.asyncDispose]() {
-    this.close()
+    await this.asyncClose()
+  }
+
+  /** After the terminal: let opened streams finish (up to the drain window), then close. */
+  #drainThenClose() {
+    const active = [...this.#opened.values()].filter((h) => h.isActive && h.direction !== 'outbound')
+    if (active.length === 0) return this.close()
+    const done = active.map((h) => new Promise((resolve) => h.onInboundDone(resolve)))
+    const timer = setTimeout(() => this.close(), this.#drainWindowMs)
+    Promise.all(done).then(() => {
+      clearTimeout(timer)
+      this.close()
+    })
   }
 
   #context(event) {
@@ -172,6 +293,7 @@ class TaskSession {
     this.#listeners.emit('onEvent', [event], ctx)
     switch (event.type) {
       case 'progress':
+        if (event.streamEvent === 'stream_started') this.#addStreams(this.#native.streams())
         if (typeof event.state === 'string' && !TERMINAL.has(event.state)) this.state = event.state
         this.#listeners.emit('onProgress', [event], ctx)
         break
@@ -192,7 +314,9 @@ class TaskSession {
           w.resolve(event)
         }
         this.#waiters.clear()
-        this.close()
+        for (const w of this.#streamWaiters) w.reject(new ClosedError('No matching stream found: the task ended'))
+        this.#streamWaiters.clear()
+        this.#drainThenClose()
         break
       default:
         break

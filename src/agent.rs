@@ -31,6 +31,8 @@ pub struct NativeAgentOptions {
     pub max_running_time_sec: Option<u32>,
     pub listing: Option<String>,
     pub terminate_grace_ms: Option<u32>,
+    /// Card streams: `[name, direction, format, affinity]`.
+    pub streams: Option<Vec<Vec<String>>>,
 }
 
 struct JsHandler {
@@ -124,6 +126,28 @@ impl NativeTaskContext {
         self.ctx.publish_artifact(artifact).await.or_js().await
     }
 
+    /// Open a stream to the caller (options as in `ctx.createStream`).
+    #[napi(
+        ts_args_type = "opts: { declaredStream?: string; direction?: string; format?: string; metadata?: any; bundleSizeBytes?: number; maxLatencyMs?: number; external?: boolean }"
+    )]
+    pub async fn create_stream(&self, opts: Value) -> Result<crate::stream::NativeStream> {
+        let s = |k: &str| opts.get(k).and_then(Value::as_str).map(str::to_string);
+        let o = blocks_core::agent::CreateStreamOptions {
+            declared_stream: s("declaredStream"),
+            direction: s("direction"),
+            format: s("format"),
+            metadata: opts.get("metadata").cloned().filter(|m| !m.is_null()),
+            bundle_bytes: opts.get("bundleSizeBytes").and_then(Value::as_u64).map(|b| b as usize),
+            max_latency: opts
+                .get("maxLatencyMs")
+                .and_then(Value::as_f64)
+                .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
+            external: opts.get("external").and_then(Value::as_bool).unwrap_or(false),
+        };
+        let stream = self.ctx.create_stream(o).await.or_js().await?;
+        Ok(crate::stream::NativeStream::new(stream))
+    }
+
     /// Call `cb` once when the task's cancel signal fires.
     #[napi(ts_args_type = "cb: () => void")]
     pub fn on_cancel(&self, cb: CancelFn) {
@@ -162,6 +186,20 @@ impl NativeAgent {
             max_running_time_sec: opts.max_running_time_sec.map(u64::from),
             listing: opts.listing,
             terminate_grace: opts.terminate_grace_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+            streams: opts
+                .streams
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|s| match s.as_slice() {
+                    [name, direction, format, affinity] => Some(blocks_core::agent::DeclaredStream {
+                        name: name.clone(),
+                        direction: direction.clone(),
+                        format: format.clone(),
+                        affinity: affinity.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
         };
         let inner = match AgentInstance::start(options, handler.clone()).await {
             Ok(i) => i,

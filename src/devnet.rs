@@ -16,6 +16,8 @@ pub struct NativeNetworkOptions {
     pub long_poll_hold_sec: Option<f64>,
     /// Test knob: how many milliseconds a pipe-task minute lasts.
     pub minute_ms: Option<f64>,
+    /// Test knob: deliver stream messages out of order and duplicated.
+    pub stream_chaos: Option<bool>,
 }
 
 /// Internal devnet handle.
@@ -32,6 +34,7 @@ impl NativeLocalNetwork {
         let mut cfg = DevnetConfig::default();
         let mut opts_minute = None;
         if let Some(o) = opts {
+            cfg.stream_chaos = o.stream_chaos.unwrap_or(false);
             if let Some(m) = o.minute_ms {
                 if !(m.is_finite() && m > 0.0) {
                     return Err(Error::new(

@@ -9,6 +9,7 @@ mod devnet;
 mod errors;
 mod log;
 mod session;
+mod stream;
 
 pub use agent::*;
 pub use auth::*;
@@ -17,3 +18,4 @@ pub use devnet::*;
 pub use errors::*;
 pub use log::*;
 pub use session::*;
+pub use stream::*;

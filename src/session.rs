@@ -9,6 +9,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::{json, Value};
 
+use crate::errors::OrJs;
+
 /// Keeps the event loop alive (not weak) while the session is live; dropped at the end.
 type EventSink = ThreadsafeFunction<Value, (), Value, Status, false, false>;
 
@@ -52,7 +54,7 @@ impl NativeSession {
         let s = self.inner.initial();
         json!({
             "state": s.state, "terminal": s.terminal, "artifacts": s.artifacts,
-            "cancelRequested": s.cancel_requested, "events": s.events, "closed": s.closed,
+            "cancelRequested": s.cancel_requested, "events": s.events, "closed": s.closed, "streams": s.streams,
         })
     }
 
@@ -69,6 +71,29 @@ impl NativeSession {
             drop(sink);
         });
         Ok(())
+    }
+
+    /// Stream descriptors announced so far.
+    #[napi(ts_return_type = "any[]")]
+    pub fn streams(&self) -> Value {
+        Value::Array(self.inner.snapshot().streams)
+    }
+
+    /// Open an announced stream (by runtime id or declared name).
+    #[napi]
+    pub async fn open_stream(
+        &self,
+        stream_id: String,
+        reorder_timeout_ms: Option<f64>,
+        uuid_prefix: String,
+    ) -> Result<crate::stream::NativeStream> {
+        let timeout = std::time::Duration::from_secs_f64(reorder_timeout_ms.unwrap_or(750.0).max(0.0) / 1000.0);
+        let s = self
+            .inner
+            .open_stream(&stream_id, timeout, &uuid_prefix)
+            .or_js()
+            .await?;
+        Ok(crate::stream::NativeStream::new(s))
     }
 
     /// Stop the live subscription. Idempotent.

@@ -16,6 +16,8 @@ use crate::config::{self, BillingMode, Keyset};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::realtime::{Realtime, RealtimeConfig};
+use crate::stream::io::{stream_uuid, Stream, StreamSpec, WriterOptions};
+use crate::stream::Format;
 
 /// Options of [`AgentInstance::start`].
 #[derive(Clone, Debug, Default)]
@@ -43,6 +45,40 @@ pub struct AgentOptions {
     /// How long a handler may keep running after TerminateTask before the task is ended without
     /// it (default 2 s).
     pub terminate_grace: Option<Duration>,
+    /// Streams declared in the card.
+    pub streams: Vec<DeclaredStream>,
+}
+
+/// A stream declared in the agent card (`streams.<name>`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeclaredStream {
+    /// Card key.
+    pub name: String,
+    /// `outbound`, `inbound` or `bidirectional` (agent's view).
+    pub direction: String,
+    /// `bytes` or `events`.
+    pub format: String,
+    /// `dedicated` or `shared`.
+    pub affinity: String,
+}
+
+/// Options of [`TaskContext::create_stream`].
+#[derive(Clone, Debug, Default)]
+pub struct CreateStreamOptions {
+    /// Card stream key (default: the only declared stream, or `_default`).
+    pub declared_stream: Option<String>,
+    /// Must equal the card's direction when given.
+    pub direction: Option<String>,
+    /// Must equal the card's format when given.
+    pub format: Option<String>,
+    /// Forwarded to the caller in the stream announcement.
+    pub metadata: Option<Value>,
+    /// Flush threshold in bytes.
+    pub bundle_bytes: Option<usize>,
+    /// Flush latency.
+    pub max_latency: Option<Duration>,
+    /// External (two-phase) stream.
+    pub external: bool,
 }
 
 /// One artifact a handler returns or publishes.
@@ -145,6 +181,12 @@ pub struct TaskContext {
     consumer_public_key: Option<String>,
     /// Every task event goes through this queue, so events reach the channel in call order.
     events: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    /// The per-task client (T2): stream setup goes through it.
+    publisher: Arc<Realtime>,
+    declared: Arc<Vec<DeclaredStream>>,
+    duration: Option<i64>,
+    stream_count: std::sync::atomic::AtomicU32,
+    streams: Mutex<Vec<Arc<Stream>>>,
     cancel: Mutex<CancelState>,
     cancel_notify: Notify,
     cancel_fired: AtomicBool,
@@ -314,6 +356,170 @@ impl TaskContext {
         }
     }
 
+    /// Open a stream to the caller (agent spec §7.4, §9): resolves the card declaration, runs the
+    /// setup handshake and returns the open stream.
+    pub async fn create_stream(&self, opts: CreateStreamOptions) -> Result<Arc<Stream>> {
+        if !self.has_stream {
+            return Err(Error::InvalidArgument(format!(
+                "streaming was not negotiated for task {} (hasStream is false): the caller must send `stream: true`, or use a pipe task",
+                self.task_id
+            )));
+        }
+        if opts.external {
+            return Err(Error::InvalidArgument(
+                "external streams are not supported by this SDK yet".into(),
+            ));
+        }
+        if self.declared.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the agent card declares no streams: add a \"streams\" section (e.g. {\"_default\": {\"direction\": \"outbound\", \"format\": \"bytes\"}})".into(),
+            ));
+        }
+        let name = match &opts.declared_stream {
+            Some(n) => n.clone(),
+            None if self.declared.len() == 1 => self.declared[0].name.clone(),
+            None if self.declared.iter().any(|d| d.name == "_default") => "_default".into(),
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "the card declares several streams ({}): pass declaredStream",
+                    self.declared
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        };
+        let decl = self
+            .declared
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("declaredStream {name:?} is not declared in the agent card"))
+            })?
+            .clone();
+        for (what, given, card) in [
+            ("direction", &opts.direction, &decl.direction),
+            ("format", &opts.format, &decl.format),
+        ] {
+            if let Some(g) = given {
+                if g != card {
+                    return Err(Error::InvalidArgument(format!(
+                        "{what} {g:?} conflicts with card declaration {card:?} of stream {name:?}"
+                    )));
+                }
+            }
+        }
+        if self.task_kind != "pipe" {
+            if decl.direction != "outbound" {
+                return Err(Error::InvalidArgument(format!(
+                    "request tasks can only open outbound streams; stream {name:?} is {}",
+                    decl.direction
+                )));
+            }
+            if decl.affinity == "shared" {
+                return Err(Error::InvalidArgument(
+                    "Shared-affinity streams are not supported on request tasks".into(),
+                ));
+            }
+        }
+        if decl.affinity == "shared" {
+            return Err(Error::InvalidArgument(
+                "shared-affinity streams are not supported by this SDK yet".into(),
+            ));
+        }
+        let format = Format::parse(&decl.format)
+            .ok_or_else(|| Error::InvalidArgument(format!("Invalid stream format: {:?}", decl.format)))?;
+        let n = self.stream_count.fetch_add(1, Ordering::SeqCst) + 1;
+        let stream_id = format!("{}-{n}", self.task_id);
+        let channel = blocks_wire::stream_channel(&self.agent_name, &stream_id);
+        let mut setup = json!({
+            "type": "stream_setup", "protocolVersion": blocks_wire::PROTOCOL_VERSION, "taskId": self.task_id,
+            "orgId": self.org_id, "agentName": self.agent_name, "streamId": stream_id, "channel": channel,
+            "direction": decl.direction, "format": decl.format, "taskKind": self.task_kind,
+            "durationMinutes": self.duration.unwrap_or(60), "affinity": decl.affinity,
+            "declaredStream": name, "phase": "embedded",
+        });
+        if let Some(m) = &opts.metadata {
+            setup["metadata"] = m.clone();
+        }
+        // read from just before the setup so nothing the caller writes after the announcement is missed
+        let cursor = self.publisher.time().await.ok();
+        let (status, body) = self
+            .publisher
+            .publish_raw(&blocks_wire::setup_channel(&self.org_id, &self.task_id), &setup, false)
+            .await?;
+        let answer = body.get("message").cloned().unwrap_or(body.clone());
+        if status != 403 || answer.get("ok").and_then(Value::as_bool) != Some(true) {
+            let code = answer
+                .pointer("/error/code")
+                .and_then(Value::as_str)
+                .unwrap_or("SetupFailed");
+            let msg = answer
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            return Err(Error::Realtime(format!("Stream setup failed: [{code}] {msg}")));
+        }
+        let token = answer
+            .pointer("/streamSetupResponse/token")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let uuid = stream_uuid(&self.agent_name);
+        let base = self.publisher.config();
+        let rt = Realtime::new(
+            RealtimeConfig {
+                origin: base.origin.clone(),
+                subscribe_key: base.subscribe_key.clone(),
+                publish_key: base.publish_key.clone(),
+                user_id: uuid.clone(),
+                token,
+                filter: (decl.direction == "bidirectional").then(|| format!("meta.sender != '{uuid}'")),
+                presence_timeout: None,
+            },
+            self.publisher.http(),
+        )?;
+        let mut writer = WriterOptions {
+            end_marker: decl.direction != "bidirectional",
+            ..WriterOptions::default()
+        };
+        if let Some(b) = opts.bundle_bytes {
+            writer.bundle_bytes = b;
+        }
+        if let Some(l) = opts.max_latency {
+            writer.max_latency = l;
+        }
+        let stream = Stream::open(
+            rt,
+            StreamSpec {
+                stream_id,
+                channel,
+                format,
+                direction: decl.direction.clone(),
+                reorder_timeout: Duration::from_millis(750),
+                writer,
+                cursor,
+            },
+        );
+        if let Ok(mut s) = self.streams.lock() {
+            s.push(stream.clone());
+        }
+        Ok(stream)
+    }
+
+    /// End every stream of the task (flush, end markers). Called before its terminal.
+    pub async fn end_streams(&self) {
+        let streams: Vec<Arc<Stream>> = self
+            .streams
+            .lock()
+            .map(|mut s| s.drain(..).collect())
+            .unwrap_or_default();
+        for s in streams {
+            s.end().await;
+        }
+    }
+
     /// Publish one artifact now (inline up to the limit).
     pub async fn publish_artifact(&self, artifact: ArtifactOut) -> Result<()> {
         if artifact.data.len() > blocks_wire::INLINE_LIMIT_BYTES {
@@ -367,6 +573,7 @@ struct Instance {
     idle: Notify,
     billing: BillingMode,
     terminate_grace: Duration,
+    declared: Arc<Vec<DeclaredStream>>,
 }
 
 /// A started agent instance.
@@ -522,6 +729,7 @@ impl AgentInstance {
             idle: Notify::new(),
             billing,
             terminate_grace: opts.terminate_grace.unwrap_or(Duration::from_secs(2)),
+            declared: Arc::new(opts.streams.clone()),
         });
         let stream = control.subscribe(std::slice::from_ref(&control_channel), None);
         let weak = Arc::downgrade(&inner);
@@ -665,6 +873,7 @@ impl Instance {
                     tokio::time::sleep(grace).await;
                     if !ctx.is_finished() {
                         tracing::warn!(target: "blocks::agent", "task {} ignored TerminateTask; ending it", ctx.task_id);
+                        ctx.end_streams().await;
                         ctx.publish_terminal(
                             json!({ "type": "terminal", "state": "canceled", "reason": "terminated" }),
                         )
@@ -680,6 +889,7 @@ impl Instance {
             ctx.signal(reason);
             tokio::spawn(async move {
                 if let Some(t) = terminal_for(&ctx) {
+                    ctx.end_streams().await;
                     ctx.publish_terminal(t).await;
                 }
             });
@@ -785,6 +995,11 @@ impl Instance {
                 .get("consumerPublicKey")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            publisher: publisher.clone(),
+            declared: self.declared.clone(),
+            duration: task.get("duration").and_then(Value::as_i64),
+            stream_count: std::sync::atomic::AtomicU32::new(0),
+            streams: Mutex::new(Vec::new()),
             events: spawn_publisher(
                 publisher,
                 blocks_wire::task_channel(&org, &task_id),
@@ -836,6 +1051,7 @@ impl Instance {
             }
             me.active.fetch_sub(1, Ordering::SeqCst);
             if let Some(t) = terminal {
+                ctx.end_streams().await;
                 let state = t["state"].as_str().unwrap_or_default().to_string();
                 if ctx.publish_terminal(t).await {
                     tracing::info!(target: "blocks::agent", "task {task_id} {state} in {} ms", started.elapsed().as_millis());

@@ -18,10 +18,16 @@ use crate::error::{Error, Result};
 use crate::http::HttpClient;
 
 /// `pubnub::core::Transport` on the engine's reqwest client.
+///
+/// It also adds the client's filter expression to subscribe requests: pubnub 0.9's event-engine
+/// subscribe never sends `filter-expr` (the builder field exists but is not wired), so without
+/// this the server-side filters of the spec (control-channel instance targeting, bidirectional
+/// self-echo suppression) would silently not apply.
 #[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     origin: String,
+    filter: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -34,6 +40,11 @@ impl Transport for HttpTransport {
             TransportMethod::Delete => self.client.delete(&url),
         };
         b = b.query(&req.query_parameters);
+        if let Some(f) = &self.filter {
+            if req.path.starts_with("/v2/subscribe/") && !req.query_parameters.contains_key("filter-expr") {
+                b = b.query(&[("filter-expr", f.as_str())]);
+            }
+        }
         for (k, v) in &req.headers {
             b = b.header(k, v);
         }
@@ -124,6 +135,7 @@ impl Realtime {
         let transport = HttpTransport {
             client: http.inner().clone(),
             origin: cfg.origin.trim_end_matches('/').to_string(),
+            filter: cfg.filter.clone(),
         };
         let mut builder = PubNubClientBuilder::with_transport(transport)
             .with_keyset(Keyset {
@@ -140,9 +152,6 @@ impl Realtime {
             });
         if let Some(t) = cfg.presence_timeout {
             builder = builder.with_heartbeat_value(t);
-        }
-        if let Some(f) = &cfg.filter {
-            builder = builder.with_filter_expression(f.clone());
         }
         let pubnub = builder
             .build()
@@ -167,6 +176,43 @@ impl Realtime {
     /// Subscribe key.
     pub fn subscribe_key(&self) -> &str {
         &self.cfg.subscribe_key
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &RealtimeConfig {
+        &self.cfg
+    }
+
+    /// The HTTP client.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// Publish (POST) over plain REST and return the raw answer (status, body). Used where the
+    /// error body matters (the stream-setup handshake answers with a 403 carrying its result).
+    pub async fn publish_raw(&self, channel: &str, message: &Value, store: bool) -> Result<(u16, Value)> {
+        let path = format!(
+            "/publish/{}/{}/0/{}/0",
+            self.cfg.publish_key,
+            self.cfg.subscribe_key,
+            encode_path(channel)
+        );
+        let mut q = self.common_query();
+        q.push(("store", if store { "1" } else { "0" }.to_string()));
+        let resp = self
+            .http
+            .inner()
+            .post(self.url(&path))
+            .query(&q)
+            .header("content-type", "application/json")
+            .body(message.to_string())
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| Error::transport(format!("publish to {channel}"), e))?;
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
     }
 
     /// Replace the access token.

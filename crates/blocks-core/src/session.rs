@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub cancel_requested: Option<Value>,
     /// History events replayed to `listEvents()` (connect sessions only).
     pub events: Vec<Value>,
+    /// Stream descriptors announced so far (discovery order).
+    pub streams: Vec<Value>,
     /// True when the session has no live subscription (terminal, or closed).
     pub closed: bool,
 }
@@ -133,6 +135,9 @@ impl SessionState {
                 self.snapshot.artifacts.push(event.clone());
             }
             "progress" => {
+                if event.get("streamEvent").and_then(Value::as_str) == Some("stream_started") {
+                    self.discover_streams(&event, timetoken);
+                }
                 if let Some(s) = event.get("state").and_then(Value::as_str) {
                     if self.snapshot.terminal.is_none() && !blocks_wire::is_terminal_state(s) {
                         self.snapshot.state = Some(s.to_string());
@@ -142,6 +147,46 @@ impl SessionState {
             _ => {}
         }
         Some(event)
+    }
+
+    fn discover_streams(&mut self, event: &Value, timetoken: Option<u64>) {
+        let Some(entries) = event.get("streams").and_then(Value::as_object) else {
+            return;
+        };
+        for (id, e) in entries {
+            let format = e
+                .get("format")
+                .and_then(Value::as_str)
+                .filter(|f| matches!(*f, "bytes" | "events"));
+            let affinity = e
+                .get("affinity")
+                .and_then(Value::as_str)
+                .filter(|a| matches!(*a, "dedicated" | "shared"));
+            let direction = e
+                .get("direction")
+                .and_then(Value::as_str)
+                .filter(|d| matches!(*d, "outbound" | "inbound" | "bidirectional"));
+            let (Some(format), Some(affinity), Some(direction)) = (format, affinity, direction) else {
+                tracing::warn!(target: "blocks::session", "stream {id} announced with a missing or invalid format/affinity/direction; ignored");
+                continue;
+            };
+            if self.snapshot.streams.iter().any(|s| s["streamId"] == id.as_str()) {
+                continue;
+            }
+            let local = match direction {
+                "outbound" => "inbound",
+                "inbound" => "outbound",
+                other => other,
+            };
+            self.snapshot.streams.push(json!({
+                "streamId": id, "channel": e.get("channel").cloned().unwrap_or(Value::Null),
+                "token": e.get("token").cloned().unwrap_or(Value::Null),
+                "agentDirection": direction, "localDirection": local, "format": format, "affinity": affinity,
+                "metadata": e.get("metadata").cloned().unwrap_or(Value::Null),
+                "declaredStream": event.get("declaredStream").cloned().unwrap_or(Value::Null),
+                "timetoken": timetoken.map(|t| t.to_string()),
+            }));
+        }
     }
 
     /// Replay history (oldest first): effects only (state, artifacts, terminal); returns the typed
@@ -180,6 +225,7 @@ pub struct TaskSession {
     initial: Snapshot,
     shared: Arc<Shared>,
     events: Mutex<Option<mpsc::UnboundedReceiver<SessionEvent>>>,
+    opened: Mutex<std::collections::HashMap<String, Arc<crate::stream::io::Stream>>>,
 }
 
 impl TaskSession {
@@ -198,6 +244,7 @@ impl TaskSession {
                 pump: Mutex::new(None),
             }),
             events: Mutex::new(None),
+            opened: Mutex::new(Default::default()),
         }
     }
 
@@ -270,6 +317,7 @@ impl TaskSession {
             initial,
             shared,
             events: Mutex::new(Some(rx)),
+            opened: Mutex::new(Default::default()),
         })
     }
 
@@ -302,6 +350,99 @@ impl TaskSession {
         self.shared.finish();
         if let Ok(mut st) = self.shared.state.lock() {
             st.close();
+        }
+    }
+
+    /// Open an announced stream (consumer side). Reopening an active one returns it; an ended one
+    /// cannot be reopened; a never-opened stream of a finished task is unavailable (live-only).
+    pub fn open_stream(
+        &self,
+        stream_id: &str,
+        reorder_timeout: std::time::Duration,
+        uuid_prefix: &str,
+    ) -> Result<Arc<crate::stream::io::Stream>> {
+        use crate::error::Error;
+        use crate::stream::io::{stream_uuid, Stream, StreamSpec, WriterOptions};
+        let snap = self.snapshot();
+        let desc = snap
+            .streams
+            .iter()
+            .find(|s| s["streamId"] == stream_id || s["declaredStream"] == stream_id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "no stream {stream_id:?} was announced for task {}",
+                    self.info.task_id
+                ))
+            })?;
+        let id = desc["streamId"].as_str().unwrap_or_default().to_string();
+        if let Some(existing) = self.opened.lock().ok().and_then(|o| o.get(&id).cloned()) {
+            if existing.is_active() {
+                return Ok(existing);
+            }
+            return Err(Error::InvalidArgument(format!(
+                "stream {id} has already been ended and cannot be reopened"
+            )));
+        }
+        if let (Some(state), Some(_)) = (snap.state.clone(), snap.terminal.as_ref()) {
+            let declared = desc["declaredStream"].as_str().map(str::to_string);
+            return Err(Error::StreamUnavailable {
+                task_id: self.info.task_id.clone(),
+                stream_name: declared.clone().unwrap_or_else(|| id.clone()),
+                stream_id: id,
+                declared_stream: declared,
+                terminal_state: state,
+            });
+        }
+        let base = self
+            .realtime()
+            .ok_or_else(|| Error::Closed("TaskSession closed".into()))?;
+        let cfg = base.config().clone();
+        let uuid = stream_uuid(uuid_prefix);
+        let local = desc["localDirection"].as_str().unwrap_or("inbound").to_string();
+        let rt = Realtime::new(
+            crate::realtime::RealtimeConfig {
+                user_id: uuid.clone(),
+                token: desc["token"].as_str().map(str::to_string),
+                filter: (local == "bidirectional").then(|| format!("meta.sender != '{uuid}'")),
+                presence_timeout: None,
+                ..cfg
+            },
+            base.http(),
+        )?;
+        let format = crate::stream::Format::parse(desc["format"].as_str().unwrap_or_default())
+            .ok_or_else(|| Error::Protocol(format!("stream {id} has an invalid format")))?;
+        let end_marker = desc["affinity"] == "dedicated" && local == "outbound";
+        let stream = Stream::open(
+            rt,
+            StreamSpec {
+                stream_id: id.clone(),
+                channel: desc["channel"].as_str().unwrap_or_default().to_string(),
+                format,
+                direction: local,
+                reorder_timeout,
+                writer: WriterOptions {
+                    end_marker,
+                    ..WriterOptions::default()
+                },
+                cursor: desc["timetoken"].as_str().and_then(|t| t.parse().ok()),
+            },
+        );
+        if let Ok(mut o) = self.opened.lock() {
+            o.insert(id, stream.clone());
+        }
+        Ok(stream)
+    }
+
+    /// End every opened stream.
+    pub async fn end_streams(&self) {
+        let all: Vec<Arc<crate::stream::io::Stream>> = self
+            .opened
+            .lock()
+            .map(|o| o.values().cloned().collect())
+            .unwrap_or_default();
+        for s in all {
+            s.end().await;
         }
     }
 

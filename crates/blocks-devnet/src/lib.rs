@@ -7,6 +7,7 @@ mod filter;
 mod realtime;
 mod server;
 mod state;
+mod streams;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,8 @@ pub struct DevnetConfig {
     pub long_poll_hold: Duration,
     /// How long a pipe-task "minute" lasts (tests shorten it; default 60 s).
     pub minute: Duration,
+    /// Test knob: deliver stream messages out of order and twice (swap neighbours, repeat some).
+    pub stream_chaos: bool,
 }
 
 impl Default for DevnetConfig {
@@ -59,6 +62,7 @@ impl Default for DevnetConfig {
             token_ttl: Duration::from_secs(3600),
             long_poll_hold: Duration::from_secs(60),
             minute: Duration::from_secs(60),
+            stream_chaos: false,
         }
     }
 }
@@ -91,6 +95,10 @@ pub const PAID_KEYS: (&str, &str) = ("pub-c-devnet-paid", "sub-c-devnet-paid");
 /// Shared state of a running devnet.
 pub(crate) struct Net {
     pub cfg: DevnetConfig,
+    /// Per stream channel: a message held back by the chaos knob, and a counter.
+    /// A weak handle to itself, for background work started from request handlers.
+    pub me: std::sync::Weak<Net>,
+    pub chaos: Mutex<std::collections::HashMap<String, streams::ChaosSlot>>,
     pub url: String,
     pub rt: Realtime,
     pub records: Mutex<Records>,
@@ -236,13 +244,15 @@ impl Devnet {
         for k in &config.api_keys {
             records.api_keys.insert(k.key.clone(), k.user_id.clone());
         }
-        let net = Arc::new(Net {
+        let net = Arc::new_cyclic(|me| Net {
+            me: me.clone(),
             cfg: config,
             url: format!("http://127.0.0.1:{port}"),
             rt: Realtime::default(),
             records: Mutex::new(records),
             stopped: AtomicBool::new(false),
             stop_notify: Notify::new(),
+            chaos: Mutex::new(Default::default()),
         });
         let app = server::router(net.clone());
         let stop_net = net.clone();

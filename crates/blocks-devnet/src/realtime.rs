@@ -12,6 +12,8 @@ use crate::filter::Filter;
 
 /// Messages kept per channel for `tt`-based replay.
 const CACHE_MESSAGES: usize = 100;
+/// Stream channels keep more: a reader that falls behind a fast writer must not lose frames.
+const STREAM_CACHE_MESSAGES: usize = 20_000;
 /// Age limit of the replay cache.
 const CACHE_AGE: Duration = Duration::from_secs(600);
 
@@ -108,7 +110,12 @@ impl Realtime {
                 .entry((sub_key.to_string(), channel.to_string()))
                 .or_default();
             ch.recent.push_back(msg.clone());
-            while ch.recent.len() > CACHE_MESSAGES || ch.recent.front().is_some_and(|m| m.at.elapsed() > CACHE_AGE) {
+            let cap = if channel.starts_with("stream.") {
+                STREAM_CACHE_MESSAGES
+            } else {
+                CACHE_MESSAGES
+            };
+            while ch.recent.len() > cap || ch.recent.front().is_some_and(|m| m.at.elapsed() > CACHE_AGE) {
                 ch.recent.pop_front();
             }
             if store {

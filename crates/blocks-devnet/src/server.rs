@@ -179,6 +179,15 @@ fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str
     };
     let store = !matches!(req.q("store"), Some("0") | Some("false"));
     let publisher = req.q("uuid").unwrap_or("").to_string();
+    if channel.starts_with("setup.") {
+        // the stream-setup "Function": aborts the publish with a 403 carrying the answer
+        let (status, body) = crate::streams::setup(net, sk, channel, &payload);
+        return json_response(status, &body);
+    }
+    if channel.starts_with("stream.") && net.cfg.stream_chaos {
+        crate::streams::chaotic_publish(net, sk, channel, payload, meta, &publisher);
+        return json_response(200, &json!([1, "Sent", net.rt.current_tt().to_string()]));
+    }
     let tt = net.publish(sk, channel, payload, meta, &publisher, store);
     json_response(200, &json!([1, "Sent", tt.to_string()]))
 }

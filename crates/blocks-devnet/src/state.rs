@@ -25,6 +25,8 @@ pub enum TokenKind {
     Write(String),
     /// Control token of one control channel.
     Control(String),
+    /// Stream token (T7a agent side, T7c caller side) of one stream channel.
+    Stream(String),
 }
 
 /// A minted token.

@@ -1,0 +1,182 @@
+'use strict'
+// Streams in JS: StreamHandle (an open stream, agent or caller side) and StreamRef (an announced
+// stream a caller may open). Ordering, dedup, multipart and batching happen in the engine.
+
+const { Readable } = require('node:stream')
+const { Listeners } = require('./callbacks.js')
+const { InvalidArgumentError } = require('./errors.js')
+const { log } = require('./log.js')
+
+/** An open stream. Items can be consumed once: through `inbound`, `bytes()`, `events()` or `readable()`. */
+class StreamHandle {
+  #native
+  #listeners
+  #done = false
+  #ended = null
+  #consuming = false
+
+  /** @internal */
+  constructor(nativeStream) {
+    this.#native = nativeStream
+    this.#listeners = new Listeners((err, ctx) => log('warn', `stream ${this.streamId} ${ctx.callbackType} callback threw: ${err && err.message}`))
+    this.streamId = nativeStream.streamId
+    this.channel = nativeStream.channel
+    this.uuid = nativeStream.uuid
+    this.format = nativeStream.format
+    /** Direction from this side's point of view (`outbound` = this side writes). */
+    this.direction = nativeStream.direction
+    this.external = false
+  }
+
+  get isActive() {
+    return this.#native.isActive
+  }
+
+  /** Write bytes/text (bytes streams) or a JSON value (events streams). */
+  write(data) {
+    if (Buffer.isBuffer(data) || data instanceof Uint8Array) return this.#native.writeBytes(Buffer.from(data.buffer, data.byteOffset, data.byteLength))
+    if (data instanceof ArrayBuffer) return this.#native.writeBytes(Buffer.from(data))
+    if (typeof data === 'string') {
+      if (this.format === 'events') throw new InvalidArgumentError('write() does not accept raw strings in format: "events" (pass an object, or use a bytes stream)')
+      return this.#native.writeText(data)
+    }
+    if (data === undefined) throw new InvalidArgumentError('write() needs data')
+    return this.#native.writeEvent(data)
+  }
+
+  /** Publish what is buffered now. */
+  flush() {
+    return this.#native.flush()
+  }
+
+  /** Flush, publish the end marker where due and stop. Idempotent. */
+  end() {
+    this.#ended ??= this.#native.end()
+    return this.#ended
+  }
+
+  /** Errors of the stream: `cb({ category, fatal, error, channel, timestamp })`. */
+  onError(cb) {
+    return this.#listeners.add('onError', cb)
+  }
+
+  /** Resolves when the inbound side has ended. */
+  onInboundDone(cb) {
+    return this.#listeners.add('onInboundDone', cb)
+  }
+
+  /** Push-style reading: `cb(item)` for every raw inbound item; returns an unsubscribe. */
+  onInbound(cb) {
+    const off = this.#listeners.add('onInbound', cb)
+    if (!this.#consuming) {
+      ;(async () => {
+        for await (const item of this.inbound) this.#listeners.emit('onInbound', [item], {})
+      })().catch((err) => log('warn', `stream ${this.streamId}: ${err.message}`))
+    }
+    return off
+  }
+
+  async #nextItem() {
+    while (!this.#done) {
+      const it = await this.#native.next()
+      if (it === null || it === undefined) {
+        this.#done = true
+        this.#listeners.emit('onInboundDone', [], {})
+        return null
+      }
+      if (it.kind === 'error') {
+        const e = { category: it.category, fatal: Boolean(it.fatal), error: it.message, channel: this.channel, timestamp: Date.now() }
+        this.#listeners.emit('onError', [e], {})
+        if (e.fatal) {
+          this.#done = true
+          return null
+        }
+        continue
+      }
+      return it
+    }
+    return null
+  }
+
+  #claim() {
+    if (this.#consuming) throw new InvalidArgumentError(`stream ${this.streamId} is already being read (use one of inbound, bytes(), events(), readable(), onInbound())`)
+    if (this.direction === 'outbound') throw new InvalidArgumentError('Cannot read from an outbound-only stream')
+    this.#consuming = true
+  }
+
+  /** Raw items in sequence order: `{ format, data, seq, encoding }`. */
+  get inbound() {
+    this.#claim()
+    const self = this
+    return (async function* inbound() {
+      try {
+        for (let it = await self.#nextItem(); it; it = await self.#nextItem()) {
+          const data = it.kind === 'bytes' ? Buffer.concat(it.chunks) : it.data
+          yield { format: it.kind, data, seq: it.seq, encoding: it.encoding }
+        }
+      } finally {
+        if (!self.#done) await self.end()
+      }
+    })()
+  }
+
+  /** Decoded chunks (one Buffer per written chunk), in order. */
+  bytes() {
+    this.#claim()
+    const self = this
+    return (async function* bytes() {
+      try {
+        for (let it = await self.#nextItem(); it; it = await self.#nextItem()) {
+          if (it.kind === 'bytes') for (const c of it.chunks) yield c
+          else if (it.kind === 'events') for (const e of it.data) yield Buffer.from(JSON.stringify(e))
+        }
+      } finally {
+        if (!self.#done) await self.end()
+      }
+    })()
+  }
+
+  /** JSON events, one per event (batches flattened), in order. */
+  events() {
+    this.#claim()
+    const self = this
+    return (async function* events() {
+      try {
+        for (let it = await self.#nextItem(); it; it = await self.#nextItem()) {
+          if (it.kind === 'events') yield* it.data
+          else if (it.kind === 'raw') yield it.data
+        }
+      } finally {
+        if (!self.#done) await self.end()
+      }
+    })()
+  }
+
+  /** A Node Readable of the stream's bytes, ending at stream end. */
+  readable() {
+    return Readable.from(this.bytes(), { objectMode: false })
+  }
+}
+
+/** A stream announced by the agent; `open()` gives a StreamHandle. */
+class StreamRef {
+  #open
+  #handle = null
+  /** @internal */
+  constructor(descriptor, open) {
+    /** `{ taskId, streamId, agentName, channel, token, agentDirection, localDirection, format, affinity, metadata, declaredStream }` */
+    this.descriptor = Object.freeze({ ...descriptor })
+    this.#open = open
+  }
+  get isOpen() {
+    return Boolean(this.#handle && this.#handle.isActive)
+  }
+  /** Open (or return the already-open) stream. `reorderTimeoutMs`: gap wait (default 750; 0 = arrival order). */
+  async open(options = {}) {
+    if (this.#handle && this.#handle.isActive) return this.#handle
+    this.#handle = await this.#open(this.descriptor.streamId, options.reorderTimeoutMs)
+    return this.#handle
+  }
+}
+
+module.exports = { StreamHandle, StreamRef }
