@@ -338,3 +338,56 @@ test('several instances of one agent share load; each task runs on exactly one i
   assert.equal(seen.b.length, 2, JSON.stringify(seen))
   assert.equal(new Set([...seen.a, ...seen.b]).size, 4, 'no task ran twice')
 })
+
+test('an agent reconnects after its connections drop, without losing the control subscription', { timeout: 60_000 }, async () => {
+  const net = await import('node:net')
+  const target = new URL(env.net.url)
+  const sockets = new Set()
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port), target.hostname)
+    sockets.add(client)
+    sockets.add(upstream)
+    client.pipe(upstream).pipe(client)
+    const drop = () => {
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', drop)
+    upstream.on('error', drop)
+    client.on('close', drop)
+    upstream.on('close', drop)
+  })
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r))
+  const origin = `http://127.0.0.1:${proxy.address().port}`
+  try {
+    await env.agent('roamer', (task, ctx) => ({ artifacts: [{ data: 'still here', mimeType: 'text/plain' }] }), { realtimeOrigin: origin })
+    const client = await env.client()
+    const first = await client.sendMessage({ agentName: 'roamer', requestParts: [] })
+    assert.equal((await first.waitForTerminal(15_000)).state, 'completed')
+    // the network drops: every connection through the proxy is reset
+    for (const s of sockets) s.resetAndDestroy ? s.resetAndDestroy() : s.destroy()
+    const second = await client.sendMessage({ agentName: 'roamer', requestParts: [] })
+    assert.equal((await second.waitForTerminal(45_000)).state, 'completed')
+    assert.equal(artifactText(second.listArtifacts()[0]), 'still here')
+  } finally {
+    for (const s of sockets) s.destroy()
+    proxy.close()
+  }
+})
+
+test('an agent process killed mid-task: the devnet notices by presence and fails the task', { timeout: 90_000 }, async () => {
+  const dir = agentFolder({
+    'agent-card.json': JSON.stringify({ identity: { agentName: 'doomed' }, runtime: { handler: './handler.mjs' } }),
+    'handler.mjs': 'export default () => new Promise(() => {})',
+  })
+  const { child, out, exited } = runBlocksRun(dir, { BLOCKS_CDM_URL: env.net.cdmUrl, BLOCKS_API_KEY: env.net.apiKey })
+  for (let i = 0; i < 2000 && !out.stdout.includes('press Ctrl+C'); i++) await new Promise((r) => setTimeout(r, 5))
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'doomed', requestParts: [] })
+  await running(client, s.taskId)
+  child.kill('SIGKILL')
+  await exited
+  const t = await s.waitForTerminal(60_000)
+  assert.equal(t.state, 'failed')
+  assert.equal(t.error, 'agent_instance_lost')
+})

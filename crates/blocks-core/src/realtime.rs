@@ -51,18 +51,32 @@ impl Transport for HttpTransport {
         if req.timeout > 0 {
             b = b.timeout(Duration::from_secs(req.timeout));
         }
-        let terr = |e: reqwest::Error| PubNubError::Transport {
-            details: e.to_string(),
-            response: None,
+        // pubnub 0.9 retries only on 429/5xx answers: a dropped connection or a timeout would end
+        // a subscription for good. Network failures are reported as 503 so its backoff policy
+        // reconnects (the cursor is kept, so nothing published meanwhile is lost).
+        let unavailable = |path: &str, e: reqwest::Error| {
+            tracing::debug!(target: "blocks::realtime", "{path} failed: {e}");
+            let body = serde_json::json!({ "status": 503, "error": true, "message": format!("network error: {e}"), "service": "Network" });
+            TransportResponse {
+                status: 503,
+                headers: HashMap::from([("content-type".to_string(), "application/json".to_string())]),
+                body: Some(body.to_string().into_bytes()),
+            }
         };
-        let resp = b.send().await.map_err(terr)?;
+        let resp = match b.send().await {
+            Ok(r) => r,
+            Err(e) => return Ok(unavailable(&req.path, e)),
+        };
         let status = resp.status().as_u16();
         let headers: HashMap<String, String> = resp
             .headers()
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
             .collect();
-        let body = resp.bytes().await.map_err(terr)?;
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Ok(unavailable(&req.path, e)),
+        };
         Ok(TransportResponse {
             status,
             headers,
@@ -144,9 +158,10 @@ impl Realtime {
                 secret_key: None,
             })
             .with_user_id(cfg.user_id.clone())
-            .with_retry_configuration(RequestRetryConfiguration::Exponential {
-                min_delay: 1,
-                max_delay: 30,
+            // Linear, not Exponential: pubnub 0.9's exponential delay computes `attempt - 1` with
+            // attempt 0 and panics (debug) or overflows (release) on the first retry.
+            .with_retry_configuration(RequestRetryConfiguration::Linear {
+                delay: 1,
                 max_retry: 250,
                 excluded_endpoints: None,
             });

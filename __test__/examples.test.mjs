@@ -1,0 +1,115 @@
+// Every example runs: its agent in-process on a devnet, its caller as a child process.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { sdk, startNetwork } from './helpers.mjs'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+let env
+
+async function startExample(name) {
+  const dir = path.join(root, 'examples', name)
+  const card = JSON.parse(readFileSync(path.join(dir, 'agent-card.json'), 'utf8'))
+  const handler = (await import(path.join(dir, 'handler.mjs'))).default
+  await env.agent(card.identity.agentName, handler, { card })
+}
+
+function caller(name, args = [], timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(root, 'examples', name, 'caller.mjs'), ...args], {
+      env: { ...process.env, ...env.net.env, LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`${name} caller timed out\n${stdout}\n${stderr}`))
+    }, timeoutMs)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+before(async () => {
+  // a pipe "minute" lasts 1.5 s here so the one-minute examples end quickly
+  env = await startNetwork({ minuteMs: 1500 })
+  for (const name of ['echo', 'adder', 'orchestrator', 'lifecycle', 'stock-sim', 'echo-stream', 'bidi-chat']) await startExample(name)
+})
+after(async () => {
+  await env.stop()
+})
+
+test('echo caller', async () => {
+  const r = await caller('echo', ['hi there'])
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /Artifact: Echo: hi there/)
+  assert.match(r.stdout, /Terminal: completed/)
+})
+
+test('adder caller', async () => {
+  const r = await caller('adder', ['5', '3'])
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /Progress: Adding 5 \+ 3/)
+  assert.match(r.stdout, /Sum: 8/)
+})
+
+test('orchestrator caller', async () => {
+  const r = await caller('orchestrator')
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /summary: 'Echo: completed, Adder: completed'/)
+})
+
+test('lifecycle caller', async () => {
+  const r = await caller('lifecycle')
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /--- paused ---/)
+  assert.match(r.stdout, /--- resumed ---/)
+  assert.match(r.stdout, /Terminal: canceled; summary: \{"ticks":\d+,"reason":"canceled"\}/)
+})
+
+test('stock-sim caller: quotes stream live until the pipe duration expires', async () => {
+  const r = await caller('stock-sim', ['AAPL', 'MSFT'])
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /Opened stream t_[a-z0-9]+-1/)
+  const quotes = r.stdout.split('\n').filter((l) => /\] (AAPL|MSFT) \$\d+\.\d\d \([+-]\d+\.\d\d\)$/.test(l))
+  assert.ok(quotes.length >= 2, r.stdout)
+  assert.match(r.stdout, /completionReason: 'duration_expired'/)
+})
+
+test('stock-sim: cancel ends the stream and the task canceled', async () => {
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'stock_sim', taskKind: 'pipe', duration: 60, requestParts: [sdk.textPart('{"symbols": ["X"], "tickMs": 10}')] })
+  const stream = await (await s.waitForStream('prices')).open()
+  const seen = []
+  for await (const q of stream.events()) {
+    seen.push(q.tick)
+    if (seen.length === 5) await s.cancel()
+  }
+  assert.deepEqual(seen.slice(0, 5), [1, 2, 3, 4, 5])
+  const t = await s.waitForTerminal(15_000)
+  assert.equal(t.state, 'canceled')
+  assert.equal(JSON.parse(Buffer.from(s.listArtifacts().at(-1).artifactRef.data, 'base64')).completionReason, 'canceled')
+})
+
+test('echo-stream caller', async () => {
+  const r = await caller('echo-stream', ['the quick brown fox'])
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /Stream discovered: t_[a-z0-9]+-1 \(inbound\)/)
+  assert.match(r.stdout, /\[chunk 1\] the\n\[chunk 2\] quick\n\[chunk 3\] brown\n\[chunk 4\] fox\n--- Stream ended ---/)
+  assert.match(r.stdout, /Artifact: the quick brown fox/)
+})
+
+test('bidi-chat caller', async () => {
+  const r = await caller('bidi-chat', ['ping', 'hello', 'bye'])
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /\[from agent\] AGENT> PING\n.*\n\[from agent\] AGENT> HELLO\n.*\n\[from agent\] AGENT> BYE/)
+  assert.match(r.stdout, /Received 3 message\(s\) from agent\./)
+})
