@@ -234,6 +234,84 @@ export interface CallbackErrorContext {
   event: TaskEvent
 }
 
+/** What the caller learns about a stream the agent opened. */
+export interface StreamDescriptor {
+  taskId: string
+  streamId: string
+  agentName?: string
+  channel: string
+  token: string | null
+  /** Direction from the agent's point of view. */
+  agentDirection: 'outbound' | 'inbound' | 'bidirectional'
+  /** Direction from the caller's point of view (`inbound` = the caller reads). */
+  localDirection: 'outbound' | 'inbound' | 'bidirectional'
+  format: 'bytes' | 'events'
+  affinity: 'dedicated' | 'shared'
+  metadata: unknown
+  declaredStream: string | null
+}
+
+/** A problem on a stream; fatal ones end it. */
+export interface StreamError {
+  category: 'malformed_response' | 'access_denied' | 'bad_request' | 'network_issues' | 'timeout' | (string & {})
+  fatal: boolean
+  error: string
+  channel: string
+  timestamp: number
+}
+
+/** One raw inbound item, in sequence order. */
+export interface InboundItem {
+  format: 'bytes' | 'events' | 'raw'
+  /** Buffer for bytes frames, an array of events for events frames, the message for raw ones. */
+  data: unknown
+  seq: number
+  encoding?: string
+}
+
+/**
+ * An open stream (agent or caller side). Its items can be consumed once: through `inbound`,
+ * `bytes()`, `events()`, `readable()` or `onInbound()`. Leaving a `for await` loop ends it.
+ */
+export declare class StreamHandle {
+  private constructor()
+  readonly streamId: string
+  readonly channel: string
+  /** This side's client id (the `sender` of its frames). */
+  readonly uuid: string
+  readonly format: 'bytes' | 'events'
+  /** Direction from this side's point of view (`outbound` = this side writes). */
+  readonly direction: 'outbound' | 'inbound' | 'bidirectional'
+  readonly external: false
+  readonly isActive: boolean
+  /** Bytes/text on bytes streams; JSON values (or bytes, as `{$binary}`) on events streams. */
+  write(data: string | Uint8Array | ArrayBuffer | object | number | boolean | null): void
+  /** Publish what is buffered now (writes are batched by size and latency). */
+  flush(): Promise<void>
+  /** Flush, publish the end marker where due, stop. Idempotent. */
+  end(): Promise<void>
+  onError(cb: (error: StreamError) => void): Unsubscribe
+  onInboundDone(cb: () => void): Unsubscribe
+  onInbound(cb: (item: InboundItem) => void): Unsubscribe
+  readonly inbound: AsyncIterableIterator<InboundItem>
+  bytes(): AsyncIterableIterator<Buffer>
+  events<T = unknown>(): AsyncIterableIterator<T>
+  readable(): import('node:stream').Readable
+}
+
+/** A stream announced for a task; open it to read (or write, for inbound/bidirectional ones). */
+export declare class StreamRef {
+  private constructor()
+  readonly descriptor: Readonly<StreamDescriptor>
+  readonly isOpen: boolean
+  /**
+   * Open (or return the already-open) stream. `reorderTimeoutMs`: how long a gap is waited for
+   * (default 750; 0 = arrival order). Throws StreamUnavailableError on a finished task's
+   * never-opened stream.
+   */
+  open(options?: { reorderTimeoutMs?: number }): Promise<StreamHandle>
+}
+
 /** Removes a listener. Calling it again does nothing. */
 export type Unsubscribe = () => boolean
 
@@ -262,6 +340,17 @@ export declare class TaskSession {
   onEvent(cb: (event: TaskEvent) => void): Unsubscribe
   /** Errors thrown by listeners. Without one, a warning is printed. */
   onError(cb: (error: unknown, context: CallbackErrorContext) => void): Unsubscribe
+  /** Streams announced by the agent (known ones replayed at once). */
+  onStream(cb: (ref: StreamRef) => void): Unsubscribe
+  onStream(predicate: (d: StreamDescriptor) => boolean, cb: (ref: StreamRef) => void): Unsubscribe
+  listStreams(): StreamRef[]
+  /** By runtime stream id or declared name. */
+  getStream(id: string): StreamRef | undefined
+  /** The stream with this id or declared name, or (no id) the only one; waits for its announcement. */
+  waitForStream(id?: string): Promise<StreamRef>
+  waitForStreamWhere(predicate: (d: StreamDescriptor) => boolean): Promise<StreamRef>
+  /** Open every stream this side can read. */
+  openAllStreams(options?: { reorderTimeoutMs?: number }): Promise<StreamHandle[]>
   listArtifacts(): ArtifactEvent[]
   listEvents(): TaskEvent[]
   /** Resolves with the terminal event; rejects with TimeoutError after `timeoutMs` and with ClosedError on `close()`. */
@@ -375,6 +464,25 @@ export declare class TaskContext {
   reportStatus(message: string): void
   /** Publish an artifact now. */
   publishArtifact(data: string | Uint8Array | ArrayBuffer | object, options?: ArtifactOptions): Promise<void>
+  /** A ready TaskClient authenticated as the agent's owner, for calling other agents. */
+  readonly taskClient: TaskClient
+  /** Open a stream to the caller (needs `hasStream`); resolves the card's `streams` declaration. */
+  createStream(options?: CreateStreamOptions): Promise<StreamHandle>
+}
+
+export interface CreateStreamOptions {
+  /** Card stream key (default: the only declared stream, or `_default`). */
+  declaredStream?: string
+  /** Must match the card when given. */
+  direction?: 'outbound' | 'inbound' | 'bidirectional'
+  /** Must match the card when given. */
+  format?: 'bytes' | 'events'
+  /** Sent to the caller with the stream announcement. */
+  metadata?: unknown
+  /** Flush threshold (default 4096 bytes). */
+  bundleSizeBytes?: number
+  /** Flush latency (default 2 ms; the official SDKs use 250 ms). */
+  maxLatencyMs?: number
 }
 
 export type TaskHandler = (task: StartTask, ctx: TaskContext) => HandlerResult | void | Promise<HandlerResult | void>
@@ -382,6 +490,7 @@ export type TaskHandler = (task: StartTask, ctx: TaskContext) => HandlerResult |
 export interface AgentCard {
   identity: { agentName: string; displayName?: string; description?: string; [k: string]: unknown }
   runtime?: { handler?: string; handlerExport?: string; concurrency?: number; expectedInstances?: number; maxPendingBacklog?: number; maxRunningTimeSec?: number }
+  streams?: Record<string, { direction: 'outbound' | 'inbound' | 'bidirectional'; format: 'bytes' | 'events'; affinity?: 'dedicated' | 'shared'; [k: string]: unknown }>
   [k: string]: unknown
 }
 
@@ -404,6 +513,8 @@ export interface AgentInstanceOptions {
   maxPendingBacklog?: number
   maxRunningTimeSec?: number
   listing?: 'private' | 'public'
+  /** How long a handler may run on after TerminateTask before the task is ended without it (default 2000). */
+  terminateGraceMs?: number
 }
 
 export interface AgentInstanceHandle {
@@ -412,6 +523,9 @@ export interface AgentInstanceHandle {
   readonly controlChannel: string
   readonly subscribeKey: string
   readonly activeTasks: number
+  readonly billingMode: BillingMode
+  /** The agent-to-agent client (also `ctx.taskClient`). */
+  readonly taskClient: TaskClient
   /** Stop taking tasks; running handlers get `graceMs` (default 10000) to finish. Idempotent. */
   stop(graceMs?: number): Promise<void>
 }
@@ -433,6 +547,10 @@ export interface LocalNetworkOptions {
   tokenTtlSec?: number
   /** Longest hold of an idle subscribe long-poll, seconds. */
   longPollHoldSec?: number
+  /** Test knob: how many milliseconds a pipe-task "minute" lasts. */
+  minuteMs?: number
+  /** Test knob: reorder and duplicate stream messages on the wire. */
+  streamChaos?: boolean
 }
 
 /** An in-process Blocks Network on loopback (backend, realtime, dispatcher). */

@@ -38,11 +38,13 @@ test('concurrency 1 queues the second task until the first ends; concurrency 3 r
   const gates = []
   const started = []
   const startedAll = deferred()
+  const startedSecond = deferred()
   await env.agent('solo', async (task) => {
     started.push(task.taskId)
     const g = deferred()
     gates.push(g)
     if (started.length === 1) startedAll.resolve()
+    if (started.length === 2) startedSecond.resolve()
     await g.promise
     return {}
   }, { concurrency: 1 })
@@ -53,7 +55,7 @@ test('concurrency 1 queues the second task until the first ends; concurrency 3 r
   assert.equal((await client.getTask(b.taskId)).state, 'pending')
   gates[0].resolve()
   await a.waitForTerminal(15_000)
-  await running(client, b.taskId)
+  await startedSecond.promise
   assert.deepEqual(started, [a.taskId, b.taskId])
   gates[1].resolve()
   await b.waitForTerminal(15_000)
