@@ -300,6 +300,33 @@ mod tests {
     }
 
     #[test]
+    fn refresh_triggers_are_401_and_the_embedded_jwt_codes() {
+        let http = HttpClient::new().unwrap();
+        let auth = ConsumerAuth::new(crate::auth::AuthMode::Static("t".into()), "", http.clone());
+        let with_auth = Backend::new(http.clone(), "http://x", Some(auth));
+        let without = Backend::new(http, "http://x", None);
+        let code = |c: &str| Error::Rpc {
+            code: Some(-32000),
+            message: "m".into(),
+            data: Some(json!({ "code": c })),
+        };
+        assert!(with_auth.should_refresh(&Error::Rpc {
+            code: Some(401),
+            message: "HTTP 401".into(),
+            data: None
+        }));
+        for c in REFRESH_CODES {
+            assert!(with_auth.should_refresh(&code(c)), "{c}");
+        }
+        assert!(!with_auth.should_refresh(&code("BillingModeMismatch")));
+        assert!(!without.should_refresh(&Error::Rpc {
+            code: Some(401),
+            message: "HTTP 401".into(),
+            data: None
+        }));
+    }
+
+    #[test]
     fn rpc_ids_have_the_spec_shape() {
         let id = rpc_id();
         assert!(id.starts_with("rpc-"));
