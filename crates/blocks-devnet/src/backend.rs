@@ -50,6 +50,16 @@ fn api_key_user(net: &Net, key: &str) -> Option<String> {
     net.records().api_keys.get(key).cloned()
 }
 
+/// The user of the `Authorization: Bearer <API key>` header and the JSON body, or the error answer.
+fn key_and_body(net: &Net, req: &Req) -> Result<(String, String, Value), Box<Response<Body>>> {
+    let key = req.bearer().unwrap_or_default();
+    let Some(user) = api_key_user(net, &key) else {
+        return Err(Box::new(err(401, "API_KEY_INVALID", "API key invalid or revoked")));
+    };
+    let body = req.json().map_err(|e| Box::new(err(400, "BAD_REQUEST", &e)))?;
+    Ok((key, user, body))
+}
+
 fn consumer_token(net: &Net, req: &Req) -> Response<Body> {
     let body = match req.json() {
         Ok(b) => b,
@@ -72,13 +82,9 @@ fn consumer_token(net: &Net, req: &Req) -> Response<Body> {
 }
 
 fn refresh(net: &Net, req: &Req) -> Response<Body> {
-    let key = req.bearer().unwrap_or_default();
-    let Some(user) = api_key_user(net, &key) else {
-        return err(401, "API_KEY_INVALID", "API key invalid or revoked");
-    };
-    let body = match req.json() {
-        Ok(b) => b,
-        Err(e) => return err(400, "BAD_REQUEST", &e),
+    let (key, user, body) = match key_and_body(net, req) {
+        Ok(v) => v,
+        Err(resp) => return *resp,
     };
     let rt = body.get("refreshToken").and_then(Value::as_str).unwrap_or_default();
     let ttl = net.cfg.token_ttl;
@@ -139,13 +145,9 @@ fn registry(net: &Net, req: &Req) -> Response<Body> {
 }
 
 fn connect(net: &Net, req: &Req) -> Response<Body> {
-    let key = req.bearer().unwrap_or_default();
-    let Some(user) = api_key_user(net, &key) else {
-        return err(401, "API_KEY_INVALID", "API key invalid or revoked");
-    };
-    let body = match req.json() {
-        Ok(b) => b,
-        Err(e) => return err(400, "BAD_REQUEST", &e),
+    let (key, user, body) = match key_and_body(net, req) {
+        Ok(v) => v,
+        Err(resp) => return *resp,
     };
     let (Some(name), Some(instance_id)) = (
         body.get("agentName").and_then(Value::as_str),

@@ -188,6 +188,15 @@ pub enum ReaderEvent {
     },
 }
 
+/// A non-fatal error for a message that is not a valid stream frame (it is skipped).
+fn malformed(why: String) -> ReaderEvent {
+    ReaderEvent::Error {
+        category: "malformed_response".into(),
+        message: why,
+        fatal: false,
+    }
+}
+
 /// The reading side of a stream: frames are reassembled, normalised and reordered.
 pub struct StreamReader {
     rx: tokio::sync::Mutex<mpsc::Receiver<ReaderEvent>>,
@@ -231,12 +240,7 @@ impl StreamReader {
                     Offer::Whole(v) | Offer::Complete(v) => v,
                     Offer::Pending => continue,
                     Offer::Invalid(why) => {
-                        let ev = ReaderEvent::Error {
-                            category: "malformed_response".into(),
-                            message: why,
-                            fatal: false,
-                        };
-                        if tx.send(ev).await.is_err() {
+                        if tx.send(malformed(why)).await.is_err() {
                             return;
                         }
                         continue;
@@ -251,12 +255,7 @@ impl StreamReader {
                         reorder.end(seq, Instant::now())
                     }
                     Inbound::Invalid(why) => {
-                        let ev = ReaderEvent::Error {
-                            category: "malformed_response".into(),
-                            message: why,
-                            fatal: false,
-                        };
-                        if tx.send(ev).await.is_err() {
+                        if tx.send(malformed(why)).await.is_err() {
                             return;
                         }
                         continue;
