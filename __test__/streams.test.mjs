@@ -190,14 +190,16 @@ test('malformed messages on a stream surface through onError and are skipped', a
   }, { card: card({ _default: { direction: 'outbound', format: 'events' } }) })
   const client = await env.client()
   const session = await client.sendMessage({ agentName: 'noisy', requestParts: [], stream: true })
-  const stream = await (await session.waitForStream()).open()
+  const ref = await session.waitForStream()
+  const stream = await ref.open()
   const errors = []
   stream.onError((e) => errors.push(e))
   const it = stream.events()[Symbol.asyncIterator]()
   assert.deepEqual((await it.next()).value, { n: 1 })
   // garbage on the channel: not a frame, then a frame with a bad seq
   for (const bad of [{ hello: 'world' }, { type: 'stream_events', seq: 'two', events: [1] }]) {
-    const r = await fetch(`${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${stream.channel}/0?store=0`, { method: 'POST', body: JSON.stringify(bad) })
+    const url = `${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${stream.channel}/0?store=0&auth=${ref.descriptor.token}`
+    const r = await fetch(url, { method: 'POST', body: JSON.stringify(bad) })
     assert.equal(r.status, 200)
   }
   go.resolve()
@@ -206,4 +208,40 @@ test('malformed messages on a stream surface through onError and are skipped', a
   assert.equal(errors.length, 2)
   assert.ok(errors.every((e) => e.category === 'malformed_response' && e.fatal === false))
   await session.waitForTerminal(15_000)
+})
+
+test('stream channels need the stream token; a revoked token is a fatal error that ends the iterator', async () => {
+  await env.agent('forever', async (task, ctx) => {
+    const s = await ctx.createStream()
+    let i = 0
+    while (!ctx.cancelSignal.aborted) {
+      s.write({ i: i++ })
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    return new Promise(() => {}) // ignores cancellation: terminate ends it
+  }, { card: card({ _default: { direction: 'outbound', format: 'events' } }, ['pipe']), terminateGraceMs: 100 })
+  const client = await env.client()
+  const session = await client.sendMessage({ agentName: 'forever', taskKind: 'pipe', duration: 5, requestParts: [] })
+  const ref = await session.waitForStream()
+  // without the token the channel is closed to everyone
+  const anon = await fetch(`${env.net.url}/v2/subscribe/sub-c-devnet-free/${ref.descriptor.channel}/0?tt=0&uuid=intruder`)
+  assert.equal(anon.status, 403)
+  assert.equal((await anon.json()).service, 'Access Manager')
+  const stream = await ref.open()
+  const errors = []
+  stream.onError((e) => errors.push(e))
+  let n = 0
+  for await (const e of stream.events()) {
+    assert.equal(e.i, n)
+    n++
+    if (n === 5) await client.terminateTask(session.taskId) // revokes the stream tokens
+  }
+  assert.ok(n >= 5)
+  const fatal = errors.find((e) => e.fatal)
+  assert.ok(fatal, JSON.stringify(errors))
+  assert.equal(fatal.category, 'access_denied')
+  assert.equal(fatal.channel, ref.descriptor.channel)
+  assert.equal(stream.isActive, false)
+  const t = await session.waitForTerminal(15_000)
+  assert.equal(t.reason, 'terminated')
 })

@@ -88,7 +88,10 @@ class StreamHandle {
         const e = { category: it.category, fatal: Boolean(it.fatal), error: it.message, channel: this.channel, timestamp: Date.now() }
         this.#listeners.emit('onError', [e], {})
         if (e.fatal) {
+          // fatal (access denied, bad request): the stream is over
           this.#done = true
+          await this.end()
+          this.#listeners.emit('onInboundDone', [], {})
           return null
         }
         continue

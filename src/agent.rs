@@ -50,6 +50,9 @@ impl TaskHandler for JsHandler {
             .ok_or_else(|| "agent stopped".to_string())?;
         let native = NativeTaskContext { ctx, task };
         let promise = tsfn.call_async_catch(native).await.map_err(|e| e.reason.clone())?;
+        // do not hold the handler function while waiting: a handler that never settles must not
+        // keep a stopped agent's process alive
+        drop(tsfn);
         match promise.await {
             Ok(None) => Ok(HandlerResult::default()),
             Ok(Some(message)) => Err(message),

@@ -869,6 +869,7 @@ impl Instance {
             if reason == CancelReason::Terminated {
                 // a handler that ignores cancellation is ended without it after a grace period
                 let grace = self.terminate_grace;
+                let ctx = ctx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     if !ctx.is_finished() {
@@ -881,9 +882,10 @@ impl Instance {
                     }
                 });
             }
-            return;
         }
-        // a pipe task whose handler already returned: end it with its cached credentials
+        // a pipe task whose handler already returned: end it with its cached credentials. (The
+        // flag is set first and `run` parks under the same lock after checking it, so a signal
+        // racing with the handler's return is never lost.)
         let parked = self.parked.lock().ok().and_then(|mut p| p.remove(task_id));
         if let Some(ctx) = parked {
             ctx.signal(reason);
@@ -1092,10 +1094,14 @@ impl Instance {
             Err(message) => Some(json!({ "type": "terminal", "state": "failed", "error": message })),
         };
         if terminal.is_none() {
-            tracing::info!(target: "blocks::agent", "pipe task {} handler returned; the task stays open", ctx.task_id);
             if let Ok(mut p) = self.parked.lock() {
+                if ctx.is_cancelled() {
+                    // Cancel/Expire/Terminate arrived while the handler was returning
+                    return terminal_for(&ctx);
+                }
                 p.insert(ctx.task_id.clone(), ctx.clone());
             }
+            tracing::info!(target: "blocks::agent", "pipe task {} handler returned; the task stays open", ctx.task_id);
         }
         terminal
     }

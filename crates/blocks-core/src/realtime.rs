@@ -28,6 +28,9 @@ pub struct HttpTransport {
     client: reqwest::Client,
     origin: String,
     filter: Option<String>,
+    /// Subscribe requests refused with 403/400 are reported here: the crate gives up on them
+    /// silently, so the owner (a stream reader) must learn it from us.
+    faults: tokio::sync::watch::Sender<Option<u16>>,
 }
 
 #[async_trait::async_trait]
@@ -68,6 +71,9 @@ impl Transport for HttpTransport {
             Err(e) => return Ok(unavailable(&req.path, e)),
         };
         let status = resp.status().as_u16();
+        if matches!(status, 400 | 403) && req.path.starts_with("/v2/subscribe/") {
+            self.faults.send_replace(Some(status));
+        }
         let headers: HashMap<String, String> = resp
             .headers()
             .iter()
@@ -132,6 +138,7 @@ pub struct HistoryEntry {
 
 /// One realtime client (one uuid, one token).
 pub struct Realtime {
+    faults: tokio::sync::watch::Sender<Option<u16>>,
     pubnub: PubNub,
     http: HttpClient,
     cfg: RealtimeConfig,
@@ -146,10 +153,12 @@ impl Realtime {
                 "realtime keys not configured: subscribeKey is empty".into(),
             ));
         }
+        let (faults, _) = tokio::sync::watch::channel(None);
         let transport = HttpTransport {
             client: http.inner().clone(),
             origin: cfg.origin.trim_end_matches('/').to_string(),
             filter: cfg.filter.clone(),
+            faults: faults.clone(),
         };
         let mut builder = PubNubClientBuilder::with_transport(transport)
             .with_keyset(Keyset {
@@ -176,6 +185,7 @@ impl Realtime {
         }
         let token = Mutex::new(cfg.token.clone());
         Ok(Arc::new(Realtime {
+            faults,
             pubnub,
             http: http.clone(),
             cfg,
@@ -228,6 +238,11 @@ impl Realtime {
         let status = resp.status().as_u16();
         let body = resp.json::<Value>().await.unwrap_or(Value::Null);
         Ok((status, body))
+    }
+
+    /// Watch for fatal subscribe answers (HTTP 403 access denied, 400 bad request).
+    pub fn faults(&self) -> tokio::sync::watch::Receiver<Option<u16>> {
+        self.faults.subscribe()
     }
 
     /// Replace the access token.

@@ -520,6 +520,14 @@ fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
     if method == "RetryTask" {
         return retry(net, user, &task);
     }
+    if method == "TerminateTask" {
+        // forceful: the task's stream tokens are revoked (readers get 403 and end)
+        let prefix = format!("stream.{}.{}-", task.agent, task.id);
+        net.records()
+            .tokens
+            .retain(|_, t| !matches!(&t.kind, TokenKind::Stream(ch) if ch.starts_with(&prefix)));
+        net.rt.wake_all();
+    }
     if task.is_terminal() {
         return Ok(json!({}));
     }

@@ -147,6 +147,26 @@ async fn handle(
     }
 }
 
+/// Access control (so far for stream channels): `stream.*` channels need a valid stream token for
+/// that channel in `auth`. Answers the spec's 403 body otherwise.
+fn check_access(net: &Net, req: &Req, channels: &[String]) -> Option<Response<Body>> {
+    let stream_channels: Vec<&String> = channels.iter().filter(|c| c.starts_with("stream.")).collect();
+    if stream_channels.is_empty() {
+        return None;
+    }
+    let auth = req.q("auth").unwrap_or("");
+    let r = net.records();
+    let ok = stream_channels
+        .iter()
+        .all(|c| matches!(r.token(auth).map(|t| &t.kind), Some(crate::state::TokenKind::Stream(ch)) if ch == *c));
+    (!ok).then(|| {
+        json_response(
+            403,
+            &json!({ "status": 403, "error": true, "message": "Forbidden", "service": "Access Manager" }),
+        )
+    })
+}
+
 fn split_channels(s: &str) -> Vec<String> {
     s.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect()
 }
@@ -184,6 +204,9 @@ fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str
         let (status, body) = crate::streams::setup(net, sk, channel, &payload);
         return json_response(status, &body);
     }
+    if let Some(denied) = check_access(net, req, &[channel.to_string()]) {
+        return denied;
+    }
     if channel.starts_with("stream.") && net.cfg.stream_chaos {
         crate::streams::chaotic_publish(net, sk, channel, payload, meta, &publisher);
         return json_response(200, &json!([1, "Sent", net.rt.current_tt().to_string()]));
@@ -197,6 +220,9 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
     let channels = split_channels(channels);
+    if let Some(denied) = check_access(net, req, &channels) {
+        return denied;
+    }
     let filter = match req.q("filter-expr").filter(|f| !f.trim().is_empty()) {
         Some(f) => match Filter::parse(f) {
             Ok(f) => Some(f),
@@ -223,6 +249,10 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
         let wake = net.rt.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
+        // a token revoked while the poll was held ends it with 403
+        if let Some(denied) = check_access(net, req, &channels) {
+            return denied;
+        }
         let (msgs, cursor) = net.rt.poll(sk, &channels, tt, filter.as_ref());
         let stopping = net.stopped.load(Ordering::SeqCst);
         if !msgs.is_empty() || stopping {

@@ -214,13 +214,31 @@ impl StreamReader {
     ) -> Self {
         let (tx, rx) = mpsc::channel::<ReaderEvent>(256);
         let task = tokio::spawn(async move {
+            let mut faults = rt.faults();
             let mut sub = Box::pin(rt.subscribe(std::slice::from_ref(&channel), cursor));
             let mut reassembler = Reassembler::default();
             let mut reorder = Reorder::new(format.first_seq(), reorder_timeout);
             loop {
                 let deadline = reorder.deadline();
+                let refused = *faults.borrow_and_update();
                 let msg = match deadline {
+                    _ if refused.is_some() => {
+                        let status = refused.unwrap_or(0);
+                        let (category, what) = if status == 403 {
+                            ("access_denied", "access denied")
+                        } else {
+                            ("bad_request", "bad request")
+                        };
+                        let ev = ReaderEvent::Error {
+                            category: category.into(),
+                            message: format!("stream subscription refused ({what}, HTTP {status}): the stream token was revoked or is invalid"),
+                            fatal: true,
+                        };
+                        let _ = tx.send(ev).await;
+                        return;
+                    }
                     Some(d) => tokio::select! {
+                        _ = faults.changed() => continue,
                         m = sub.next() => m,
                         _ = tokio::time::sleep_until(d.into()) => {
                             for item in reorder.on_timeout(Instant::now()) {
@@ -230,7 +248,10 @@ impl StreamReader {
                             continue;
                         }
                     },
-                    None => sub.next().await,
+                    None => tokio::select! {
+                        _ = faults.changed() => continue,
+                        m = sub.next() => m,
+                    },
                 };
                 let Some(msg) = msg else { return };
                 if msg.channel != channel {

@@ -18,6 +18,10 @@ pub struct Reorder {
     buffer: BTreeMap<u64, Item>,
     end_seq: Option<u64>,
     deadline: Option<Instant>,
+    /// The expected seq when the gap timer started: once it is delivered, that gap is filled and
+    /// a remaining gap gets a fresh timer (otherwise overlapping short gaps could expire a timer
+    /// started for an older gap and skip data that is merely late by milliseconds).
+    deadline_for: u64,
     timeout: Duration,
     done: bool,
     seen: HashSet<u64>,
@@ -34,6 +38,7 @@ impl Reorder {
             buffer: BTreeMap::new(),
             end_seq: None,
             deadline: None,
+            deadline_for: first_seq,
             timeout,
             done: false,
             seen: HashSet::new(),
@@ -151,8 +156,9 @@ impl Reorder {
         }
         let gap = !self.buffer.is_empty() || self.end_seq.is_some();
         if gap {
-            if self.deadline.is_none() {
+            if self.deadline.is_none() || self.deadline_for != self.expected {
                 self.deadline = Some(now + self.timeout);
+                self.deadline_for = self.expected;
             }
         } else {
             self.deadline = None;
@@ -209,6 +215,23 @@ mod tests {
         assert_eq!(seqs(&r.on_timeout(d)), vec![3, 4]);
         assert_eq!(r.skipped(), 2);
         assert!(r.push(ev(2), d).is_empty(), "late arrival after the skip is dropped");
+    }
+
+    #[test]
+    fn a_filled_gap_gives_the_next_gap_a_fresh_timer() {
+        let mut r = Reorder::new(0, Duration::from_millis(100));
+        let t = Instant::now();
+        r.push(ev(1), t); // gap at 0
+        let first = r.deadline().expect("timer");
+        r.push(ev(3), t + Duration::from_millis(90)); // a second gap (2) opens
+        assert_eq!(seqs(&r.push(ev(0), t + Duration::from_millis(95))), vec![0, 1]);
+        let second = r.deadline().expect("timer for the gap at 2");
+        assert!(second > first, "the gap at 2 waits its own full timeout");
+        assert!(
+            r.on_timeout(first + Duration::from_millis(1)).is_empty(),
+            "2 is not skipped 6 ms after it went missing"
+        );
+        assert_eq!(seqs(&r.push(ev(2), t + Duration::from_millis(120))), vec![2, 3]);
     }
 
     #[test]
