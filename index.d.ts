@@ -483,6 +483,8 @@ export interface CreateStreamOptions {
   bundleSizeBytes?: number
   /** Flush latency (default 2 ms; the official SDKs use 250 ms). */
   maxLatencyMs?: number
+  /** Wait after setup so the caller can subscribe before the first write (default 1000; 0 disables). */
+  subscribeGraceMs?: number
 }
 
 export type TaskHandler = (task: StartTask, ctx: TaskContext) => HandlerResult | void | Promise<HandlerResult | void>

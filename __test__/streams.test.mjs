@@ -245,3 +245,19 @@ test('stream channels need the stream token; a revoked token is a fatal error th
   const t = await session.waitForTerminal(15_000)
   assert.equal(t.reason, 'terminated')
 })
+
+test('readable() gives a Node Readable of the stream bytes that ends at stream end', async () => {
+  const { text } = await import('node:stream/consumers')
+  await env.agent('texter', async (task, ctx) => {
+    const s = await ctx.createStream()
+    for (const part of ['alpha ', 'beta ', 'gamma']) s.write(part)
+    await s.end()
+    return {}
+  }, { card: card({ _default: { direction: 'outbound', format: 'bytes' } }) })
+  const client = await env.client()
+  const session = await client.sendMessage({ agentName: 'texter', requestParts: [], stream: true })
+  const stream = await (await session.waitForStream()).open()
+  assert.equal(await text(stream.readable()), 'alpha beta gamma')
+  assert.throws(() => stream.bytes(), /already being read/)
+  await session.waitForTerminal(15_000)
+})

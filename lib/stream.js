@@ -60,9 +60,11 @@ class StreamHandle {
     return this.#listeners.add('onError', cb)
   }
 
-  /** Resolves when the inbound side has ended. */
+  /** `cb()` once the inbound side has ended (at once if it already has). */
   onInboundDone(cb) {
-    return this.#listeners.add('onInboundDone', cb)
+    const off = this.#listeners.add('onInboundDone', cb)
+    if (this.#done) this.#listeners.invoke('onInboundDone', cb, [], {})
+    return off
   }
 
   /** Push-style reading: `cb(item)` for every raw inbound item; returns an unsubscribe. */
@@ -81,6 +83,8 @@ class StreamHandle {
       const it = await this.#native.next()
       if (it === null || it === undefined) {
         this.#done = true
+        // a read-only stream is finished once its inbound side is: release it
+        if (this.direction === 'inbound') await this.end()
         this.#listeners.emit('onInboundDone', [], {})
         return null
       }

@@ -146,6 +146,10 @@ impl NativeTaskContext {
                 .and_then(Value::as_f64)
                 .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
             external: opts.get("external").and_then(Value::as_bool).unwrap_or(false),
+            subscribe_grace: opts
+                .get("subscribeGraceMs")
+                .and_then(Value::as_f64)
+                .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
         };
         let stream = self.ctx.create_stream(o).await.or_js().await?;
         Ok(crate::stream::NativeStream::new(stream))

@@ -79,6 +79,9 @@ pub struct CreateStreamOptions {
     pub max_latency: Option<Duration>,
     /// External (two-phase) stream.
     pub external: bool,
+    /// Wait this long after setup before returning, so the caller can subscribe before the first
+    /// write (outbound and bidirectional streams; default 1 s as in the official SDKs, 0 disables).
+    pub subscribe_grace: Option<Duration>,
 }
 
 /// One artifact a handler returns or publishes.
@@ -504,6 +507,12 @@ impl TaskContext {
         );
         if let Ok(mut s) = self.streams.lock() {
             s.push(stream.clone());
+        }
+        if decl.direction != "inbound" {
+            let grace = opts.subscribe_grace.unwrap_or(Duration::from_secs(1));
+            if !grace.is_zero() {
+                tokio::time::sleep(grace).await;
+            }
         }
         Ok(stream)
     }
