@@ -393,3 +393,29 @@ test('an agent process killed mid-task: the devnet notices by presence and fails
   assert.equal(t.state, 'failed')
   assert.equal(t.error, 'agent_instance_lost')
 })
+
+test('a duplicate StartTask for a task in flight is ignored; consumerPublicKey reaches the handler', async () => {
+  const calls = {}
+  const gate = deferred()
+  const started = deferred()
+  const agent = await env.agent('dedup', async (task, ctx) => {
+    calls[task.taskId] = (calls[task.taskId] ?? 0) + 1
+    started.resolve()
+    await gate.promise
+    return { artifacts: [{ data: ctx.consumerPublicKey ?? 'none', mimeType: 'text/plain' }] }
+  }, { concurrency: 4 })
+  const start = { type: 'StartTask', taskId: 'dup_1', protocolVersion: '2026-05-01', ownerId: 'user_x', orgId: 'user_x', requestParts: [] }
+  await publishControl(agent, start, { instance: agent.instanceId })
+  await started.promise
+  await publishControl(agent, start, { instance: agent.instanceId })
+  // the second copy is ignored: prove the agent processed it by sending a third message after it
+  const later = { ...start, taskId: 'dup_2' }
+  await publishControl(agent, later, { instance: agent.instanceId })
+  for (let i = 0; i < 2000 && !calls.dup_2; i++) await new Promise((r) => setTimeout(r, 2))
+  assert.deepEqual(calls, { dup_1: 1, dup_2: 1 })
+  gate.resolve()
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'dedup', requestParts: [], consumerPublicKey: 'pk-caller-1' })
+  await s.waitForTerminal(15_000)
+  assert.equal(artifactText(s.listArtifacts()[0]), 'pk-caller-1')
+})

@@ -101,7 +101,7 @@ const client = await TaskClient.create({ billingMode: 'free', ...opts })
     agentName: 'bench_stream',
     card: { identity: { agentName: 'bench_stream' }, runtime: {}, streams: { _default: { direction: 'outbound', format: 'bytes' } } },
     handler: async (task, ctx) => {
-      const s = await ctx.createStream({ bundleSizeBytes: 12_000 })
+      const s = await ctx.createStream({ bundleSizeBytes: 12_000, subscribeGraceMs: 0 })
       s.write(chunk.subarray(0, 1))
       for (let sent = 1; sent < size; sent += chunk.length) s.write(chunk.subarray(0, Math.min(chunk.length, size - sent)))
       await s.end()
@@ -128,11 +128,22 @@ const client = await TaskClient.create({ billingMode: 'free', ...opts })
 {
   const before = process.memoryUsage().rss
   const count = smoke ? 100 : 10_000
+  let missed = 0
   for (let i = 0; i < count; i += 50) {
-    await Promise.all(Array.from({ length: 50 }, async () => (await client.sendMessage({ agentName: 'bench_echo', requestParts: [] })).waitForTerminal(30_000)))
+    await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        const s = await client.sendMessage({ agentName: 'bench_echo', requestParts: [] })
+        await s.waitForTerminal(30_000).catch(async () => {
+          missed++
+          console.log(`no terminal within 30 s for ${s.taskId}; backend state: ${(await client.getTask(s.taskId)).state}`)
+          s.close()
+        })
+      }),
+    )
   }
   const after = process.memoryUsage().rss
   row(`RSS growth over ${count} finished tasks`, `${((after - before) / 2 ** 20).toFixed(1)} MiB (${(((after - before) / before) * 100).toFixed(1)} %)`, null, 'npm run bench')
+  row(`tasks whose terminal the caller did not see within 30 s (of ${count})`, String(missed), '0', 'npm run bench')
 }
 
 client.destroy()

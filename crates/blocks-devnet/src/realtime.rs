@@ -10,8 +10,10 @@ use tokio::sync::Notify;
 
 use crate::filter::Filter;
 
-/// Messages kept per channel for `tt`-based replay.
-const CACHE_MESSAGES: usize = 100;
+/// Messages kept per channel for `tt`-based replay. Readers catch up from this cache after each
+/// long-poll, so it must cover the largest lag of a busy reader (a control channel at over a
+/// thousand StartTasks per second evicted unread messages when this was 100).
+const CACHE_MESSAGES: usize = 10_000;
 /// Stream channels keep more: a reader that falls behind a fast writer must not lose frames.
 const STREAM_CACHE_MESSAGES: usize = 20_000;
 /// Age limit of the replay cache.

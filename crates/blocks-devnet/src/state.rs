@@ -131,6 +131,7 @@ impl Task {
         json!({
             "taskId": self.id, "agentName": self.agent, "owner": self.owner, "state": self.state,
             "createdTime": self.created, "updatedTime": self.updated, "taskKind": self.kind,
+            "instance": self.instance,
         })
     }
     /// True once terminal.

@@ -1,0 +1,28 @@
+// Reproduces a known load bug (see the closing note of session 1): with 64 concurrent callers,
+// about 1% of tasks stay `pending` although their StartTask is in the control channel cache.
+// Run: LOG_LEVEL=warn node bench/stress.mjs
+import { createRequire } from 'node:module'
+const require = createRequire(import.meta.url)
+const { LocalNetwork, TaskClient, startAgentInstance } = require('../index.js')
+const net = await LocalNetwork.start()
+const opts = { apiKey: net.apiKey, cdmUrl: net.cdmUrl }
+const agent = await startAgentInstance({ agentName: 'e', handler: () => ({ artifacts: [{ data: 'x' }] }), concurrency: 64, ...opts })
+const client = await TaskClient.create({ billingMode: 'free', ...opts })
+let next = 0, lost = 0
+await Promise.all(Array.from({ length: 64 }, async () => {
+  while (next < 3000) {
+    next++
+    const s = await client.sendMessage({ agentName: 'e', requestParts: [] })
+    try { await s.waitForTerminal(8000) } catch {
+      lost++
+      const info = await client.getTask(s.taskId)
+      const h = await (await fetch(`${net.url}/v3/history/sub-key/sub-c-devnet-free/channel/${s.statusChannel}`)).json()
+      const cc = await (await fetch(`${net.url}/v2/subscribe/sub-c-devnet-free/${agent.controlChannel}/0?tt=1000&uuid=obs`)).json()
+      const starts = cc.m.filter(m => m.d.taskId === s.taskId).length
+      console.log('LOST', s.taskId, 'StartTasks in control cache:', starts, 'cache size', cc.m.length, 'backend:', info.state, 'instance:', info.instance, 'history:', h.channels[s.statusChannel].map(m => m.message.type + (m.message.state ? ':' + m.message.state : '')).join(','), 'session state', s.state)
+      s.close()
+    }
+  }
+}))
+console.log('done, lost', lost)
+process.exit(0)
