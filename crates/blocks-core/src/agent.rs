@@ -754,6 +754,11 @@ impl AgentInstance {
                     .as_ref()
                     .and_then(|m| m.get("broadcast"))
                     .is_some_and(|b| b == "true" || b == true);
+                let (kind, id) = (
+                    msg.payload["type"].as_str().unwrap_or("?").to_string(),
+                    msg.payload["taskId"].as_str().unwrap_or("?").to_string(),
+                );
+                tracing::debug!(target: "blocks::agent", "control {kind} {id} tt={}", msg.timetoken);
                 inst.on_control(msg.payload, broadcast);
             }
         });
