@@ -1,11 +1,10 @@
 // Every example runs: its agent in-process on a devnet, its caller as a child process.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { sdk, startNetwork } from './helpers.mjs'
+import { sdk, startNetwork, runNodeArgs } from './helpers.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 let env
@@ -18,24 +17,8 @@ async function startExample(name) {
 }
 
 function caller(name, args = [], timeoutMs = 60_000) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(root, 'examples', name, 'caller.mjs'), ...args], {
-      env: { ...process.env, ...env.net.env, LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`${name} caller timed out\n${stdout}\n${stderr}`))
-    }, timeoutMs)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
+  const script = path.join(root, 'examples', name, 'caller.mjs')
+  return runNodeArgs([script, ...args], { env: { ...env.net.env, LOG_LEVEL: 'warn' }, timeoutMs })
 }
 
 before(async () => {

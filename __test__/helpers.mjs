@@ -47,15 +47,11 @@ export function deferred() {
   return { promise, resolve, reject }
 }
 
-/** Run a Node script (string) as a child process; resolves with { code, signal, stdout, stderr, ms }. */
-export function runNode(source, { env = {}, timeoutMs = 20_000, cwd } = {}) {
+/** Run Node with `args` as a child process; resolves with { code, signal, stdout, stderr, ms }. */
+export function runNodeArgs(args, { env = {}, timeoutMs = 20_000, cwd } = {}) {
   return new Promise((resolve, reject) => {
     const started = Date.now()
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
-      env: { ...process.env, ...env },
-      cwd,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
@@ -69,4 +65,9 @@ export function runNode(source, { env = {}, timeoutMs = 20_000, cwd } = {}) {
       resolve({ code, signal, stdout, stderr, ms: Date.now() - started })
     })
   })
+}
+
+/** Run a Node ES module given as source text as a child process. */
+export function runNode(source, options) {
+  return runNodeArgs(['--input-type=module', '-e', source], options)
 }
