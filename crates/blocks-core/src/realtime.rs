@@ -31,6 +31,11 @@ pub struct HttpTransport {
     /// Subscribe requests refused with 403/400 are reported here: the crate gives up on them
     /// silently, so the owner (a stream reader) must learn it from us.
     faults: tokio::sync::watch::Sender<Option<u16>>,
+    /// The catch-up cursor of this client's subscription. pubnub 0.9 stores the handshake answer's
+    /// timetoken as the subscription cursor and then drops every update older than it, so updates
+    /// published between the catch-up cursor and the handshake were silently lost; the handshake
+    /// answer is rewritten to the catch-up cursor.
+    catchup: Arc<Mutex<Option<u64>>>,
 }
 
 #[async_trait::async_trait]
@@ -79,10 +84,25 @@ impl Transport for HttpTransport {
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
             .collect();
-        let body = match resp.bytes().await {
+        let mut body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => return Ok(unavailable(&req.path, e)),
         };
+        let handshake =
+            req.path.starts_with("/v2/subscribe/") && req.query_parameters.get("tt").is_none_or(|t| t == "0");
+        let catchup = self.catchup.lock().ok().and_then(|c| *c);
+        if let (true, 200, Some(c)) = (handshake, status, catchup) {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                let answered = v
+                    .pointer("/t/t")
+                    .and_then(|t| t.as_str())
+                    .and_then(|t| t.parse::<u64>().ok());
+                if answered.is_some_and(|a| a > c) {
+                    v["t"]["t"] = serde_json::Value::String(c.to_string());
+                    body = bytes::Bytes::from(v.to_string());
+                }
+            }
+        }
         Ok(TransportResponse {
             status,
             headers,
@@ -139,6 +159,7 @@ pub struct HistoryEntry {
 /// One realtime client (one uuid, one token).
 pub struct Realtime {
     faults: tokio::sync::watch::Sender<Option<u16>>,
+    catchup: Arc<Mutex<Option<u64>>>,
     pubnub: PubNub,
     http: HttpClient,
     cfg: RealtimeConfig,
@@ -154,11 +175,13 @@ impl Realtime {
             ));
         }
         let (faults, _) = tokio::sync::watch::channel(None);
+        let catchup = Arc::new(Mutex::new(None));
         let transport = HttpTransport {
             client: http.inner().clone(),
             origin: cfg.origin.trim_end_matches('/').to_string(),
             filter: cfg.filter.clone(),
             faults: faults.clone(),
+            catchup: catchup.clone(),
         };
         let mut builder = PubNubClientBuilder::with_transport(transport)
             .with_keyset(Keyset {
@@ -186,6 +209,7 @@ impl Realtime {
         let token = Mutex::new(cfg.token.clone());
         Ok(Arc::new(Realtime {
             faults,
+            catchup,
             pubnub,
             http: http.clone(),
             cfg,
@@ -295,6 +319,9 @@ impl Realtime {
             channel_groups: None,
             options: None,
         });
+        if let Ok(mut c) = self.catchup.lock() {
+            *c = cursor;
+        }
         match cursor {
             Some(tt) => sub.subscribe_with_timetoken(tt.to_string()),
             None => sub.subscribe(),
