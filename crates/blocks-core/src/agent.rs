@@ -480,6 +480,7 @@ impl TaskContext {
                 token,
                 filter: (decl.direction == "bidirectional").then(|| format!("meta.sender != '{uuid}'")),
                 presence_timeout: None,
+                leave_on_close: true,
             },
             self.publisher.http(),
         )?;
@@ -716,6 +717,7 @@ impl AgentInstance {
                 token: pam_token,
                 filter: (expected != 0).then(|| blocks_wire::instance_filter(&instance_id)),
                 presence_timeout: Some(blocks_wire::CONTROL_PRESENCE_TIMEOUT_SEC),
+                leave_on_close: true,
             },
             &http,
         )?;
@@ -805,7 +807,7 @@ impl AgentInstance {
                 h.abort();
             }
         }
-        self.inner.control.close();
+        self.inner.control.shutdown().await;
         let deadline = tokio::time::Instant::now() + grace;
         let busy = |i: &Instance| i.active.load(Ordering::SeqCst) + i.finishing.load(Ordering::SeqCst) > 0;
         while busy(&self.inner) {
@@ -978,6 +980,7 @@ impl Instance {
                 token: task.get("writeToken").and_then(Value::as_str).map(str::to_string),
                 filter: None,
                 presence_timeout: None,
+                leave_on_close: false,
             },
             &self.http,
         ) {

@@ -335,6 +335,7 @@ impl TaskClient {
                 token: read_token,
                 filter: None,
                 presence_timeout: None,
+                leave_on_close: false,
             },
             &self.http,
         )?;
@@ -508,6 +509,7 @@ impl TaskClient {
                 token,
                 filter: None,
                 presence_timeout: None,
+                leave_on_close: false,
             },
             &self.http,
         )?;

@@ -406,6 +406,7 @@ impl TaskSession {
                 token: desc["token"].as_str().map(str::to_string),
                 filter: (local == "bidirectional").then(|| format!("meta.sender != '{uuid}'")),
                 presence_timeout: None,
+                leave_on_close: true,
                 ..cfg
             },
             base.http(),
