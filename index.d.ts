@@ -50,6 +50,11 @@ export declare class InvalidArgumentError extends BlocksError {}
 export declare class TimeoutError extends BlocksError {}
 /** The session or client was closed. */
 export declare class ClosedError extends BlocksError {}
+/** The upload handshake or a file download failed. */
+export declare class FileUploadError extends BlocksError {
+  /** HTTP status, when the server answered. */
+  readonly status?: number
+}
 
 // ---------------------------------------------------------------------------------------------
 // Caller side
@@ -73,6 +78,8 @@ export interface TaskClientOptions {
   publishKey?: string
   /** Backend root URL (else `BLOCKS_BACKEND_URL`, else the CDM's `api.baseUrl`). */
   baseUrl?: string
+  /** Largest file `sendMessage` uploads (default `BLOCKS_MAX_UPLOAD_BYTES`, 25 MiB); larger ones are refused before any byte is sent. */
+  maxUploadBytes?: number
   /** Realtime origin (else `BLOCKS_PUBNUB_ORIGIN`, else the CDM's `pubnub.origin`, else the hosted one). */
   realtimeOrigin?: string
   /** Auth mode 3: called at create and on every refresh. */
@@ -145,7 +152,37 @@ export interface RequestPart {
   partId?: string
   text?: string
   contentType?: string
+  /** File parts (see `filePart`): up to 16384 bytes sent inline, larger ones uploaded first. */
+  file?: Uint8Array | ArrayBuffer | Blob
+  fileName?: string
+  /** What an agent receives for file inputs (use `ctx.downloadInputArtifact(part)`). */
+  artifactRef?: ArtifactRef
   [extra: string]: unknown
+}
+
+/** A file request part as built by `filePart` / `filePartFromPath`. */
+export interface FilePart extends RequestPart {
+  partId: string
+  file: Uint8Array | ArrayBuffer | Blob
+  fileName: string
+  contentType: string
+}
+
+/** Options of `filePart` / `filePartFromPath`. */
+export interface FilePartOptions {
+  /** Default `"file"`; should match an `io.inputs[].id` of the agent's card. */
+  partId?: string
+  /** Default: the File's name (filePart) or the path's base name (filePartFromPath). */
+  fileName?: string
+  /** Default: the Blob's type, the extension's type (filePartFromPath), else `application/octet-stream`. */
+  contentType?: string
+}
+
+/** A downloaded artifact. */
+export interface DownloadedArtifact {
+  data: Buffer
+  mimeType: string
+  fileName?: string
 }
 
 export interface SendMessageOptions {
@@ -352,6 +389,14 @@ export declare class TaskSession {
   /** Open every stream this side can read. */
   openAllStreams(options?: { reorderTimeoutMs?: number }): Promise<StreamHandle[]>
   listArtifacts(): ArtifactEvent[]
+  /** Download an artifact (ref or artifact event); works on closed and pre-closed sessions too. */
+  downloadArtifact(ref: ArtifactRef | ArtifactEvent): Promise<DownloadedArtifact>
+  /**
+   * Write every artifact into `dir` (created if needed); resolves with the absolute paths in
+   * `listArtifacts()` order. Names are sanitised base names (never outside `dir`), `artifact-<i>`
+   * when empty, with `-1`, `-2`… suffixes on collisions. File artifacts are streamed to disk.
+   */
+  saveArtifacts(dir: string): Promise<string[]>
   listEvents(): TaskEvent[]
   /** Resolves with the terminal event; rejects with TimeoutError after `timeoutMs` and with ClosedError on `close()`. */
   waitForTerminal(timeoutMs?: number): Promise<TerminalEvent>
@@ -414,6 +459,27 @@ export declare class TaskClient {
 
 /** A text request part `{ partId, text }`; `partId` defaults to `"text"`. */
 export declare function textPart(text: string, options?: string | { partId?: string; contentType?: string }): RequestPart
+/** A file request part from bytes, a Blob or a File. */
+export declare function filePart(data: Uint8Array | ArrayBuffer | Blob, options?: string | FilePartOptions): FilePart
+/** A file request part read from disk; large files are streamed from disk when sent. */
+export declare function filePartFromPath(path: string, options?: string | FilePartOptions): Promise<FilePart>
+/**
+ * Download an artifact: inline refs are decoded locally; file refs need the session they belong to
+ * (for its read token).
+ */
+export declare function downloadArtifact(ref: ArtifactRef | ArtifactEvent, session?: TaskSession): Promise<DownloadedArtifact>
+/** The bytes of an inline artifact ref; throws "not an inline artifact" for anything else. */
+export declare function decodeInlineArtifact(ref: ArtifactRef): Buffer
+/** Build an ArtifactRef: inline when `size <= inlineLimit` or no `file` descriptor is given, else a file ref. */
+export declare function buildArtifactRef(options: {
+  data?: string | Uint8Array
+  mimeType?: string
+  size?: number
+  hash?: string
+  file?: { id: string; name: string; channel: string; expiresAt?: string }
+  fileName?: string
+  inlineLimit?: number
+}): ArtifactRef
 
 // ---------------------------------------------------------------------------------------------
 // Agent side
@@ -462,7 +528,9 @@ export declare class TaskContext {
   readonly isExpired: boolean
   /** Publish a status line (throttled to one per second; the latest is never dropped). */
   reportStatus(message: string): void
-  /** Publish an artifact now. */
+  /** The bytes of a file input (a request part with an `artifactRef`). */
+  downloadInputArtifact(part: RequestPart): Promise<Buffer>
+  /** Publish an artifact now: inline up to 16384 bytes, uploaded above (the network then publishes a file artifact). */
   publishArtifact(data: string | Uint8Array | ArrayBuffer | object, options?: ArtifactOptions): Promise<void>
   /** A ready TaskClient authenticated as the agent's owner, for calling other agents. */
   readonly taskClient: TaskClient
@@ -553,6 +621,10 @@ export interface LocalNetworkOptions {
   minuteMs?: number
   /** Test knob: reorder and duplicate stream messages on the wire. */
   streamChaos?: boolean
+  /** Where the devnet keeps its files (default: a temporary directory removed on stop). */
+  dataDir?: string
+  /** Largest upload accepted, bytes (default 26214400). */
+  maxUploadBytes?: number
 }
 
 /** An in-process Blocks Network on loopback (backend, realtime, dispatcher). */
@@ -580,3 +652,5 @@ export declare function setLogLevel(level: 'error' | 'warn' | 'info' | 'debug'):
 export declare const PROTOCOL_VERSION: '2026-05-01'
 export declare const DEFAULT_CDM_URL: string
 export declare const ARTIFACT_INLINE_LIMIT_BYTES: 16384
+/** Largest file the SDK uploads by default (25 MiB); see `maxUploadBytes`. */
+export declare const BLOCKS_MAX_UPLOAD_BYTES: 26214400

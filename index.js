@@ -16,7 +16,13 @@ exports.TaskContext = require('./lib/agent.js').TaskContext
 exports.startAgentInstance = require('./lib/agent.js').startAgentInstance
 exports.loadCard = require('./lib/agent.js').loadCard
 exports.LocalNetwork = require('./lib/network.js').LocalNetwork
-exports.textPart = require('./lib/parts.js').textPart
+const parts = require('./lib/parts.js')
+exports.textPart = parts.textPart
+exports.filePart = parts.filePart
+exports.filePartFromPath = parts.filePartFromPath
+exports.downloadArtifact = parts.downloadArtifact
+exports.decodeInlineArtifact = parts.decodeInlineArtifact
+exports.buildArtifactRef = parts.buildArtifactRef
 exports.ConsumerAuth = require('./lib/auth.js').ConsumerAuth
 exports.StaticAuthProvider = require('./lib/auth.js').StaticAuthProvider
 
@@ -32,10 +38,12 @@ exports.ConfigError = errors.ConfigError
 exports.InvalidArgumentError = errors.InvalidArgumentError
 exports.TimeoutError = errors.TimeoutError
 exports.ClosedError = errors.ClosedError
+exports.FileUploadError = errors.FileUploadError
 
 exports.setLogger = logging.setLogger
 exports.setLogLevel = (level) => logging.setLogLevel(level, native.setLogLevel)
 
 exports.PROTOCOL_VERSION = '2026-05-01'
 exports.DEFAULT_CDM_URL = 'https://config.blocks.ai/config.json'
-exports.ARTIFACT_INLINE_LIMIT_BYTES = 16384
+exports.ARTIFACT_INLINE_LIMIT_BYTES = parts.ARTIFACT_INLINE_LIMIT_BYTES
+exports.BLOCKS_MAX_UPLOAD_BYTES = parts.BLOCKS_MAX_UPLOAD_BYTES

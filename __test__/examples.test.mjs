@@ -1,7 +1,8 @@
 // Every example runs: its agent in-process on a devnet, its caller as a child process.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { sdk, startNetwork, runNodeArgs } from './helpers.mjs'
@@ -24,7 +25,7 @@ function caller(name, args = [], timeoutMs = 60_000) {
 before(async () => {
   // a pipe "minute" lasts 1.5 s here so the one-minute examples end quickly
   env = await startNetwork({ minuteMs: 1500 })
-  for (const name of ['echo', 'adder', 'orchestrator', 'lifecycle', 'stock-sim', 'echo-stream', 'bidi-chat']) await startExample(name)
+  for (const name of ['echo', 'adder', 'orchestrator', 'lifecycle', 'stock-sim', 'echo-stream', 'bidi-chat', 'file-consumer']) await startExample(name)
 })
 after(async () => {
   await env.stop()
@@ -35,6 +36,22 @@ test('echo caller', async () => {
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /Artifact: Echo: hi there/)
   assert.match(r.stdout, /Terminal: completed/)
+})
+
+test('file-consumer caller: a 100 KB file is uploaded, reported on, and the results saved', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'file-consumer-test-'))
+  const input = path.join(dir, 'data.bin')
+  writeFileSync(input, Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 7) & 0xff)))
+  const out = path.join(dir, 'out')
+  const r = await caller('file-consumer', [input, out])
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /Attaching file: data\.bin \(100000 bytes, application\/octet-stream\)/)
+  assert.match(r.stdout, /Artifact: chart file image\/svg\+xml data\.bin\.bytes\.svg/)
+  assert.match(r.stdout, /- size: 100000 bytes/)
+  assert.match(r.stdout, /Terminal: completed/)
+  assert.deepEqual(readdirSync(out).sort(), ['data.bin.bytes.svg', 'data.bin.report.md'])
+  assert.match(readFileSync(path.join(out, 'data.bin.bytes.svg'), 'utf8'), /^<svg /)
+  rmSync(dir, { recursive: true, force: true })
 })
 
 test('adder caller', async () => {

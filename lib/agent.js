@@ -75,7 +75,26 @@ class TaskContext {
     this.#native.reportStatus(String(message))
   }
 
-  /** Publish an artifact now: a string, Buffer/Uint8Array or JSON value. */
+  /**
+   * The bytes of a file input: `part` is a request part with an `artifactRef` (inline parts are
+   * decoded locally; uploaded files are downloaded with the task's token).
+   */
+  async downloadInputArtifact(part) {
+    const ref = part && typeof part === 'object' ? part.artifactRef : undefined
+    if (!ref) throw new InvalidArgumentError('this request part has no artifactRef: downloadInputArtifact needs a file part')
+    if (ref.kind === 'file') {
+      if (!ref.channel || !ref.fileId || !ref.fileName) throw new InvalidArgumentError('file artifactRef is missing required fields (channel, fileId, fileName)')
+      return this.#native.downloadInput(ref)
+    }
+    const { decodeInlineArtifact } = require('./parts.js')
+    return decodeInlineArtifact(ref)
+  }
+
+  /**
+   * Publish an artifact now: a string, Buffer/Uint8Array or JSON value, with `{ mimeType,
+   * fileName, outputId }`. Up to 16384 bytes it is published inline; larger ones are uploaded and
+   * the network publishes a file artifact.
+   */
   async publishArtifact(data, options = {}) {
     const buf = toBuffer(data)
     await this.#native.publishArtifact(buf, options.mimeType ?? defaultMime(data), options.fileName, options.outputId)

@@ -7,11 +7,20 @@ const { TaskSession } = require('./session.js')
 const { InvalidArgumentError } = require('./errors.js')
 const { setLogger } = require('./log.js')
 const { authOptions, ConsumerAuth, StaticAuthProvider } = require('./auth.js')
+const { prepareParts, BLOCKS_MAX_UPLOAD_BYTES } = require('./parts.js')
+
+function maxUpload(options) {
+  const m = options.maxUploadBytes
+  if (m === undefined) return BLOCKS_MAX_UPLOAD_BYTES
+  if (!Number.isSafeInteger(m) || m < 0) throw new InvalidArgumentError(`maxUploadBytes must be a non-negative integer, got ${m}`)
+  return m
+}
 
 const BILLING_MODE_REQUIRED = "TaskClient.create() requires a billingMode option ('free' or 'paid')"
 
 class TaskClient {
   #native
+  #maxUploadBytes = BLOCKS_MAX_UPLOAD_BYTES
 
   /**
    * Direct construction without a CDM fetch (advanced): `new TaskClient({ billingMode,
@@ -23,6 +32,7 @@ class TaskClient {
       this.#native = options
       return
     }
+    if (options !== null && typeof options === 'object') this.#maxUploadBytes = maxUpload(options)
     if (options === null || typeof options !== 'object' || (options.billingMode !== 'free' && options.billingMode !== 'paid')) {
       throw new InvalidArgumentError("TaskClient requires a billingMode option ('free' or 'paid')")
     }
@@ -52,6 +62,7 @@ class TaskClient {
   static async create(options) {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError(BILLING_MODE_REQUIRED)
     if (options.billingMode !== 'free' && options.billingMode !== 'paid') throw new InvalidArgumentError(BILLING_MODE_REQUIRED)
+    const maxUploadBytes = maxUpload(options)
     if (options.logger !== undefined) setLogger(options.logger)
     const n = await native.NativeTaskClient.create({
       billingMode: options.billingMode,
@@ -63,7 +74,9 @@ class TaskClient {
       anonFingerprint: options.anonFingerprint,
       ...authOptions(options),
     })
-    return new TaskClient(n)
+    const client = new TaskClient(n)
+    client.#maxUploadBytes = maxUploadBytes
+    return client
   }
 
   /** Billing mode of this client. */
@@ -82,7 +95,9 @@ class TaskClient {
     if (options.requestParts !== undefined && !Array.isArray(options.requestParts)) {
       throw new InvalidArgumentError('requestParts must be an array of parts (see textPart())')
     }
-    const s = await this.#native.sendMessage(options)
+    const { wire, uploads } = await prepareParts(options.requestParts, this.#maxUploadBytes)
+    const request = { ...options, requestParts: options.requestParts === undefined ? undefined : wire, maxUploadBytes: this.#maxUploadBytes }
+    const s = await this.#native.sendMessage(request, uploads)
     return new TaskSession(s, this)
   }
 

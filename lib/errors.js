@@ -59,6 +59,9 @@ brand(ConfigError)
 /** An option or argument is invalid; nothing was sent. */
 class InvalidArgumentError extends BlocksError {}
 brand(InvalidArgumentError)
+/** The upload handshake or a file download failed; `status` is the HTTP status when there was one. */
+class FileUploadError extends BlocksError {}
+brand(FileUploadError)
 /** A wait exceeded its deadline. */
 class TimeoutError extends BlocksError {}
 brand(TimeoutError)
@@ -69,7 +72,7 @@ brand(ClosedError)
 const classes = {
   BlocksError, RpcError, BillingModeMismatchError, AuthRefreshFailedError, AgentAuthFatalError,
   AnonTaskAccessDeniedError, StreamUnavailableError, TransportError, ConfigError,
-  InvalidArgumentError, TimeoutError, ClosedError,
+  InvalidArgumentError, TimeoutError, ClosedError, FileUploadError,
 }
 
 function makeError(kind, message, propsJson) {

@@ -19,7 +19,8 @@ class LocalNetwork {
 
   /**
    * Start a devnet. Options: `port` (0 = any free port), `apiKeys` ([[key, userId], ...]),
-   * `paidAgents` (names registered as paid), `tokenTtlSec`, `longPollHoldSec`.
+   * `paidAgents` (names registered as paid), `tokenTtlSec`, `longPollHoldSec`, `dataDir` (where
+   * files are stored; default a temporary directory removed on stop), `maxUploadBytes`.
    */
   static async start(options = {}) {
     return new LocalNetwork(await native.NativeLocalNetwork.start(options))

@@ -1,7 +1,32 @@
 'use strict'
-// Request-part helpers (caller side).
+// Request-part helpers (caller side) and artifact helpers (both sides).
 
+const fs = require('node:fs')
+const path = require('node:path')
 const { InvalidArgumentError } = require('./errors.js')
+
+/** Files up to this size (inclusive) travel inline as base64; larger ones are uploaded. */
+const ARTIFACT_INLINE_LIMIT_BYTES = 16384
+/** Largest file the SDK uploads by default (25 MiB); `maxUploadBytes` on the client changes it. */
+const BLOCKS_MAX_UPLOAD_BYTES = 26214400
+
+// Blobs made by filePartFromPath → their path, so uploads stream from disk.
+const pathBlobs = new WeakMap()
+
+const MIME = {
+  txt: 'text/plain', md: 'text/markdown', csv: 'text/csv', html: 'text/html', htm: 'text/html', css: 'text/css',
+  js: 'text/javascript', mjs: 'text/javascript', ts: 'text/plain', json: 'application/json', xml: 'application/xml',
+  yaml: 'application/yaml', yml: 'application/yaml', pdf: 'application/pdf', zip: 'application/zip',
+  gz: 'application/gzip', tar: 'application/x-tar', png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg',
+  gif: 'image/gif', webp: 'image/webp', svg: 'image/svg+xml', mp3: 'audio/mpeg', wav: 'audio/wav',
+  mp4: 'video/mp4', webm: 'video/webm', bin: 'application/octet-stream',
+}
+
+/** MIME type from a file name's extension (`application/octet-stream` when unknown). */
+function mimeFromName(name) {
+  const ext = path.extname(String(name)).slice(1).toLowerCase()
+  return MIME[ext] ?? 'application/octet-stream'
+}
 
 function partOptions(options, defaultPartId) {
   if (options === undefined || options === null) return { partId: defaultPartId }
@@ -23,4 +48,198 @@ function textPart(text, options) {
   return part
 }
 
-module.exports = { textPart }
+function isBinary(data) {
+  return Buffer.isBuffer(data) || data instanceof Uint8Array || data instanceof ArrayBuffer || data instanceof Blob
+}
+
+function byteLength(data) {
+  if (data instanceof Blob) return data.size
+  return data.byteLength
+}
+
+async function toBuffer(data) {
+  if (Buffer.isBuffer(data)) return data
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  if (data instanceof ArrayBuffer) return Buffer.from(data)
+  return Buffer.from(await data.arrayBuffer())
+}
+
+/**
+ * A file request part: `{ partId, file, fileName, contentType }`. `data` is a Buffer, Uint8Array,
+ * ArrayBuffer, Blob or File; `fileName` defaults to the File's name or `"file"`, `contentType` to
+ * the Blob's type or `application/octet-stream`. Up to 16384 bytes it is sent inline, above it
+ * uploaded before the task is created.
+ */
+function filePart(data, options) {
+  if (!isBinary(data)) {
+    throw new InvalidArgumentError('filePart(data) needs a Buffer, Uint8Array, ArrayBuffer, Blob or File')
+  }
+  const { partId, fileName, contentType, ...extra } = partOptions(options, 'file')
+  return {
+    ...extra,
+    partId,
+    file: data,
+    fileName: fileName ?? (typeof data.name === 'string' && data.name ? data.name : 'file'),
+    contentType: contentType ?? (data instanceof Blob && data.type ? data.type : 'application/octet-stream'),
+  }
+}
+
+/**
+ * A file request part read from disk: `fileName` is the path's base name and `contentType` comes
+ * from the extension unless given. Large files are streamed from disk when sent, never loaded whole.
+ */
+async function filePartFromPath(filePath, options) {
+  if (typeof filePath !== 'string' || filePath === '') throw new InvalidArgumentError('filePartFromPath(path) needs a path string')
+  let st
+  try {
+    st = await fs.promises.stat(filePath)
+  } catch (err) {
+    throw new InvalidArgumentError(`filePartFromPath: cannot read ${filePath} (${err.code ?? err.message})`)
+  }
+  if (!st.isFile()) throw new InvalidArgumentError(`filePartFromPath: ${filePath} is not a regular file`)
+  const opts = partOptions(options, 'file')
+  const fileName = opts.fileName ?? path.basename(filePath)
+  const contentType = opts.contentType ?? mimeFromName(fileName)
+  let file
+  if (st.size <= ARTIFACT_INLINE_LIMIT_BYTES) {
+    file = await fs.promises.readFile(filePath)
+  } else {
+    file = await fs.openAsBlob(filePath, { type: contentType })
+    pathBlobs.set(file, path.resolve(filePath))
+  }
+  return filePart(file, { ...opts, fileName, contentType })
+}
+
+/**
+ * Turn request parts into wire parts: small files inline, large ones listed for upload.
+ * Validates everything before any byte is sent.
+ * @internal
+ */
+async function prepareParts(parts, maxUploadBytes) {
+  const wire = []
+  const uploads = []
+  for (const [index, p] of (parts ?? []).entries()) {
+    if (p === null || typeof p !== 'object' || p.file === undefined) {
+      wire.push(p)
+      continue
+    }
+    if (typeof p.partId !== 'string' || p.partId === '') {
+      throw new InvalidArgumentError('partId is required for file-bearing request parts')
+    }
+    if (!isBinary(p.file)) {
+      throw new InvalidArgumentError(`part ${p.partId}: file must be a Buffer, Uint8Array, ArrayBuffer, Blob or File (use filePart())`)
+    }
+    const { file, fileName, text, ...rest } = p
+    const name = fileName ?? (typeof file.name === 'string' && file.name ? file.name : 'unnamed')
+    const mimeType = p.contentType ?? (file instanceof Blob && file.type ? file.type : 'application/octet-stream')
+    const size = byteLength(file)
+    if (size > maxUploadBytes) {
+      throw new InvalidArgumentError(
+        `file "${name}" is ${size} bytes, above the upload limit of ${maxUploadBytes} bytes (BLOCKS_MAX_UPLOAD_BYTES); ` +
+          'send a smaller file, or raise maxUploadBytes on TaskClient.create() if your network accepts more',
+      )
+    }
+    if (size <= ARTIFACT_INLINE_LIMIT_BYTES) {
+      const data = (await toBuffer(file)).toString('base64')
+      wire.push({ ...rest, artifactRef: { kind: 'inline', mimeType, size, data, fileName: name } })
+    } else {
+      wire.push(p.contentType ? { partId: p.partId, contentType: p.contentType } : { partId: p.partId })
+      const filePathOf = pathBlobs.get(file)
+      uploads.push({
+        index,
+        path: filePathOf,
+        data: filePathOf ? undefined : await toBuffer(file),
+        fileName: name,
+        mimeType,
+        size,
+      })
+    }
+  }
+  return { wire, uploads }
+}
+
+/** The bytes of an inline artifact ref; throws for anything else. */
+function decodeInlineArtifact(ref) {
+  if (!ref || ref.kind === 'file' || typeof ref.data !== 'string') {
+    throw new InvalidArgumentError('not an inline artifact: decodeInlineArtifact needs { kind: "inline", data: <base64> }')
+  }
+  return Buffer.from(ref.data, 'base64')
+}
+
+/**
+ * Build an ArtifactRef: inline (base64 `data`) when the size is within `inlineLimit` or no `file`
+ * descriptor is given, otherwise a file ref `{ kind: 'file', channel, fileId, fileName, ... }`.
+ * Keys with null/undefined values are left out.
+ */
+function buildArtifactRef({ data, mimeType, size, hash, file, fileName, inlineLimit = ARTIFACT_INLINE_LIMIT_BYTES } = {}) {
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data === undefined ? undefined : Buffer.from(data)
+  const n = size ?? bytes?.length ?? 0
+  const mime = mimeType ?? 'application/octet-stream'
+  const ref = n <= inlineLimit || !file
+    ? { kind: 'inline', mimeType: mime, size: n, hash, data: bytes?.toString('base64'), fileName }
+    : { kind: 'file', mimeType: mime, size: n, hash, fileId: file.id, fileName: file.name ?? fileName, channel: file.channel, expiresAt: file.expiresAt }
+  for (const k of Object.keys(ref)) if (ref[k] === undefined || ref[k] === null) delete ref[k]
+  return ref
+}
+
+/** Accept an artifact event or its ref. */
+function refOf(refOrEvent) {
+  const ref = refOrEvent && typeof refOrEvent === 'object' && refOrEvent.artifactRef ? refOrEvent.artifactRef : refOrEvent
+  if (!ref || typeof ref !== 'object') throw new InvalidArgumentError('downloadArtifact needs an ArtifactRef (or an artifact event)')
+  return ref
+}
+
+/**
+ * Download an artifact: `{ data: Buffer, mimeType, fileName }`. Inline refs are decoded locally;
+ * file refs need `source` (a TaskSession) for its read token.
+ */
+async function downloadArtifact(refOrEvent, source) {
+  const ref = refOf(refOrEvent)
+  const mimeType = ref.mimeType ?? 'application/octet-stream'
+  if (ref.kind === 'inline' || ref.kind === undefined) {
+    if (typeof ref.data !== 'string') throw new InvalidArgumentError('inline ArtifactRef is missing data')
+    return { data: Buffer.from(ref.data, 'base64'), mimeType, fileName: ref.fileName }
+  }
+  if (ref.kind !== 'file') throw new InvalidArgumentError(`Unknown ArtifactRef kind: ${JSON.stringify(ref.kind)}`)
+  if (!ref.channel || !ref.fileId || !ref.fileName) {
+    throw new InvalidArgumentError('file ArtifactRef is missing required fields (channel, fileId, fileName)')
+  }
+  if (!source || typeof source._downloadFile !== 'function') {
+    throw new InvalidArgumentError('downloading a file artifact needs the TaskSession it belongs to: downloadArtifact(ref, session) or session.downloadArtifact(ref)')
+  }
+  return { data: await source._downloadFile(ref), mimeType, fileName: ref.fileName }
+}
+
+const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i
+
+/** A file name that is safe to create inside a directory (never a path). */
+function safeFileName(name, index) {
+  let n = typeof name === 'string' ? name : ''
+  n = n.split('\0').join('')
+  n = n.split(/[\\/]/).pop() ?? ''
+  n = n.replace(/[\x00-\x1f<>:"|?*]/g, '_').trim()
+  n = n.replace(/[. ]+$/, '')
+  if (n === '' || n === '.' || n === '..') n = `artifact-${index}`
+  if (RESERVED.test(n)) n = `_${n}`
+  while (Buffer.byteLength(n) > 200) {
+    const ext = path.extname(n)
+    const stem = n.slice(0, n.length - ext.length)
+    n = stem.slice(0, Math.max(1, stem.length - 10)) + (ext.length < 20 ? ext : '')
+  }
+  return n
+}
+
+module.exports = {
+  ARTIFACT_INLINE_LIMIT_BYTES,
+  BLOCKS_MAX_UPLOAD_BYTES,
+  textPart,
+  filePart,
+  filePartFromPath,
+  prepareParts,
+  decodeInlineArtifact,
+  buildArtifactRef,
+  downloadArtifact,
+  refOf,
+  safeFileName,
+  mimeFromName,
+}

@@ -7,6 +7,9 @@ const { Listeners } = require('./callbacks.js')
 const { ClosedError, InvalidArgumentError, TimeoutError } = require('./errors.js')
 const { log } = require('./log.js')
 const { StreamHandle, StreamRef } = require('./stream.js')
+const fs = require('node:fs')
+const path = require('node:path')
+const parts = require('./parts.js')
 
 const DRAIN_WINDOW_MS = 30_000
 
@@ -191,6 +194,52 @@ class TaskSession {
     const handle = new StreamHandle(await this.#native.openStream(streamId, reorderTimeoutMs, this.ownerId || this.agentName || 'blocks'))
     this.#opened.set(streamId, handle)
     return handle
+  }
+
+  /**
+   * Download an artifact (a ref or an artifact event): `{ data: Buffer, mimeType, fileName }`.
+   * Works on live, closed and pre-closed sessions.
+   */
+  downloadArtifact(refOrEvent) {
+    return parts.downloadArtifact(refOrEvent, this)
+  }
+
+  /** @internal */
+  _downloadFile(ref) {
+    return this.#native.downloadFile(ref)
+  }
+
+  /**
+   * Write every artifact into `dir` (created if needed) and resolve with the absolute paths, in
+   * `listArtifacts()` order. Names come from the artifact's `fileName` reduced to a safe base name
+   * (never a path; `artifact-<i>` when empty), with `-1`, `-2`… suffixes on collisions. File
+   * artifacts are streamed to disk.
+   */
+  async saveArtifacts(dir) {
+    if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('saveArtifacts(dir) needs a directory path')
+    const root = path.resolve(dir)
+    await fs.promises.mkdir(root, { recursive: true })
+    const used = new Set()
+    const written = []
+    for (const [i, event] of this.listArtifacts().entries()) {
+      const ref = parts.refOf(event)
+      let name = parts.safeFileName(ref.fileName, i)
+      const ext = path.extname(name)
+      const stem = name.slice(0, name.length - ext.length)
+      for (let n = 1; used.has(name.toLowerCase()); n++) name = `${stem}-${n}${ext}`
+      used.add(name.toLowerCase())
+      const target = path.join(root, name)
+      if (path.dirname(target) !== root) throw new InvalidArgumentError(`artifact name ${JSON.stringify(ref.fileName)} resolves outside ${root}`)
+      if (ref.kind === 'file') {
+        if (!ref.channel || !ref.fileId || !ref.fileName) throw new InvalidArgumentError('file ArtifactRef is missing required fields (channel, fileId, fileName)')
+        await this.#native.downloadFileTo(ref, target)
+      } else {
+        const { data } = await parts.downloadArtifact(ref)
+        await fs.promises.writeFile(target, data)
+      }
+      written.push(target)
+    }
+    return written
   }
 
   /** Artifacts so far (a fresh array each call). */

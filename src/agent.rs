@@ -129,6 +129,13 @@ impl NativeTaskContext {
         self.ctx.publish_artifact(artifact).await.or_js().await
     }
 
+    /// Download an input file (`artifactRef` of kind `file`) with the task's token.
+    #[napi(ts_args_type = "artifactRef: any")]
+    pub async fn download_input(&self, artifact_ref: serde_json::Value) -> Result<Buffer> {
+        let bytes = self.ctx.download_input(&artifact_ref).await.or_js().await?;
+        Ok(bytes.into())
+    }
+
     /// Open a stream to the caller (options as in `ctx.createStream`).
     #[napi(
         ts_args_type = "opts: { declaredStream?: string; direction?: string; format?: string; metadata?: any; bundleSizeBytes?: number; maxLatencyMs?: number; external?: boolean }"

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use blocks_core::config::Keyset;
+use blocks_core::files::{FileSource, FileUpload};
 use blocks_core::{ClientOptions, SendMessageRequest, TaskClient};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -53,6 +54,20 @@ fn str_field(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_string)
 }
 
+/// One large file of a `sendMessage` call (internal).
+#[napi(object)]
+pub struct NativeUpload {
+    /// Index of its part in `requestParts`.
+    pub index: u32,
+    /// The bytes (in memory), or
+    pub data: Option<Buffer>,
+    /// a path to stream from.
+    pub path: Option<String>,
+    pub file_name: String,
+    pub mime_type: String,
+    pub size: f64,
+}
+
 /// JS `sendMessage` options → engine request (type conversion only; validation is in the engine).
 fn send_request(v: &Value) -> std::result::Result<SendMessageRequest, String> {
     let parts = match v.get("requestParts") {
@@ -79,6 +94,8 @@ fn send_request(v: &Value) -> std::result::Result<SendMessageRequest, String> {
         upload_session_id: str_field(v, "uploadSessionId"),
         retry_policy: v.get("retryPolicy").cloned().filter(|p| !p.is_null()),
         push_notification_config: v.get("pushNotificationConfig").cloned().filter(|p| !p.is_null()),
+        uploads: Vec::new(),
+        max_upload_bytes: v.get("maxUploadBytes").and_then(Value::as_f64).map(|m| m as u64),
     })
 }
 
@@ -144,13 +161,35 @@ impl NativeTaskClient {
         self.inner.billing_mode().as_str().to_string()
     }
 
-    /// Create a task and return its session.
-    #[napi(ts_args_type = "request: any")]
-    pub async fn send_message(&self, request: Value) -> Result<NativeSession> {
-        let req = send_request(&request)
+    /// Create a task and return its session. `uploads` are the large files, uploaded first.
+    #[napi(ts_args_type = "request: any, uploads?: NativeUpload[]")]
+    pub async fn send_message(&self, request: Value, uploads: Option<Vec<NativeUpload>>) -> Result<NativeSession> {
+        let mut req = send_request(&request)
             .map_err(blocks_core::Error::InvalidArgument)
             .or_js()
             .await?;
+        for u in uploads.unwrap_or_default() {
+            let source = match (u.data, u.path) {
+                (Some(d), _) => FileSource::Bytes(bytes::Bytes::from(d.to_vec())),
+                (None, Some(p)) => FileSource::Path(p.into()),
+                (None, None) => {
+                    return Err(blocks_core::Error::InvalidArgument(
+                        "an upload needs data or a path".into(),
+                    ))
+                    .or_js()
+                    .await
+                }
+            };
+            req.uploads.push((
+                u.index as usize,
+                FileUpload {
+                    source,
+                    file_name: u.file_name,
+                    mime_type: u.mime_type,
+                    size: u.size as u64,
+                },
+            ));
+        }
         let session = self.inner.send_message(req).await.or_js().await?;
         Ok(NativeSession::new(session))
     }

@@ -18,6 +18,10 @@ pub struct NativeNetworkOptions {
     pub minute_ms: Option<f64>,
     /// Test knob: deliver stream messages out of order and duplicated.
     pub stream_chaos: Option<bool>,
+    /// Directory for the devnet's files (default: a temporary directory removed on stop).
+    pub data_dir: Option<String>,
+    /// Largest accepted upload in bytes (default 26214400).
+    pub max_upload_bytes: Option<f64>,
 }
 
 /// Internal devnet handle.
@@ -83,6 +87,18 @@ impl NativeLocalNetwork {
                     ));
                 }
                 cfg.long_poll_hold = Duration::from_secs_f64(h);
+            }
+            if let Some(d) = o.data_dir.filter(|d| !d.is_empty()) {
+                cfg.data_dir = Some(d.into());
+            }
+            if let Some(m) = o.max_upload_bytes {
+                if !(m.is_finite() && m >= 0.0) {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        format!("maxUploadBytes must be a non-negative number, got {m}"),
+                    ));
+                }
+                cfg.max_upload_bytes = m as u64;
             }
         }
         if let Some(m) = opts_minute {

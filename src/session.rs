@@ -46,6 +46,25 @@ impl NativeSession {
         })
     }
 
+    /// Download a file artifact into memory.
+    #[napi(ts_args_type = "artifactRef: any")]
+    pub async fn download_file(&self, artifact_ref: Value) -> Result<Buffer> {
+        let bytes = self.inner.download_file(&artifact_ref).await.or_js().await?;
+        Ok(bytes.into())
+    }
+
+    /// Download a file artifact to `path` (streamed; no partial file on failure). Resolves with the byte count.
+    #[napi(ts_args_type = "artifactRef: any, path: string")]
+    pub async fn download_file_to(&self, artifact_ref: Value, path: String) -> Result<f64> {
+        let n = self
+            .inner
+            .download_file_to(&artifact_ref, std::path::Path::new(&path))
+            .await
+            .or_js()
+            .await?;
+        Ok(n as f64)
+    }
+
     /// The state when the session was created (history effects included).
     #[napi(
         ts_return_type = "{ state: string | null; terminal: any; artifacts: any[]; cancelRequested: any; events: any[]; closed: boolean }"

@@ -148,6 +148,13 @@ fn spawn_publisher(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
     tokio::spawn(async move {
         while let Some((mut event, done)) = rx.recv().await {
+            if event.is_null() {
+                // a flush marker: everything queued before it is out
+                if let Some(d) = done {
+                    let _ = d.send(Ok(()));
+                }
+                continue;
+            }
             if let Some(o) = event.as_object_mut() {
                 o.insert("taskId".into(), json!(task_id));
                 o.insert("protocolVersion".into(), json!(blocks_wire::PROTOCOL_VERSION));
@@ -196,6 +203,8 @@ pub struct TaskContext {
     status: Mutex<StatusThrottle>,
     status_window: Duration,
     terminal_sent: AtomicBool,
+    uploader: Arc<AgentUploader>,
+    http: HttpClient,
 }
 
 impl TaskContext {
@@ -297,6 +306,14 @@ impl TaskContext {
             .map_err(|_| Error::Closed(format!("task {} is finished", self.task_id)))?;
         rx.await
             .map_err(|_| Error::Closed(format!("task {} is finished", self.task_id)))?
+    }
+
+    /// Wait until every event queued so far has been published.
+    async fn flush_events(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.events.send((Value::Null, Some(tx))).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Queue a task event without waiting for it (order is kept).
@@ -530,14 +547,43 @@ impl TaskContext {
         }
     }
 
-    /// Publish one artifact now (inline up to the limit).
+    /// Download an input file (a request part's `artifactRef` of kind `file`) with the task's
+    /// token (T2).
+    pub async fn download_input(&self, artifact_ref: &Value) -> Result<Vec<u8>> {
+        let access = crate::files::FileAccess::from(self.publisher.config());
+        crate::files::download(&self.http, &access, artifact_ref).await
+    }
+
+    /// Publish one artifact now: inline up to the limit, uploaded above it (the backend then
+    /// publishes the `artifact` event).
     pub async fn publish_artifact(&self, artifact: ArtifactOut) -> Result<()> {
         if artifact.data.len() > blocks_wire::INLINE_LIMIT_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "artifact of {} bytes is above the inline limit of {} bytes; uploads of large artifacts are not supported by this version",
-                artifact.data.len(),
-                blocks_wire::INLINE_LIMIT_BYTES
-            )));
+            if self.uploader.backend.base_url().is_empty() {
+                return Err(Error::Config(
+                    "a backend base URL is required for artifacts larger than 16 KB".into(),
+                ));
+            }
+            let size = artifact.data.len() as u64;
+            let file = crate::files::FileUpload {
+                file_name: artifact
+                    .file_name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-artifact", self.task_id)),
+                mime_type: artifact
+                    .mime_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                size,
+                source: crate::files::FileSource::Bytes(bytes::Bytes::from(artifact.data)),
+            };
+            let mut body = json!({ "role": "provider-output", "taskId": self.task_id });
+            if let Some(o) = &artifact.output_id {
+                body["outputId"] = json!(o);
+            }
+            // keep the task's event order: everything queued before this artifact goes out first
+            self.flush_events().await;
+            crate::files::upload(self.uploader.as_ref(), &self.http, body, &file).await?;
+            return Ok(());
         }
         let mut r = Map::new();
         r.insert("kind".into(), json!("inline"));
@@ -558,6 +604,71 @@ impl TaskContext {
             ev["outputId"] = json!(o);
         }
         self.publish_event(ev).await
+    }
+}
+
+/// The instance's backend identity for the agent-JWT calls (provider-output uploads): the access
+/// token from connect, refreshed reactively on 401 (spec §4.4); a refused refresh token repeats
+/// the connect call.
+pub struct AgentUploader {
+    backend: Backend,
+    api_key: String,
+    connect_body: Value,
+    /// (access, refresh)
+    tokens: tokio::sync::Mutex<(String, String)>,
+}
+
+impl AgentUploader {
+    async fn refresh(&self, stale: &str) -> Result<()> {
+        let mut t = self.tokens.lock().await;
+        if t.0 != stale {
+            return Ok(()); // someone else refreshed meanwhile
+        }
+        let refreshed = self
+            .backend
+            .post_json(
+                "/api/v1/auth/agent/refresh",
+                &json!({ "refreshToken": t.1 }),
+                Some(&self.api_key),
+                "agent token refresh failed",
+            )
+            .await;
+        let v = match refreshed {
+            Ok(v) => v,
+            Err(Error::Http { status: 401, body, .. }) if body.contains("REFRESH_TOKEN_INVALID") => {
+                self.backend
+                    .post_json(
+                        "/api/v1/auth/agent/connect",
+                        &self.connect_body,
+                        Some(&self.api_key),
+                        "Agent registration failed",
+                    )
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(a) = v.get("accessToken").and_then(Value::as_str) {
+            t.0 = a.to_string();
+        }
+        if let Some(r) = v.get("refreshToken").and_then(Value::as_str) {
+            t.1 = r.to_string();
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::files::AuthedPost for AgentUploader {
+    async fn post(&self, path: &str, body: &Value, context: &str) -> Result<Value> {
+        let access = self.tokens.lock().await.0.clone();
+        match self.backend.post_json(path, body, Some(&access), context).await {
+            Err(e) if e.is_unauthorized() => {
+                self.refresh(&access).await?;
+                let access = self.tokens.lock().await.0.clone();
+                self.backend.post_json(path, body, Some(&access), context).await
+            }
+            other => other,
+        }
     }
 }
 
@@ -584,6 +695,7 @@ struct Instance {
     billing: BillingMode,
     terminate_grace: Duration,
     declared: Arc<Vec<DeclaredStream>>,
+    uploader: Arc<AgentUploader>,
 }
 
 /// A started agent instance.
@@ -741,6 +853,23 @@ impl AgentInstance {
             billing,
             terminate_grace: opts.terminate_grace.unwrap_or(Duration::from_secs(2)),
             declared: Arc::new(opts.streams.clone()),
+            uploader: Arc::new(AgentUploader {
+                backend: backend.clone(),
+                api_key: api_key.clone(),
+                connect_body: body.clone(),
+                tokens: tokio::sync::Mutex::new((
+                    connect
+                        .get("accessToken")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    connect
+                        .get("refreshToken")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                )),
+            }),
         });
         let stream = control.subscribe(std::slice::from_ref(&control_channel), None);
         let weak = Arc::downgrade(&inner);
@@ -1035,6 +1164,8 @@ impl Instance {
             }),
             status_window: Duration::from_secs(1),
             terminal_sent: AtomicBool::new(false),
+            uploader: self.uploader.clone(),
+            http: self.http.clone(),
         });
         if let Ok(mut r) = self.running.lock() {
             r.insert(task_id.clone(), ctx.clone());

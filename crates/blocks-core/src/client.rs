@@ -66,6 +66,11 @@ pub struct SendMessageRequest {
     pub retry_policy: Option<Value>,
     /// Forwarded verbatim.
     pub push_notification_config: Option<Value>,
+    /// Files to upload before SendMessage: (index of the part in `request_parts`, file). The part
+    /// itself is already in wire shape (`{partId, contentType?}`).
+    pub uploads: Vec<(usize, crate::files::FileUpload)>,
+    /// Largest file accepted (default `BLOCKS_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: Option<u64>,
 }
 
 /// The caller's client.
@@ -269,7 +274,46 @@ impl TaskClient {
                 "anon-mode TaskClient does not support sendMessage()".into(),
             ));
         }
-        let params = self.send_params(&req)?;
+        let mut params = self.send_params(&req)?;
+        if !req.uploads.is_empty() {
+            let max = req.max_upload_bytes.unwrap_or(blocks_wire::MAX_UPLOAD_BYTES);
+            for (index, f) in &req.uploads {
+                let part_id = req
+                    .request_parts
+                    .get(*index)
+                    .and_then(|p| p.get("partId"))
+                    .and_then(Value::as_str);
+                if part_id.is_none_or(str::is_empty) {
+                    return Err(Error::InvalidArgument(
+                        "partId is required for file-bearing request parts".into(),
+                    ));
+                }
+                f.check_size(max)?;
+            }
+            if self.backend.base_url().is_empty() {
+                return Err(Error::InvalidArgument(
+                    "File upload requires a backend baseUrl (files above 16384 bytes are uploaded)".into(),
+                ));
+            }
+            let mut session: Option<String> = req.upload_session_id.clone();
+            for (index, f) in &req.uploads {
+                let part_id = req.request_parts[*index]["partId"].clone();
+                let mut body = json!({ "role": "consumer-input", "partId": part_id, "agentName": req.agent_name });
+                if let Some(s) = &session {
+                    body["uploadSessionId"] = json!(s);
+                }
+                let (answer, _) = crate::files::upload(&self.backend, &self.http, body, f).await?;
+                if session.is_none() {
+                    session = answer
+                        .get("uploadSessionId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                }
+            }
+            if let Some(s) = session {
+                params.insert("uploadSessionId".into(), json!(s));
+            }
+        }
         let result = self.backend.rpc("SendMessage", Value::Object(params)).await?;
         let task_id = result
             .get("taskId")
@@ -323,7 +367,13 @@ impl TaskClient {
         let state = result.get("state").and_then(Value::as_str);
         if info.idempotent {
             if let Some(s) = state.filter(|s| blocks_wire::is_terminal_state(s)) {
-                return Ok(TaskSession::pre_closed(info, s));
+                let access = crate::files::FileAccess {
+                    origin: self.origin.clone(),
+                    subscribe_key,
+                    user_id: session_user_id(),
+                    token: read_token,
+                };
+                return Ok(TaskSession::pre_closed(info, s).with_files(self.http.clone(), access));
             }
         }
         let realtime = Realtime::new(

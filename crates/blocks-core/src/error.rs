@@ -61,6 +61,9 @@ pub enum Error {
         terminal_state: String,
     },
     /// A wait exceeded its deadline.
+    /// The upload handshake or a file download failed (`status` = HTTP status when there was one).
+    #[error("{message}")]
+    FileUpload { message: String, status: Option<u16> },
     #[error("{0}")]
     Timeout(String),
     /// The object was closed or destroyed.
@@ -88,6 +91,7 @@ impl Error {
             Error::AnonTaskAccessDenied(_) => "AnonTaskAccessDeniedError",
             Error::StreamUnavailable { .. } => "StreamUnavailableError",
             Error::Timeout(_) => "TimeoutError",
+            Error::FileUpload { .. } => "FileUploadError",
             Error::Closed(_) => "ClosedError",
         }
     }
@@ -106,6 +110,7 @@ impl Error {
                 json!({ "code": code, "rpcMessage": message, "data": data, "expected": expected, "got": got })
             }
             Error::Http { status, body, .. } => json!({ "status": status, "body": body }),
+            Error::FileUpload { status, .. } => json!({ "status": status }),
             Error::StreamUnavailable {
                 task_id,
                 stream_id,

@@ -9,6 +9,7 @@ pub mod card;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod realtime;
 pub mod session;

@@ -226,6 +226,8 @@ pub struct TaskSession {
     shared: Arc<Shared>,
     events: Mutex<Option<mpsc::UnboundedReceiver<SessionEvent>>>,
     opened: Mutex<std::collections::HashMap<String, Arc<crate::stream::io::Stream>>>,
+    /// What file downloads use (kept after the subscription ends).
+    files: Option<(crate::http::HttpClient, crate::files::FileAccess)>,
 }
 
 impl TaskSession {
@@ -245,7 +247,32 @@ impl TaskSession {
             }),
             events: Mutex::new(None),
             opened: Mutex::new(Default::default()),
+            files: None,
         }
+    }
+
+    /// Set what file downloads use (pre-closed sessions have no realtime client to take it from).
+    pub fn with_files(mut self, http: crate::http::HttpClient, access: crate::files::FileAccess) -> Self {
+        self.files = Some((http, access));
+        self
+    }
+
+    fn file_access(&self) -> Result<&(crate::http::HttpClient, crate::files::FileAccess)> {
+        self.files
+            .as_ref()
+            .ok_or_else(|| crate::Error::Config("this session has no read token for file downloads".into()))
+    }
+
+    /// Download a file artifact into memory (with the session's read token).
+    pub async fn download_file(&self, artifact_ref: &Value) -> Result<Vec<u8>> {
+        let (http, access) = self.file_access()?;
+        crate::files::download(http, access, artifact_ref).await
+    }
+
+    /// Download a file artifact to `path`, streamed. Returns the byte count.
+    pub async fn download_file_to(&self, artifact_ref: &Value, path: &std::path::Path) -> Result<u64> {
+        let (http, access) = self.file_access()?;
+        crate::files::download_to(http, access, artifact_ref, path).await
     }
 
     /// Open a session: read server time and the full history, then (unless the task is already
@@ -312,12 +339,17 @@ impl TaskSession {
         } else {
             drop(tx);
         }
+        let files = Some((
+            realtime.http().clone(),
+            crate::files::FileAccess::from(realtime.config()),
+        ));
         Ok(TaskSession {
             info,
             initial,
             shared,
             events: Mutex::new(Some(rx)),
             opened: Mutex::new(Default::default()),
+            files,
         })
     }
 

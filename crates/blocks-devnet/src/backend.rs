@@ -25,6 +25,11 @@ pub(crate) async fn handle(net: &Net, req: &Req) -> Response<Body> {
         (Method::POST, ["api", "v1", "auth", "task-read-token"]) => read_token(net, req),
         (Method::POST, ["api", "v1", "auth", "anon-task-read-token"]) => anon_read_token(req),
         (Method::POST, ["api", "v1", "rpc"]) => rpc(net, req),
+        (Method::POST, ["api", "v1", "files", op @ ("request-upload" | "confirm-upload")]) => match caller(net, req) {
+            Ok(user) if *op == "request-upload" => crate::files::request_upload(net, req, &user),
+            Ok(user) => crate::files::confirm_upload(net, req, &user),
+            Err(e) => err(401, "UNAUTHORIZED", &e),
+        },
         _ => json_response(
             404,
             &json!({ "error": "not found", "code": "NOT_FOUND", "message": format!("no route for {} /{}", req.method, req.segments.join("/")) }),
@@ -381,6 +386,11 @@ fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
         .map(str::to_string);
+    let upload_session = p
+        .get("uploadSessionId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     let (task, queued, idempotent) = {
         let mut r = net.records();
         let Some(agent) = r.agents.get(name).cloned() else {
@@ -410,7 +420,20 @@ fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
             (existing, false, true)
         } else {
             let sub = Net::keys(&agent.billing).1;
-            let t = r.create_task(name, &owner, kind, duration, parts, kind == "pipe" || stream, cpk, sub);
+            if let Some(sid) = &upload_session {
+                net.files.check_session(user, sid).map_err(invalid)?;
+            }
+            let mut t = r.create_task(name, &owner, kind, duration, parts, kind == "pipe" || stream, cpk, sub);
+            if let Some(sid) = &upload_session {
+                let mut parts = t.request_parts.clone();
+                net.files
+                    .bind_session(user, sid, &t.channel(), &mut parts, false)
+                    .map_err(invalid)?;
+                if let Some(stored) = r.tasks.get_mut(&t.id) {
+                    stored.request_parts = parts.clone();
+                }
+                t.request_parts = parts;
+            }
             if let Some(k) = idem {
                 r.idempotency.insert((user.to_string(), k), t.id.clone());
             }

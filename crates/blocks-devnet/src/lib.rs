@@ -3,6 +3,7 @@
 //! Embeddable (`Devnet::start`) and runnable (`blocks-devnet`).
 
 mod backend;
+mod files;
 mod filter;
 mod realtime;
 mod server;
@@ -48,6 +49,10 @@ pub struct DevnetConfig {
     pub minute: Duration,
     /// Test knob: deliver stream messages out of order and twice (swap neighbours, repeat some).
     pub stream_chaos: bool,
+    /// Where files live (`<dir>/files`); `None` = a temporary directory removed on stop.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Largest file accepted by the upload handshake (default 25 MiB, `BLOCKS_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
 }
 
 impl Default for DevnetConfig {
@@ -63,6 +68,8 @@ impl Default for DevnetConfig {
             long_poll_hold: Duration::from_secs(60),
             minute: Duration::from_secs(60),
             stream_chaos: false,
+            data_dir: None,
+            max_upload_bytes: blocks_wire::MAX_UPLOAD_BYTES,
         }
     }
 }
@@ -104,6 +111,7 @@ pub(crate) struct Net {
     pub records: Mutex<Records>,
     pub stopped: AtomicBool,
     pub stop_notify: Notify,
+    pub files: files::Files,
 }
 
 impl Net {
@@ -157,6 +165,7 @@ impl Net {
 
     /// Periodic work: instance liveness, pipe expiry.
     pub fn tick(&self) {
+        self.files.sweep();
         let (dead, expire): (Vec<String>, Vec<Effect>) = {
             let r = self.records();
             // live instances that stopped heartbeating, and instances that left but still hold
@@ -240,6 +249,8 @@ impl Devnet {
                 source,
             })?
             .port();
+        let files = files::Files::open(config.data_dir.as_deref())
+            .map_err(|e| DevnetError::Config(format!("cannot create the file store: {e}")))?;
         let mut records = Records::default();
         for k in &config.api_keys {
             records.api_keys.insert(k.key.clone(), k.user_id.clone());
@@ -253,6 +264,7 @@ impl Devnet {
             stopped: AtomicBool::new(false),
             stop_notify: Notify::new(),
             chaos: Mutex::new(Default::default()),
+            files,
         });
         let app = server::router(net.clone());
         let stop_net = net.clone();

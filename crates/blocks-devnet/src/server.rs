@@ -70,6 +70,11 @@ impl Req {
     }
 }
 
+/// Percent-encode one path segment.
+pub(crate) fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 fn decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
@@ -117,6 +122,20 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
+    // storage is streamed, never buffered
+    match (&method, uri.path()) {
+        (&Method::POST, "/storage/upload") => {
+            tracing::debug!(target: "blocks::devnet", "POST {uri}");
+            return crate::files::storage_upload(&net, &headers, body).await;
+        }
+        (&Method::GET, p) if p.starts_with("/storage/blob/") => {
+            tracing::debug!(target: "blocks::devnet", "GET {uri}");
+            let id = p.trim_start_matches("/storage/blob/").split('/').next().unwrap_or("");
+            let q = parse_query(uri.query());
+            return crate::files::blob(&net, &decode(id), q.get("key").map(String::as_str).unwrap_or("")).await;
+        }
+        _ => {}
+    }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => return pn_error(413, &format!("request body too large or unreadable: {e}")),
@@ -138,6 +157,12 @@ async fn handle(
     match seg.as_slice() {
         ["publish", pk, sk, _, channel, _, rest @ ..] => publish(&net, &req, pk, sk, channel, rest),
         ["v2", "subscribe", sk, channels, ..] => subscribe(&net, &req, sk, channels).await,
+        ["v1", "files", sk, "channels", channel, "files", id, name] if req.method == Method::GET => {
+            if !Net::is_known_sub_key(sk) {
+                return pn_error(400, &format!("unknown subscribe key {sk:?}"));
+            }
+            crate::files::file_url(&net, &req, channel, id, name)
+        }
         ["v2", "presence", "sub-key" | "sub_key", sk, "channel", channels, rest @ ..] => {
             presence(&net, &req, sk, channels, rest)
         }

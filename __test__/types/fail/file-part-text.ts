@@ -1,0 +1,3 @@
+// filePart takes bytes, not a string.
+import { filePart } from '../../../index.js'
+filePart('hello')
