@@ -32,3 +32,12 @@ for (const file of readdirSync(path.join(dir, 'fail')).filter((f) => f.endsWith(
     assert.doesNotMatch(r.out, /error TS(1309|2307|2305)/, r.out)
   })
 }
+
+test('the generated native types match the committed snapshot (update: UPDATE_SNAPSHOTS=1)', async () => {
+  const { readFileSync, writeFileSync } = await import('node:fs')
+  const generated = readFileSync(new URL('../native.d.ts', import.meta.url), 'utf8')
+  const snapshot = new URL('./snapshots/native.d.ts', import.meta.url)
+  if (process.env.UPDATE_SNAPSHOTS) writeFileSync(snapshot, generated)
+  const norm = (s) => s.replace(/\r\n/g, '\n').trim()
+  assert.equal(norm(generated), norm(readFileSync(snapshot, 'utf8')), 'native.d.ts changed: review the binding change, then run UPDATE_SNAPSHOTS=1 npm test')
+})

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict'
 // `npx blocks-devnet`: run a local Blocks Network until Ctrl-C.
-// Flags: --port N, --api-key KEY[:USER] (repeatable), --agent NAME:paid|free (repeatable), --token-ttl SECS
+// Flags: --port N, --api-key KEY[:USER] (repeatable), --agent NAME:paid|free (repeatable), --token-ttl SECS,
+// --data-dir DIR (where files are kept; default a temporary directory), --max-upload-bytes N
 const { LocalNetwork } = require('../index.js')
 
 function parse(argv) {
@@ -38,9 +39,18 @@ function parse(argv) {
         opts.tokenTtlSec = v
         break
       }
+      case '--data-dir':
+        opts.dataDir = value()
+        break
+      case '--max-upload-bytes': {
+        const v = Number(value())
+        if (!Number.isSafeInteger(v) || v < 0) throw new Error('--max-upload-bytes needs a non-negative integer')
+        opts.maxUploadBytes = v
+        break
+      }
       case '-h':
       case '--help':
-        console.log('usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]')
+        console.log('usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS] [--data-dir DIR] [--max-upload-bytes N]')
         process.exit(0)
         break
       default:

@@ -24,6 +24,7 @@ function defaultMime(data) {
 class TaskContext {
   #native
   #abort = new AbortController()
+  #abortHooked = false
 
   #taskClient
 
@@ -36,7 +37,6 @@ class TaskContext {
     this.hasStream = nativeCtx.hasStream
     this.consumerPublicKey = nativeCtx.consumerPublicKey ?? undefined
     this.taskKind = nativeCtx.taskKind
-    nativeCtx.onCancel(() => this.#abort.abort(new Error(nativeCtx.isExpired ? 'task expired' : 'task canceled')))
   }
 
   /**
@@ -49,6 +49,14 @@ class TaskContext {
 
   /** Aborts when the task is canceled, terminated or expires. */
   get cancelSignal() {
+    // the native cancel hook is registered on first use (most handlers never look)
+    if (!this.#abortHooked) {
+      this.#abortHooked = true
+      const n = this.#native
+      const fire = () => this.#abort.abort(new Error(n.isExpired ? 'task expired' : 'task canceled'))
+      if (n.isCancelled) fire()
+      else n.onCancel(fire)
+    }
     return this.#abort.signal
   }
   get isCancelled() {

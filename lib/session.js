@@ -55,7 +55,9 @@ class TaskSession {
     this.#events = [...initial.events]
     this.#closed = initial.closed
     this.#addStreams(initial.streams ?? [])
-    if (!this.#closed && !this.#terminal) native.start((e) => this.#dispatch(e))
+    if (!this.#closed && !this.#terminal) native.start((batch) => {
+      for (const e of batch) this.#dispatch(e)
+    })
   }
 
   /** True once the session was closed (pre-closed idempotent hits start closed). */

@@ -167,8 +167,10 @@ impl NativeTaskContext {
     pub fn on_cancel(&self, cb: CancelFn) {
         let ctx = self.ctx.clone();
         napi::bindgen_prelude::spawn(async move {
-            ctx.cancelled().await;
-            cb.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            // ends with the task, so neither the context nor the JS callback outlives it
+            if ctx.cancelled_or_finished().await {
+                cb.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
         });
     }
 }

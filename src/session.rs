@@ -77,15 +77,20 @@ impl NativeSession {
         })
     }
 
-    /// Start delivering live events to `sink` (once). Resolves when the live feed ends (terminal or close).
-    #[napi(ts_args_type = "sink: (event: { timetoken: string | null; event: any }) => void")]
+    /// Start delivering live events to `sink` (once), in batches: whatever arrived together is one
+    /// call (fewer thread hops under load).
+    #[napi(ts_args_type = "sink: (events: Array<{ timetoken: string | null; event: any }>) => void")]
     pub fn start(&self, sink: EventSink) -> Result<()> {
         let Some(mut rx) = self.inner.take_events() else {
             return Ok(());
         };
         napi::bindgen_prelude::spawn(async move {
             while let Some(ev) = rx.recv().await {
-                sink.call(event_json(ev), ThreadsafeFunctionCallMode::NonBlocking);
+                let mut batch = vec![event_json(ev)];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(event_json(more));
+                }
+                sink.call(Value::Array(batch), ThreadsafeFunctionCallMode::NonBlocking);
             }
             drop(sink);
         });

@@ -242,6 +242,23 @@ impl TaskContext {
     }
 
     /// Resolves when the cancel signal fires (immediately if it already did).
+    /// Resolves with `true` when the task is canceled, terminated or expires, or with `false`
+    /// once its terminal is out (whatever waits on cancellation must not outlive the task).
+    pub async fn cancelled_or_finished(&self) -> bool {
+        loop {
+            let notified = self.cancel_notify.notified();
+            if self.is_cancelled() {
+                return true;
+            }
+            if self.is_finished() {
+                return false;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves when the task is canceled, terminated or expires (never for a task that ends
+    /// otherwise; see [`TaskContext::cancelled_or_finished`]).
     pub async fn cancelled(&self) {
         loop {
             let notified = self.cancel_notify.notified();
@@ -290,6 +307,8 @@ impl TaskContext {
             tracing::warn!(target: "blocks::agent", "could not publish the terminal of {}: {e}", self.task_id);
         }
         tracing::debug!(target: "blocks::agent", "task {} terminal {state}", self.task_id);
+        // wake cancellation waiters: the task is over, they must let go of it
+        self.cancel_notify.notify_waiters();
         true
     }
 
@@ -696,6 +715,8 @@ struct Instance {
     terminate_grace: Duration,
     declared: Arc<Vec<DeclaredStream>>,
     uploader: Arc<AgentUploader>,
+    presence_busy: AtomicBool,
+    presence_dirty: AtomicBool,
 }
 
 /// A started agent instance.
@@ -853,6 +874,8 @@ impl AgentInstance {
             billing,
             terminate_grace: opts.terminate_grace.unwrap_or(Duration::from_secs(2)),
             declared: Arc::new(opts.streams.clone()),
+            presence_busy: AtomicBool::new(false),
+            presence_dirty: AtomicBool::new(false),
             uploader: Arc::new(AgentUploader {
                 backend: backend.clone(),
                 api_key: api_key.clone(),
@@ -1189,8 +1212,8 @@ impl Instance {
             });
         }
         let me = Arc::clone(self);
+        me.presence_changed();
         tokio::spawn(async move {
-            me.write_presence().await;
             let started = Instant::now();
             let terminal = me.run(handler_task, ctx.clone()).await;
             // free the capacity before the terminal goes out: the backend dispatches the next
@@ -1209,7 +1232,7 @@ impl Instance {
             }
             me.finishing.fetch_sub(1, Ordering::SeqCst);
             me.idle.notify_waiters();
-            me.write_presence().await;
+            me.presence_changed();
         });
     }
 
@@ -1252,6 +1275,30 @@ impl Instance {
             tracing::info!(target: "blocks::agent", "pipe task {} handler returned; the task stays open", ctx.task_id);
         }
         terminal
+    }
+
+    /// The load changed: write the presence state soon. Writes are coalesced: while one is in
+    /// flight, later changes mark the state dirty and one more write (of the then-current state)
+    /// follows, so a burst of tasks costs a few writes instead of two per task, and the latest
+    /// state always lands.
+    fn presence_changed(self: &Arc<Self>) {
+        self.presence_dirty.store(true, Ordering::SeqCst);
+        if self.presence_busy.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                while me.presence_dirty.swap(false, Ordering::SeqCst) {
+                    me.write_presence().await;
+                }
+                me.presence_busy.store(false, Ordering::SeqCst);
+                // a change that raced with the release above gets its own write
+                if !me.presence_dirty.load(Ordering::SeqCst) || me.presence_busy.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
     }
 
     async fn write_presence(&self) {

@@ -126,10 +126,11 @@ impl Error {
     }
 
     /// Wrap a reqwest error with what was being done.
+    /// The URL is dropped from the message: realtime URLs carry the access token in `auth=`.
     pub fn transport(context: impl Into<String>, source: reqwest::Error) -> Self {
         Error::Transport {
             context: context.into(),
-            source,
+            source: source.without_url(),
         }
     }
 

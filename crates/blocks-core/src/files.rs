@@ -158,7 +158,7 @@ pub async fn upload(
         .send()
         .await
         .map_err(|e| Error::FileUpload {
-            message: format!("S3 upload failed: {e}"),
+            message: format!("S3 upload failed: {}", e.without_url()),
             status: None,
         })?;
     let status = resp.status().as_u16();

@@ -122,7 +122,7 @@ pub struct HistoryEntry {
 /// One realtime client (one uuid, one token).
 pub struct Realtime {
     shared: Arc<Shared>,
-    pubnub: PubNub,
+    pubnub: std::sync::OnceLock<PubNub>,
     /// Subscription loops, awaited by [`Realtime::shutdown`].
     loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -146,8 +146,30 @@ impl Realtime {
                 "realtime keys not configured: subscribeKey is empty".into(),
             ));
         }
+        let shared = Arc::new(Shared {
+            http: http.clone(),
+            token: Mutex::new(cfg.token.clone()),
+            cfg,
+            faults: watch::channel(None).0,
+            closed: watch::channel(false).0,
+            state: Mutex::new(serde_json::Map::new()),
+        });
+        Ok(Arc::new(Realtime {
+            shared,
+            pubnub: std::sync::OnceLock::new(),
+            loops: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The pubnub client (publish), built on first use: most clients (task sessions, stream
+    /// readers) never publish, and building one per task was measurable under load.
+    fn pubnub(&self) -> Result<&PubNub> {
+        if let Some(p) = self.pubnub.get() {
+            return Ok(p);
+        }
+        let cfg = &self.shared.cfg;
         let transport = HttpTransport {
-            client: http.inner().clone(),
+            client: self.shared.http.inner().clone(),
             origin: cfg.origin.trim_end_matches('/').to_string(),
         };
         let pubnub = PubNubClientBuilder::with_transport(transport)
@@ -159,22 +181,11 @@ impl Realtime {
             .with_user_id(cfg.user_id.clone())
             .build()
             .map_err(|e| Error::Realtime(format!("building the realtime client: {e}")))?;
-        if let Some(t) = &cfg.token {
-            pubnub.set_token(t);
+        let client = self.pubnub.get_or_init(|| pubnub);
+        if let Some(t) = self.shared.token() {
+            client.set_token(&t);
         }
-        let shared = Arc::new(Shared {
-            http: http.clone(),
-            token: Mutex::new(cfg.token.clone()),
-            cfg,
-            faults: watch::channel(None).0,
-            closed: watch::channel(false).0,
-            state: Mutex::new(serde_json::Map::new()),
-        });
-        Ok(Arc::new(Realtime {
-            shared,
-            pubnub,
-            loops: Mutex::new(Vec::new()),
-        }))
+        Ok(client)
     }
 
     /// The client's uuid.
@@ -232,9 +243,11 @@ impl Realtime {
 
     /// Replace the access token.
     pub fn set_token(&self, token: &str) {
-        self.pubnub.set_token(token);
         if let Ok(mut t) = self.shared.token.lock() {
             *t = Some(token.to_string());
+        }
+        if let Some(p) = self.pubnub.get() {
+            p.set_token(token);
         }
     }
 
@@ -247,7 +260,7 @@ impl Realtime {
         store: bool,
     ) -> Result<u64> {
         let mut b = self
-            .pubnub
+            .pubnub()?
             .publish_message(message)
             .channel(channel.to_string())
             .store(store)
@@ -275,8 +288,20 @@ impl Realtime {
         channels: &[String],
         cursor: Option<u64>,
     ) -> impl Stream<Item = ChannelMessage> + Send + 'static {
+        self.subscribe_until(channels, cursor, |_| false)
+    }
+
+    /// [`Realtime::subscribe`] that ends by itself after delivering a message for which `last`
+    /// is true (a task's terminal): no further long-poll is started, so no request is abandoned
+    /// mid-flight and its connection goes back to the pool.
+    pub fn subscribe_until(
+        &self,
+        channels: &[String],
+        cursor: Option<u64>,
+        last: impl Fn(&ChannelMessage) -> bool + Send + 'static,
+    ) -> impl Stream<Item = ChannelMessage> + Send + 'static {
         let (tx, rx) = mpsc::channel::<ChannelMessage>(1024);
-        let task = tokio::spawn(subscribe_loop(self.shared.clone(), channels.to_vec(), cursor, tx));
+        let task = tokio::spawn(subscribe_loop(self.shared.clone(), channels.to_vec(), cursor, tx, last));
         if let Ok(mut l) = self.loops.lock() {
             l.retain(|h| !h.is_finished());
             l.push(task);
@@ -453,7 +478,13 @@ impl Drop for AbortOnDrop {
 }
 
 /// One subscription: the classic PubNub long-poll loop.
-async fn subscribe_loop(s: Arc<Shared>, channels: Vec<String>, cursor: Option<u64>, tx: mpsc::Sender<ChannelMessage>) {
+async fn subscribe_loop(
+    s: Arc<Shared>,
+    channels: Vec<String>,
+    cursor: Option<u64>,
+    tx: mpsc::Sender<ChannelMessage>,
+    last: impl Fn(&ChannelMessage) -> bool + Send + 'static,
+) {
     let list = channels.iter().map(|c| encode_path(c)).collect::<Vec<_>>().join(",");
     let url = s.url(&format!("/v2/subscribe/{}/{list}/0", s.cfg.subscribe_key));
     let mut closed = s.closed.subscribe();
@@ -499,7 +530,8 @@ async fn subscribe_loop(s: Arc<Shared>, channels: Vec<String>, cursor: Option<u6
                     }
                     tr = region;
                     for m in messages {
-                        if tx.send(m).await.is_err() {
+                        let done = last(&m);
+                        if tx.send(m).await.is_err() || done {
                             break 'poll;
                         }
                     }
@@ -514,7 +546,7 @@ async fn subscribe_loop(s: Arc<Shared>, channels: Vec<String>, cursor: Option<u6
                 break;
             }
             Ok((status, body)) => format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
-            Err(e) => format!("network error: {e}"),
+            Err(e) => format!("network error: {}", e.without_url()),
         };
         failures = failures.saturating_add(1);
         let delay = Duration::from_millis(500u64.saturating_mul(1 << failures.min(4)).min(5_000));
@@ -543,7 +575,7 @@ async fn subscribe_loop(s: Arc<Shared>, channels: Vec<String>, cursor: Option<u6
             .send()
             .await;
         if let Err(e) = sent {
-            tracing::debug!(target: "blocks::realtime", "leave {list} failed: {e}");
+            tracing::debug!(target: "blocks::realtime", "leave {list} failed: {}", e.without_url());
         }
     }
 }
@@ -574,7 +606,7 @@ async fn heartbeat_loop(s: Arc<Shared>, list: String, timeout: u64) {
         {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => tracing::debug!(target: "blocks::realtime", "heartbeat on {list}: HTTP {}", r.status()),
-            Err(e) => tracing::debug!(target: "blocks::realtime", "heartbeat on {list} failed: {e}"),
+            Err(e) => tracing::debug!(target: "blocks::realtime", "heartbeat on {list} failed: {}", e.without_url()),
         }
     }
 }

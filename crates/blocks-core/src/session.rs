@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::realtime::{HistoryEntry, Realtime};
 
 /// How many timetokens the dedup set remembers.
@@ -260,7 +260,7 @@ impl TaskSession {
     fn file_access(&self) -> Result<&(crate::http::HttpClient, crate::files::FileAccess)> {
         self.files
             .as_ref()
-            .ok_or_else(|| crate::Error::Config("this session has no read token for file downloads".into()))
+            .ok_or_else(|| Error::Config("this session has no read token for file downloads".into()))
     }
 
     /// Download a file artifact into memory (with the session's read token).
@@ -284,8 +284,25 @@ impl TaskSession {
         initial_state: Option<String>,
         keep_history_events: bool,
     ) -> Result<Self> {
+        // time strictly before history: anything published after the time read is either in the
+        // history or newer than the cursor (reading both at once lost events published in between)
         let server_time = realtime.time().await?;
-        let history = realtime.history(&info.status_channel).await?;
+        let history = realtime.history(&info.status_channel).await;
+        // a failed history read still yields a usable (live) session
+        // a refusal (bad key, no access) is the caller's to see; a transient failure is not fatal
+        let history = match history {
+            Ok(h) => h,
+            Err(
+                e @ Error::Http {
+                    status: 400 | 401 | 403 | 404,
+                    ..
+                },
+            ) => return Err(e),
+            Err(e) => {
+                tracing::warn!(target: "blocks::session", "history of {} unavailable ({e}); the session starts live from now", info.status_channel);
+                Vec::new()
+            }
+        };
         let mut st = SessionState::new(initial_state);
         let events = st.apply_history(&history);
         if keep_history_events {
@@ -301,7 +318,12 @@ impl TaskSession {
             pump: Mutex::new(None),
         });
         if !terminal {
-            let stream = realtime.subscribe(std::slice::from_ref(&info.status_channel), Some(cursor));
+            let status = info.status_channel.clone();
+            let stream = realtime.subscribe_until(std::slice::from_ref(&info.status_channel), Some(cursor), move |m| {
+                m.channel == status
+                    && m.timetoken > cursor
+                    && m.payload.get("type").and_then(Value::as_str) == Some("terminal")
+            });
             let channel = info.status_channel.clone();
             let weak = Arc::downgrade(&shared);
             let pump = tokio::spawn(async move {

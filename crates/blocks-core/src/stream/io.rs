@@ -85,6 +85,39 @@ async fn publish_frame(rt: &Realtime, channel: &str, frame: &Value, meta: &HashM
     }
 }
 
+/// Frames published concurrently by one writer. Readers put frames back in sequence order, so a
+/// small window hides the publish round trip without reordering what the caller sees.
+const PUBLISH_WINDOW: usize = 4;
+
+/// Frames in flight: at most [`PUBLISH_WINDOW`], each publishing its multipart parts in order.
+struct InFlight {
+    set: tokio::task::JoinSet<()>,
+}
+
+impl InFlight {
+    async fn publish(
+        &mut self,
+        rt: &Arc<Realtime>,
+        channel: &str,
+        frame: Value,
+        meta: &HashMap<String, String>,
+        max: usize,
+    ) {
+        while self.set.try_join_next().is_some() {}
+        if self.set.len() >= PUBLISH_WINDOW {
+            let _ = self.set.join_next().await;
+        }
+        let (rt, channel, meta) = (rt.clone(), channel.to_string(), meta.clone());
+        self.set
+            .spawn(async move { publish_frame(&rt, &channel, &frame, &meta, max).await });
+    }
+
+    /// Wait until everything published so far is out.
+    async fn drain(&mut self) {
+        while self.set.join_next().await.is_some() {}
+    }
+}
+
 impl StreamWriter {
     /// Start a writer publishing on `channel` with `rt` (its uuid is the frames' `sender`).
     pub fn start(rt: Arc<Realtime>, channel: String, stream_id: &str, format: Format, opts: WriterOptions) -> Self {
@@ -95,6 +128,10 @@ impl StreamWriter {
             ("protocolVersion".to_string(), blocks_wire::PROTOCOL_VERSION.to_string()),
         ]);
         tokio::spawn(async move {
+            let max = opts.max_message_size;
+            let mut inflight = InFlight {
+                set: tokio::task::JoinSet::new(),
+            };
             loop {
                 let deadline = bundler.deadline();
                 let cmd = match deadline {
@@ -102,7 +139,7 @@ impl StreamWriter {
                         c = rx.recv() => c,
                         _ = tokio::time::sleep_until(d.into()) => {
                             if let Some(f) = bundler.flush(now_ms()) {
-                                publish_frame(&rt, &channel, &f, &meta, opts.max_message_size).await;
+                                inflight.publish(&rt, &channel, f, &meta, max).await;
                             }
                             continue;
                         }
@@ -111,20 +148,22 @@ impl StreamWriter {
                 };
                 match cmd {
                     Some(Cmd::Write(w)) => match bundler.write(w, Instant::now(), now_ms()) {
-                        Ok(Some(f)) => publish_frame(&rt, &channel, &f, &meta, opts.max_message_size).await,
+                        Ok(Some(f)) => inflight.publish(&rt, &channel, f, &meta, max).await,
                         Ok(None) => {}
                         Err(e) => tracing::warn!(target: "blocks::stream", "{e}"),
                     },
                     Some(Cmd::Flush(done)) => {
                         if let Some(f) = bundler.flush(now_ms()) {
-                            publish_frame(&rt, &channel, &f, &meta, opts.max_message_size).await;
+                            inflight.publish(&rt, &channel, f, &meta, max).await;
                         }
+                        inflight.drain().await;
                         let _ = done.send(());
                     }
                     Some(Cmd::End(done)) => {
                         if let Some(f) = bundler.flush(now_ms()) {
-                            publish_frame(&rt, &channel, &f, &meta, opts.max_message_size).await;
+                            inflight.publish(&rt, &channel, f, &meta, max).await;
                         }
+                        inflight.drain().await;
                         if opts.end_marker {
                             let end = bundler.end_marker(now_ms());
                             if let Err(e) = rt.publish(&channel, end, Some(meta.clone()), false).await {
