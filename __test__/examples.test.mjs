@@ -13,12 +13,12 @@ let env
 async function startExample(name) {
   const dir = path.join(root, 'examples', name)
   const card = JSON.parse(readFileSync(path.join(dir, 'agent-card.json'), 'utf8'))
-  const handler = (await import(path.join(dir, 'handler.mjs'))).default
+  const handler = (await import(path.join(dir, 'handler.ts'))).default
   await env.agent(card.identity.agentName, handler, { card })
 }
 
 function caller(name, args = [], timeoutMs = 60_000) {
-  const script = path.join(root, 'examples', name, 'caller.mjs')
+  const script = path.join(root, 'examples', name, 'caller.ts')
   return runNodeArgs([script, ...args], { env: { ...env.net.env, LOG_LEVEL: 'warn' }, timeoutMs })
 }
 

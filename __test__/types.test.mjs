@@ -19,6 +19,11 @@ function compile(args) {
   }
 }
 
+test('the examples (TypeScript) type-check under --strict', () => {
+  const r = compile(['-p', fileURLToPath(new URL('../examples/tsconfig.json', import.meta.url))])
+  assert.ok(r.ok, r.out)
+})
+
 test('typed callers and agents compile under --strict', () => {
   const r = compile(['-p', 'tsconfig.json'])
   assert.ok(r.ok, r.out)

@@ -28,7 +28,7 @@ function run(cmd, args, extra = {}) {
 /** Start a long-running child and resolve when `pattern` appears on its stdout. */
 function start(cmd, args, pattern, extra = {}, cwd = dir) {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env: { ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, args, { cwd, env: { ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
     let out = ''
     let err = ''
     const timer = setTimeout(() => reject(new Error(`${cmd} ${args.join(' ')}: no ${pattern} within 60 s\n${out}\n${err}`)), 60_000)
@@ -40,7 +40,7 @@ function start(cmd, args, pattern, extra = {}, cwd = dir) {
       }
     })
     child.stderr.on('data', (d) => (err += d))
-    child.on('exit', (code) => reject(new Error(`${cmd} exited with ${code}\n${out}\n${err}`)))
+    child.once('exit', (code) => reject(new Error(`${cmd} exited with ${code}\n${out}\n${err}`)))
   })
 }
 
@@ -62,14 +62,27 @@ before(async () => {
   const agentDir = path.join(dir, 'echo-agent')
   fs.mkdirSync(agentDir)
   fs.copyFileSync(path.join(root, 'examples/echo/agent-card.json'), path.join(agentDir, 'agent-card.json'))
-  fs.copyFileSync(path.join(root, 'examples/echo/handler.mjs'), path.join(agentDir, 'handler.mjs'))
+  fs.copyFileSync(path.join(root, 'examples/echo/handler.ts'), path.join(agentDir, 'handler.ts'))
+  fs.writeFileSync(path.join(agentDir, 'package.json'), '{ "type": "module" }')
   const a = await start(path.join(dir, 'node_modules/.bin/blocks-run'), [], /AG-echo-/, exports, agentDir)
   agent = a.child
 })
 
-after(() => {
-  agent?.kill('SIGTERM')
-  devnet?.kill('SIGTERM')
+/** SIGTERM a child's whole process group (npx runs the bin in a grandchild) and wait for it. */
+async function stop(child) {
+  if (!child || child.exitCode !== null) return
+  const exited = new Promise((r) => child.once('exit', r))
+  try {
+    process.kill(-child.pid, 'SIGTERM')
+  } catch {
+    child.kill('SIGTERM')
+  }
+  await exited
+}
+
+after(async () => {
+  await stop(agent)
+  await stop(devnet)
   if (dir) fs.rmSync(dir, { recursive: true, force: true })
 })
 
@@ -86,7 +99,7 @@ test('an ESM script with named imports calls the echo agent', () => {
 import { TaskClient, textPart, RpcError, StreamUnavailableError } from '@blocks-network/sdk'
 import { StreamRef } from '@blocks-network/sdk/stream'
 import * as all from '@blocks-network/sdk'
-const client = await TaskClient.create({ billingMode: 'free' })
+const client = await TaskClient.create({ billingMode: 'free', apiKey: process.env.BLOCKS_API_KEY })
 const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('from esm')] })
 const t = await s.waitForTerminal(30000)
 console.log(t.state, Buffer.from(s.listArtifacts()[0].artifactRef.data, 'base64').toString())
@@ -103,7 +116,7 @@ test('a CommonJS script works, and errors are the same classes from require and 
 const { TaskClient, textPart, InvalidArgumentError } = require('@blocks-network/sdk')
 ;(async () => {
   const esm = await import('@blocks-network/sdk')
-  const client = await TaskClient.create({ billingMode: 'free' })
+  const client = await TaskClient.create({ billingMode: 'free', apiKey: process.env.BLOCKS_API_KEY })
   const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('from cjs')] })
   console.log((await s.waitForTerminal(30000)).state)
   try { await client.sendMessage({ agentName: 'echo', taskKind: 'pipe' }) } catch (e) {
@@ -119,7 +132,7 @@ const { TaskClient, textPart, InvalidArgumentError } = require('@blocks-network/
 test('a TypeScript caller compiles under --strict (module nodenext) and runs', () => {
   fs.writeFileSync(path.join(dir, 'caller.mts'), `
 import { TaskClient, textPart, type TerminalEvent } from '@blocks-network/sdk'
-const client = await TaskClient.create({ billingMode: 'free' })
+const client = await TaskClient.create({ billingMode: 'free', apiKey: process.env.BLOCKS_API_KEY })
 const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('from ts')] })
 const t: TerminalEvent = await s.waitForTerminal(30_000)
 const first = s.listArtifacts()[0]
@@ -130,4 +143,11 @@ client.destroy()
   run(process.execPath, [tsc, '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', 'caller.mts'])
   const out = run(process.execPath, ['caller.mjs'], exports)
   assert.match(out, /completed Echo: from ts/)
+})
+
+test('npm publish --dry-run accepts both packages', () => {
+  for (const t of fs.readdirSync(dist).filter((f) => f.endsWith('.tgz'))) {
+    const out = execFileSync('npm', ['publish', '--dry-run', '--access', 'public', path.join(dist, t)], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    assert.match(out, /\+ @blocks-network\/sdk/)
+  }
 })

@@ -2,8 +2,9 @@
 // statistics) and a generated SVG bar chart of its byte distribution. Small inputs arrive inline,
 // large ones were uploaded by the caller; ctx.downloadInputArtifact() handles both.
 import { createHash } from 'node:crypto'
+import type { StartTask, TaskContext, HandlerResult, HandlerArtifact, ArtifactRef } from '../../index.js'
 
-function chart(hist, title) {
+function chart(hist: number[], title: string): string {
   const max = Math.max(1, ...hist)
   const bars = hist
     .map((n, b) => {
@@ -19,15 +20,15 @@ ${bars}
 `
 }
 
-export default async function fileReport(task, ctx) {
+export default async function fileReport(task: StartTask, ctx: TaskContext): Promise<HandlerResult> {
   const files = ctx.requestParts.filter((p) => p.artifactRef)
   if (files.length === 0) throw new Error('file_report needs at least one file part (use filePart() or filePartFromPath())')
-  const artifacts = []
+  const artifacts: HandlerArtifact[] = []
   for (const part of files) {
-    const ref = part.artifactRef
+    const ref = part.artifactRef as ArtifactRef
     ctx.reportStatus(`Reading ${ref.fileName ?? part.partId} (${ref.size} bytes, ${ref.kind})`)
     const data = await ctx.downloadInputArtifact(part)
-    const hist = new Array(256).fill(0)
+    const hist: number[] = new Array(256).fill(0)
     for (const b of data) hist[b]++
     const printable = data.filter((b) => b === 9 || b === 10 || b === 13 || (b >= 32 && b < 127)).length
     const isText = data.length > 0 && printable / data.length > 0.95

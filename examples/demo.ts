@@ -1,8 +1,8 @@
 // `npm run demo`: start a local Blocks Network in-process, run the echo agent, send it "hello"
 // as a caller, print what happens, and shut everything down.
 import { readFileSync } from 'node:fs'
-import { LocalNetwork, TaskClient, startAgentInstance, textPart } from '../index.js'
-import handler from './echo/handler.mjs'
+import { LocalNetwork, TaskClient, startAgentInstance, textPart, decodeInlineArtifact } from '../index.js'
+import handler from './echo/handler.ts'
 
 const card = JSON.parse(readFileSync(new URL('./echo/agent-card.json', import.meta.url), 'utf8'))
 const started = performance.now()
@@ -21,7 +21,7 @@ const session = await client.sendMessage({ agentName: 'echo', requestParts: [tex
 console.log(`${ms()}  task ${session.taskId} sent to "echo"`)
 session.onProgress((e) => console.log(`${ms()}  progress: ${e.message ?? `state ${e.state}`}`))
 session.onArtifact((e) => {
-  const text = Buffer.from(e.artifactRef.data ?? '', 'base64').toString('utf8')
+  const text = decodeInlineArtifact(e.artifactRef).toString('utf8')
   console.log(`${ms()}  artifact (${e.artifactRef.mimeType}): ${text}`)
 })
 const terminal = await session.waitForTerminal(30_000)

@@ -1,21 +1,25 @@
 // The orchestrator agent: sends sub-tasks to `echo` and `adder` through ctx.taskClient (agent to
 // agent), waits for both, and returns one JSON artifact with both results.
+import { decodeInlineArtifact, type StartTask, type TaskContext, type HandlerResult, type TaskClient } from '../../index.js'
+
 const SUBTASK_TIMEOUT_MS = 30_000
 
-async function call(client, agentName, text) {
+type SubResult = { status: string; artifact: string | null; error?: string }
+
+async function call(client: TaskClient, agentName: string, text: string): Promise<SubResult> {
   const session = await client.sendMessage({ agentName, requestParts: [{ partId: 'text', text }] })
   try {
     const t = await session.waitForTerminal(SUBTASK_TIMEOUT_MS)
     const art = session.listArtifacts()[0]
-    const artifact = art ? Buffer.from(art.artifactRef.data ?? '', 'base64').toString('utf8') : null
+    const artifact = art ? decodeInlineArtifact(art.artifactRef).toString('utf8') : null
     return { status: t.state, artifact, error: t.error }
   } catch (err) {
     session.close()
-    return { status: 'timeout', artifact: null, error: err.message }
+    return { status: 'timeout', artifact: null, error: err instanceof Error ? err.message : String(err) }
   }
 }
 
-export default async function orchestrator(task, ctx) {
+export default async function orchestrator(task: StartTask, ctx: TaskContext): Promise<HandlerResult> {
   const input = JSON.parse(ctx.requestParts.find((p) => p.text)?.text ?? '{}')
   if (!ctx.taskClient) throw new Error('orchestrator needs ctx.taskClient')
   ctx.reportStatus('Dispatching sub-tasks...')

@@ -1,6 +1,8 @@
 // echo_stream: each word of the request goes out live as a {text} event, then the whole text
 // comes back as an artifact.
-export default async function echoStream(task, ctx) {
+import type { StartTask, TaskContext, HandlerResult } from '../../index.js'
+
+export default async function echoStream(task: StartTask, ctx: TaskContext): Promise<HandlerResult> {
   const text = ctx.requestParts.map((p) => p.text ?? '').join(' ').trim() || 'hello from the stream'
   if (!ctx.hasStream) return { artifacts: [{ data: text, mimeType: 'text/plain' }] }
   const stream = await ctx.createStream()

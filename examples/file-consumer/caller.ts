@@ -1,4 +1,4 @@
-// node examples/file-consumer/caller.mjs [file] [outDir]   (BLOCKS_CDM_URL / BLOCKS_API_KEY from `npx blocks-devnet`)
+// node examples/file-consumer/caller.ts [file] [outDir]   (BLOCKS_CDM_URL / BLOCKS_API_KEY from `npx blocks-devnet`)
 // Sends a file (any size up to 25 MiB: small ones inline, large ones uploaded) to the file_report
 // agent, prints the events, then saves the returned report and chart into outDir.
 import { mkdtempSync, writeFileSync } from 'node:fs'
@@ -6,7 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { TaskClient, filePartFromPath } from '../../index.js'
 
-let [file, outDir] = process.argv.slice(2)
+let [file, outDir]: (string | undefined)[] = process.argv.slice(2)
 if (!file) {
   file = path.join(mkdtempSync(path.join(os.tmpdir(), 'file-consumer-')), 'sample.txt')
   writeFileSync(file, 'Hello from the file consumer!\n'.repeat(1000))
@@ -15,7 +15,7 @@ outDir ??= mkdtempSync(path.join(os.tmpdir(), 'file-report-'))
 
 const client = await TaskClient.create({ billingMode: 'free', apiKey: process.env.BLOCKS_API_KEY })
 const part = await filePartFromPath(file, 'file')
-console.log(`Attaching file: ${part.fileName} (${part.file.size ?? part.file.length} bytes, ${part.contentType})`)
+console.log(`Attaching file: ${part.fileName} (${part.file instanceof Blob ? part.file.size : part.file.byteLength} bytes, ${part.contentType})`)
 const session = await client.sendMessage({ agentName: 'file_report', requestParts: [part] })
 console.log(`Task created: ${session.taskId}`)
 session.onProgress((e) => e.message && console.log(`Progress: ${e.message}`))

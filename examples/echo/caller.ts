@@ -1,6 +1,6 @@
 // Send one text to the echo agent and print what comes back.
-// Usage: BLOCKS_CDM_URL=... BLOCKS_API_KEY=... node examples/echo/caller.mjs "some text"
-import { TaskClient, textPart } from '../../index.js'
+// Usage: BLOCKS_CDM_URL=... BLOCKS_API_KEY=... node examples/echo/caller.ts "some text"
+import { TaskClient, textPart, decodeInlineArtifact } from '../../index.js'
 
 const text = process.argv[2] ?? 'hello'
 if (!process.env.BLOCKS_API_KEY) {
@@ -11,7 +11,7 @@ const client = await TaskClient.create({ billingMode: 'free', apiKey: process.en
 const session = await client.sendMessage({ agentName: 'echo', requestParts: [textPart(text)] })
 console.log(`Task created: ${session.taskId}`)
 session.onProgress((e) => console.log(`Progress: ${e.message ?? e.state}`))
-session.onArtifact((e) => console.log(`Artifact: ${Buffer.from(e.artifactRef.data ?? '', 'base64').toString()}`))
+session.onArtifact((e) => console.log(`Artifact: ${decodeInlineArtifact(e.artifactRef).toString()}`))
 const terminal = await session.waitForTerminal(60_000)
 console.log(`Terminal: ${terminal.state}${terminal.error ? ` (${terminal.error})` : ''}`)
 client.destroy()

@@ -1,6 +1,10 @@
 // The adder agent: parses {a, b} from the request, answers {ok, a, b, sum}. Bad input fails the
 // task with a message that says what was wrong.
-function numbersOf(parts) {
+import type { RequestPart, StartTask, TaskContext, HandlerResult } from '../../index.js'
+
+type Numbers = { a: unknown; b: unknown }
+
+function numbersOf(parts: RequestPart[]): Numbers | null {
   for (const p of parts) {
     if (typeof p.text !== 'string') continue
     try {
@@ -10,12 +14,12 @@ function numbersOf(parts) {
       // not JSON: try the next part
     }
   }
-  const nums = parts.map((p) => p.text).filter((t) => typeof t === 'string' && t.trim() !== '')
+  const nums = parts.map((p) => p.text).filter((t): t is string => typeof t === 'string' && t.trim() !== '')
   if (nums.length === 2) return { a: Number(nums[0]), b: Number(nums[1]) }
   return null
 }
 
-export default async function adder(task, ctx) {
+export default async function adder(task: StartTask, ctx: TaskContext): Promise<HandlerResult> {
   const input = numbersOf(ctx.requestParts)
   if (!input) throw new Error('adder needs {"a": <number>, "b": <number>} as JSON text, or two number parts')
   const { a, b } = input

@@ -1,7 +1,9 @@
 // stock_sim: streams one quote per symbol per tick on the `prices` stream until the task's
 // cancel signal fires (cancel, terminate, or the pipe duration running out), then returns a
 // summary artifact. Prices follow a deterministic random walk per symbol.
-function walk(symbol) {
+import type { StartTask, TaskContext, HandlerResult } from '../../index.js'
+
+function walk(symbol: string): () => { price: number; change: number } {
   let seed = [...symbol].reduce((a, c) => a * 31 + c.charCodeAt(0), 7) >>> 0
   let price = 50 + (seed % 400)
   return () => {
@@ -12,9 +14,9 @@ function walk(symbol) {
   }
 }
 
-export default async function stockSim(task, ctx) {
+export default async function stockSim(task: StartTask, ctx: TaskContext): Promise<HandlerResult> {
   const input = JSON.parse(ctx.requestParts.find((p) => p.text)?.text ?? '{}')
-  const symbols = Array.isArray(input.symbols) && input.symbols.length ? input.symbols.map(String) : ['AAPL', 'MSFT', 'NVDA']
+  const symbols: string[] = Array.isArray(input.symbols) && input.symbols.length ? input.symbols.map(String) : ['AAPL', 'MSFT', 'NVDA']
   const tickMs = Number(input.tickMs ?? 1000)
   const stream = await ctx.createStream({ declaredStream: 'prices' })
   const walks = Object.fromEntries(symbols.map((s) => [s, walk(s)]))
@@ -27,7 +29,7 @@ export default async function stockSim(task, ctx) {
       stream.write({ type: 'quote', symbol, ...walks[symbol](), tick, at: new Date().toISOString() })
       quotes++
     }
-    await new Promise((resolve) => {
+    await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, tickMs)
       ctx.cancelSignal.addEventListener('abort', () => { clearTimeout(t); resolve() }, { once: true })
     })

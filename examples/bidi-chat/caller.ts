@@ -1,4 +1,4 @@
-// node examples/bidi-chat/caller.mjs [line...]: without arguments it reads lines from the
+// node examples/bidi-chat/caller.ts [line...]: without arguments it reads lines from the
 // terminal (type `bye` to finish); each line goes to the agent and its answer is printed.
 import { createInterface } from 'node:readline'
 import { TaskClient } from '../../index.js'
@@ -7,7 +7,7 @@ const client = await TaskClient.create({ billingMode: 'free', apiKey: process.en
 const session = await client.sendMessage({ agentName: 'bidi_chat', taskKind: 'pipe', duration: 5, requestParts: [] })
 const stream = await (await session.waitForStream('chat')).open()
 console.log(`stream ${stream.streamId} as ${stream.uuid}`)
-const replies = stream.events()[Symbol.asyncIterator]()
+const replies = stream.events<{ line: string }>()
 const lines = process.argv.length > 2 ? process.argv.slice(2) : createInterface({ input: process.stdin, prompt: '> ' })
 let received = 0
 for await (const line of lines) {
@@ -19,7 +19,7 @@ for await (const line of lines) {
   console.log(`[from agent] ${value.line}`)
   if (line.toLowerCase() === 'bye') break
 }
-await replies.return()
+await replies.return?.()
 await session.cancel()
 await session.waitForTerminal(30_000)
 console.log(`Received ${received} message(s) from agent.`)
