@@ -13,7 +13,7 @@ const root = fileURLToPath(new URL('..', import.meta.url))
 const example = (name) => path.join(root, 'examples', name)
 const loadExample = async (name) => ({
   card: JSON.parse(readFileSync(path.join(example(name), 'agent-card.json'), 'utf8')),
-  handler: (await import(path.join(example(name), 'handler.mjs'))).default,
+  handler: (await import(path.join(example(name), 'handler.ts'))).default,
 })
 
 let env

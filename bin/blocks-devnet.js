@@ -50,7 +50,7 @@ function parse(argv) {
       }
       case '-h':
       case '--help':
-        console.log('usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS] [--data-dir DIR] [--max-upload-bytes N]')
+        console.log(USAGE)
         process.exit(0)
         break
       default:
@@ -61,7 +61,82 @@ function parse(argv) {
   return opts
 }
 
+const USAGE = `usage:
+  blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
+                [--data-dir DIR] [--max-upload-bytes N]      run a local network until Ctrl-C
+  blocks-devnet send AGENT TEXT [--paid] [--timeout SECS]  send one task, print its events
+  blocks-devnet tasks [--agent NAME] [--state STATE] [--limit N] [--paid]   list your tasks
+send and tasks use BLOCKS_CDM_URL and BLOCKS_API_KEY (the exports the network prints).`
+
+/** The caller subcommands: a client from BLOCKS_CDM_URL / BLOCKS_API_KEY. */
+async function client(flags) {
+  const { TaskClient } = require('../index.js')
+  if (!process.env.BLOCKS_API_KEY) {
+    throw new Error('BLOCKS_API_KEY is not set: run `npx blocks-devnet` and paste the exports it prints')
+  }
+  return TaskClient.create({ billingMode: flags.includes('--paid') ? 'paid' : 'free', apiKey: process.env.BLOCKS_API_KEY })
+}
+
+function flag(args, name) {
+  const i = args.indexOf(name)
+  if (i < 0) return undefined
+  const v = args[i + 1]
+  if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`)
+  return v
+}
+
+async function send(args) {
+  const [agentName, ...rest] = args
+  const text = rest.filter((a, i) => !a.startsWith('--') && !(i > 0 && rest[i - 1] === '--timeout')).join(' ')
+  if (!agentName || agentName.startsWith('--')) throw new Error('send needs an agent name: blocks-devnet send AGENT TEXT')
+  const timeout = Number(flag(args, '--timeout') ?? 60)
+  const { textPart, decodeInlineArtifact } = require('../index.js')
+  const c = await client(args)
+  try {
+    const session = await c.sendMessage({ agentName, requestParts: text ? [textPart(text)] : [] })
+    console.log(`task ${session.taskId}${session.queued ? ' (queued)' : ''}`)
+    session.onProgress((e) => console.log(`progress: ${e.message ?? `state ${e.state}`}`))
+    session.onArtifact((e) => {
+      const r = e.artifactRef
+      const body = r.kind === 'inline' && /^(text\/|application\/json)/.test(r.mimeType) ? decodeInlineArtifact(r).toString('utf8') : `(${r.kind}, ${r.size} bytes)`
+      console.log(`artifact${e.outputId ? ` ${e.outputId}` : ''} ${r.mimeType}: ${body}`)
+    })
+    const t = await session.waitForTerminal(timeout * 1000)
+    console.log(`terminal: ${t.state}${t.error ? ` (${t.error})` : ''}`)
+    return t.state === 'completed' ? 0 : 1
+  } finally {
+    c.destroy()
+  }
+}
+
+async function tasks(args) {
+  const c = await client(args)
+  try {
+    const limit = flag(args, '--limit')
+    const page = await c.listTasks({ agentName: flag(args, '--agent'), state: flag(args, '--state'), limit: limit === undefined ? undefined : Number(limit) })
+    const rows = page.tasks.map((t) => [t.taskId, t.agentName ?? '', t.state ?? '', t.createdTime ?? ''])
+    const widths = [0, 1, 2].map((i) => Math.max(['TASK', 'AGENT', 'STATE'][i].length, ...rows.map((r) => r[i].length)))
+    const line = (r) => r.map((v, i) => (i < 3 ? v.padEnd(widths[i]) : v)).join('  ')
+    console.log(line(['TASK', 'AGENT', 'STATE', 'CREATED']))
+    for (const r of rows) console.log(line(r))
+    if (page.next) console.log(`(more: --limit, next cursor ${page.next})`)
+    return 0
+  } finally {
+    c.destroy()
+  }
+}
+
 async function main() {
+  const [sub, ...rest] = process.argv.slice(2)
+  if (sub === 'send' || sub === 'tasks') {
+    try {
+      process.exitCode = await (sub === 'send' ? send(rest) : tasks(rest))
+    } catch (e) {
+      console.error(`blocks-devnet ${sub}: ${e.message}`)
+      process.exitCode = 1
+    }
+    return
+  }
   let opts
   try {
     opts = parse(process.argv.slice(2))

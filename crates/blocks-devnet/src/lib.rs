@@ -142,12 +142,15 @@ impl Net {
         publisher: &str,
         store: bool,
     ) -> u64 {
+        // the task's state changes before anyone can see the event: a caller that reacts to a
+        // terminal with an RPC (retry, GetTask) must find the backend agreeing with it
+        let agent = channel
+            .strip_prefix("u.")
+            .and_then(|rest| rest.split('.').nth(1))
+            .and_then(|task_id| self.records().on_task_event(task_id, &payload));
         let msg = self.rt.publish(sub_key, channel, payload, meta, publisher, store);
-        if let Some(task_id) = channel.strip_prefix("u.").and_then(|rest| rest.split('.').nth(1)) {
-            let agent = self.records().on_task_event(task_id, &msg.payload);
-            if let Some(agent) = agent {
-                self.dispatch(&agent);
-            }
+        if let Some(agent) = agent {
+            self.dispatch(&agent);
         }
         msg.tt
     }

@@ -1,0 +1,143 @@
+// Issue 7 (part): the devnet as a product — the CLI as a child process, two networks side by
+// side, and many agents with several instances each.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { sdk, runNodeArgs } from './helpers.mjs'
+
+const cli = path.join(import.meta.dirname, '..', 'bin', 'blocks-devnet.js')
+
+/** Start the CLI; resolves once it prints its exports. */
+function startCli(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => {
+      out += d
+      if (/listening on/.test(out)) {
+        const env = Object.fromEntries([...out.matchAll(/export (\w+)=(\S+)/g)].map((m) => [m[1], m[2]]))
+        resolve({ child, env, out })
+      }
+    })
+    child.stderr.on('data', (d) => (err += d))
+    child.once('exit', (code) => reject(new Error(`blocks-devnet exited with ${code}: ${out}${err}`)))
+  })
+}
+
+test('blocks-devnet CLI: flags, exports, send and tasks subcommands, clean Ctrl-C', async () => {
+  const help = await runNodeArgs([cli, '--help'])
+  assert.equal(help.code, 0)
+  assert.match(help.stdout, /blocks-devnet send AGENT TEXT/)
+  const bad = await runNodeArgs([cli, '--port', 'x'])
+  assert.equal(bad.code, 2)
+  assert.match(bad.stderr, /--port needs a number 0-65535, got x/)
+  const unknown = await runNodeArgs([cli, '--frobnicate'])
+  assert.equal(unknown.code, 2)
+  assert.match(unknown.stderr, /unknown flag --frobnicate/)
+
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'devnet-cli-'))
+  const { child, env } = await startCli(['--port', '0', '--api-key', 'bk_cli:cli_user', '--agent', 'premium:paid', '--data-dir', dataDir])
+  assert.equal(env.BLOCKS_API_KEY, 'bk_cli')
+  assert.match(env.BLOCKS_CDM_URL, /^http:\/\/127\.0\.0\.1:\d+\/config\.json$/)
+  assert.ok(fs.existsSync(path.join(dataDir, 'files')), 'the file store lives in --data-dir')
+  const agent = await sdk.startAgentInstance({
+    agentName: 'cli_echo',
+    apiKey: env.BLOCKS_API_KEY,
+    cdmUrl: env.BLOCKS_CDM_URL,
+    handler: (task, ctx) => {
+      ctx.reportStatus('echoing')
+      return { artifacts: [{ data: `Echo: ${ctx.requestParts.map((p) => p.text).join(' ')}`, mimeType: 'text/plain' }] }
+    },
+  })
+  try {
+    const sent = await runNodeArgs([cli, 'send', 'cli_echo', 'hello', 'cli'], { env: { ...env, LOG_LEVEL: 'warn' } })
+    assert.equal(sent.code, 0, sent.stderr)
+    assert.match(sent.stdout, /^task t_[a-z0-9]+/m)
+    assert.match(sent.stdout, /progress: echoing/)
+    assert.match(sent.stdout, /artifact text\/plain: Echo: hello cli/)
+    assert.match(sent.stdout, /terminal: completed/)
+    const taskId = sent.stdout.match(/task (t_[a-z0-9]+)/)[1]
+
+    const listed = await runNodeArgs([cli, 'tasks', '--agent', 'cli_echo'], { env: { ...env, LOG_LEVEL: 'warn' } })
+    assert.equal(listed.code, 0, listed.stderr)
+    assert.match(listed.stdout, /^TASK\s+AGENT\s+STATE\s+CREATED/)
+    assert.match(listed.stdout, new RegExp(`${taskId}\\s+cli_echo\\s+completed`))
+
+    const missing = await runNodeArgs([cli, 'send', 'nobody_here', 'x'], { env: { ...env, LOG_LEVEL: 'warn' } })
+    assert.equal(missing.code, 1)
+    assert.match(missing.stderr, /nobody_here/)
+    const noKey = await runNodeArgs([cli, 'tasks'], { env: { ...env, BLOCKS_API_KEY: '' } })
+    assert.equal(noKey.code, 1)
+    assert.match(noKey.stderr, /BLOCKS_API_KEY is not set/)
+  } finally {
+    await agent.stop(0)
+    const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })))
+    child.kill('SIGINT')
+    assert.deepEqual(await exited, { code: 0, signal: null })
+    fs.rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
+test('two networks side by side keep their agents and tasks apart', async () => {
+  const a = await sdk.LocalNetwork.start()
+  const b = await sdk.LocalNetwork.start()
+  const started = []
+  try {
+    assert.notEqual(a.port, b.port)
+    for (const [net, label] of [[a, 'A'], [b, 'B']]) {
+      started.push(await sdk.startAgentInstance({ agentName: 'twin', apiKey: net.apiKey, cdmUrl: net.cdmUrl, handler: () => ({ artifacts: [{ data: label }] }) }))
+    }
+    for (const [net, label] of [[a, 'A'], [b, 'B']]) {
+      const c = await sdk.TaskClient.create({ billingMode: 'free', apiKey: net.apiKey, cdmUrl: net.cdmUrl })
+      const s = await c.sendMessage({ agentName: 'twin', requestParts: [] })
+      await s.waitForTerminal(15_000)
+      assert.equal(sdk.decodeInlineArtifact(s.listArtifacts()[0].artifactRef).toString(), label)
+      assert.equal((await c.listTasks()).tasks.length, 1)
+      c.destroy()
+    }
+  } finally {
+    await Promise.all(started.map((x) => x.stop(0)))
+    await a.stop()
+    await b.stop()
+  }
+})
+
+test('50 agents x 2 instances register and share their tasks', async () => {
+  const net = await sdk.LocalNetwork.start()
+  const instances = []
+  try {
+    const opts = { apiKey: net.apiKey, cdmUrl: net.cdmUrl, concurrency: 1 }
+    for (let i = 0; i < 50; i++) {
+      for (let k = 0; k < 2; k++) {
+        let release
+        const gate = new Promise((r) => (release = r))
+        const inst = await sdk.startAgentInstance({
+          agentName: `many_${i}`,
+          ...opts,
+          handler: async () => {
+            await gate // hold the only slot until both tasks of this agent are running
+            return { artifacts: [{ data: `${i}/${k}` }] }
+          },
+        })
+        instances.push({ inst, release, agent: i })
+      }
+    }
+    const client = await sdk.TaskClient.create({ billingMode: 'free', apiKey: net.apiKey, cdmUrl: net.cdmUrl })
+    const sessions = []
+    for (let i = 0; i < 50; i++) for (let j = 0; j < 2; j++) sessions.push(await client.sendMessage({ agentName: `many_${i}`, requestParts: [] }))
+    // every instance holds exactly one task: each agent's two tasks went to its two instances
+    await Promise.all(sessions.map((s) => new Promise((r) => (s.state === 'running' ? r() : s.onProgress((e) => e.state === 'running' && r())))))
+    assert.ok(instances.every((x) => x.inst.activeTasks === 1), 'each of the 100 instances runs one task')
+    for (const x of instances) x.release()
+    const results = await Promise.all(sessions.map(async (s) => (await s.waitForTerminal(30_000), sdk.decodeInlineArtifact(s.listArtifacts()[0].artifactRef).toString())))
+    for (let i = 0; i < 50; i++) assert.deepEqual(results.slice(2 * i, 2 * i + 2).sort(), [`${i}/0`, `${i}/1`])
+    client.destroy()
+  } finally {
+    await Promise.all(instances.map((x) => x.inst.stop(0)))
+    await net.stop()
+  }
+})
