@@ -635,6 +635,8 @@ export declare class LocalNetwork {
   readonly cdmUrl: string
   readonly apiKey: string
   readonly port: number
+  /** A token that passes every access rule of this network (PubNub `auth=`): for tests and tools acting as the network itself. */
+  readonly serviceToken: string
   /** `{ BLOCKS_CDM_URL, BLOCKS_API_KEY }` */
   readonly env: { BLOCKS_CDM_URL: string; BLOCKS_API_KEY: string }
   stop(): Promise<void>

@@ -159,14 +159,14 @@ test('reportStatus is throttled to one per second, and the last status is never 
 })
 
 async function publishControl(agent, message, meta) {
-  const url = `${env.net.url}/publish/pub-c-devnet-free/${agent.subscribeKey}/0/${agent.controlChannel}/0?meta=${encodeURIComponent(JSON.stringify(meta))}`
+  const url = `${env.net.url}/publish/pub-c-devnet-free/${agent.subscribeKey}/0/${agent.controlChannel}/0?auth=${env.net.serviceToken}&meta=${encodeURIComponent(JSON.stringify(meta))}`
   const r = await fetch(url, { method: 'POST', body: JSON.stringify(message) })
   assert.equal(r.status, 200)
 }
 
 async function firstEvent(channel) {
   // tt=1000 replays the cache, or holds until something is published
-  const r = await fetch(`${env.net.url}/v2/subscribe/sub-c-devnet-free/${channel}/0?tt=1000&uuid=observer`)
+  const r = await fetch(`${env.net.url}/v2/subscribe/sub-c-devnet-free/${channel}/0?tt=1000&uuid=observer&auth=${env.net.serviceToken}`)
   return (await r.json()).m[0]?.d
 }
 
@@ -181,7 +181,7 @@ test('admission: unsupported version, invalid pipe and capacity are refused with
     return {}
   }, { concurrency: 1 })
   const target = { instance: agent.instanceId }
-  const start = (taskId, extra = {}) => ({ type: 'StartTask', taskId, protocolVersion: '2026-05-01', ownerId: 'user_x', orgId: 'user_x', requestParts: [], ...extra })
+  const start = (taskId, extra = {}) => ({ type: 'StartTask', taskId, protocolVersion: '2026-05-01', ownerId: 'user_x', orgId: 'user_x', requestParts: [], writeToken: env.net.serviceToken, ...extra })
   await publishControl(agent, start('adm_version', { protocolVersion: '2099-01-01' }), target)
   assert.deepEqual(await firstEvent('u.user_x.adm_version'), { type: 'terminal', taskId: 'adm_version', state: 'failed', error: 'unsupported_protocol_version', protocolVersion: '2099-01-01' })
   await publishControl(agent, start('adm_pipe', { taskKind: 'pipe', duration: 0 }), target)
@@ -194,7 +194,7 @@ test('admission: unsupported version, invalid pipe and capacity are refused with
   await publishControl(agent, start('adm_broadcast'), { broadcast: 'true' })
   await publishControl(agent, start('adm_after'), target)
   assert.equal((await firstEvent('u.user_x.adm_after')).error, 'agent_at_capacity')
-  const hist = await (await fetch(`${env.net.url}/v3/history/sub-key/sub-c-devnet-free/channel/u.user_x.adm_broadcast`)).json()
+  const hist = await (await fetch(`${env.net.url}/v3/history/sub-key/sub-c-devnet-free/channel/u.user_x.adm_broadcast?auth=${env.net.serviceToken}`)).json()
   assert.deepEqual(hist.channels['u.user_x.adm_broadcast'], [])
   gate.resolve()
   const done = await firstEvent('u.user_x.busy_1')

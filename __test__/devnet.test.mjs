@@ -141,3 +141,59 @@ test('50 agents x 2 instances register and share their tasks', async () => {
     await net.stop()
   }
 })
+
+test('access control: callers read only their own task channels, agents only their control channel, writes need the task token', async () => {
+  const net = await sdk.LocalNetwork.start({ apiKeys: [['bk_alice', 'alice'], ['bk_bob', 'bob']] })
+  const sub = 'sub-c-devnet-free'
+  const get = async (p) => (await fetch(`${net.url}${p}`)).status
+  const post = async (channel, auth, body) =>
+    (await fetch(`${net.url}/publish/pub-c-devnet-free/${sub}/0/${channel}/0?uuid=x${auth ? `&auth=${auth}` : ''}`, { method: 'POST', body: JSON.stringify(body) })).status
+  const agents = []
+  try {
+    agents.push(await sdk.startAgentInstance({ agentName: 'guarded', apiKey: 'bk_alice', cdmUrl: net.cdmUrl, handler: () => ({ artifacts: [{ data: 'secret' }] }) }))
+    agents.push(await sdk.startAgentInstance({ agentName: 'other_agent', apiKey: 'bk_bob', cdmUrl: net.cdmUrl, handler: () => ({}) }))
+    const alice = await sdk.TaskClient.create({ billingMode: 'free', apiKey: 'bk_alice', cdmUrl: net.cdmUrl })
+    const bob = await sdk.TaskClient.create({ billingMode: 'free', apiKey: 'bk_bob', cdmUrl: net.cdmUrl })
+    const mine = await alice.sendMessage({ agentName: 'guarded', requestParts: [] })
+    await mine.waitForTerminal(15_000)
+    const theirs = await bob.sendMessage({ agentName: 'guarded', requestParts: [] })
+    await theirs.waitForTerminal(15_000)
+    const ch = mine.statusChannel
+
+    // reading a task channel: its own read token only
+    assert.equal(await get(`/v3/history/sub-key/${sub}/channel/${ch}?auth=${mine.readToken}`), 200)
+    assert.equal(await get(`/v3/history/sub-key/${sub}/channel/${ch}`), 403)
+    assert.equal(await get(`/v3/history/sub-key/${sub}/channel/${ch}?auth=${theirs.readToken}`), 403)
+    assert.equal(await get(`/v2/subscribe/${sub}/${ch}/0?tt=1000&uuid=bob&auth=${theirs.readToken}`), 403)
+    assert.equal(await get(`/v2/subscribe/${sub}/${ch}/0?tt=1000&uuid=bob&auth=tok_made_up`), 403)
+    // through the SDK: bob cannot connect to alice's task, alice can
+    await assert.rejects(bob.connect(mine.taskId), /another user|403|not found/i)
+    assert.equal((await alice.connect(mine.taskId)).state, 'completed')
+
+    // writing to a task channel: a read token is not enough
+    assert.equal(await post(ch, mine.readToken, { type: 'terminal', state: 'failed' }), 403)
+    assert.equal(await post(ch, undefined, { type: 'terminal', state: 'failed' }), 403)
+
+    // control channels: only their own control token (bob's agent cannot listen to alice's)
+    const [guarded, other] = agents
+    assert.equal(await get(`/v2/subscribe/${sub}/${guarded.controlChannel}/0?tt=1000&uuid=x`), 403)
+    assert.equal(await post(guarded.controlChannel, undefined, { type: 'StartTask', taskId: 'forged' }), 403)
+    assert.notEqual(guarded.controlChannel, other.controlChannel)
+
+    // API keys and backend tokens are checked
+    const bad = await fetch(`${net.url}/api/v1/auth/agent/consumer-token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ apiKey: 'bk_nobody' }) })
+    assert.equal(bad.status, 401)
+    assert.match(await bad.text(), /API_KEY_INVALID/)
+    const rpc = await fetch(`${net.url}/api/v1/rpc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'GetTask', params: { taskId: mine.taskId } }) })
+    assert.match(JSON.stringify(await rpc.json()), /401|Unauthorized/)
+    await assert.rejects(bob.getTask(mine.taskId), /not found/i)
+
+    // the network's service token passes every rule (for tests and tools)
+    assert.equal(await get(`/v3/history/sub-key/${sub}/channel/${ch}?auth=${net.serviceToken}`), 200)
+    alice.destroy()
+    bob.destroy()
+  } finally {
+    await Promise.all(agents.map((a) => a.stop(0)))
+    await net.stop()
+  }
+})

@@ -13,6 +13,8 @@ class LocalNetwork {
     this.cdmUrl = n.cdmUrl
     this.apiKey = n.apiKey
     this.port = n.port
+    /** A token that passes every access rule of this network (`auth=`), for tests and tools. */
+    this.serviceToken = n.serviceToken
     /** The environment a caller or agent needs to use this network. */
     this.env = { BLOCKS_CDM_URL: n.cdmUrl, BLOCKS_API_KEY: n.apiKey }
   }

@@ -115,6 +115,12 @@ impl NativeLocalNetwork {
         self.devnet.url()
     }
 
+    /// A token that passes every access rule (for tests and tools acting as the network).
+    #[napi(getter)]
+    pub fn service_token(&self) -> String {
+        self.devnet.service_token()
+    }
+
     #[napi(getter)]
     pub fn cdm_url(&self) -> String {
         self.devnet.cdm_url()

@@ -47,6 +47,8 @@ export declare class NativeLocalNetwork {
   /** Start a devnet on loopback. */
   static start(opts?: NativeNetworkOptions | undefined | null): Promise<NativeLocalNetwork>
   get url(): string
+  /** A token that passes every access rule (for tests and tools acting as the network). */
+  get serviceToken(): string
   get cdmUrl(): string
   get apiKey(): string
   get port(): number

@@ -128,6 +128,8 @@ fn realtime(net: &Devnet, user: &str) -> Arc<Realtime> {
             subscribe_key: "sub-c-devnet-free".into(),
             publish_key: "pub-c-devnet-free".into(),
             user_id: user.into(),
+            // these tests play both the agent and the caller on raw task channels
+            token: Some(net.service_token()),
             ..Default::default()
         },
         &blocks_core::http::HttpClient::new().expect("http"),

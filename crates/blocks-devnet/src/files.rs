@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use crate::server::{json_response, Req};
-use crate::state::{random_id, TokenKind};
+use crate::state::random_id;
 use crate::Net;
 
 /// Uploads not confirmed within this time are dropped with their bytes.
@@ -512,17 +512,10 @@ pub(crate) fn confirm_upload(net: &Net, req: &Req, user: &str) -> Response<Body>
     }
 }
 
-/// May `auth` read files on `channel`? (T4 read tokens of the task channel, and T2 write tokens
-/// of the task, which the agent uses for input downloads.)
-fn may_read(net: &Net, auth: &str, channel: &str) -> bool {
-    let r = net.records();
-    matches!(r.token(auth).map(|t| &t.kind), Some(TokenKind::Read(c)) | Some(TokenKind::Write(c)) if c == channel)
-}
-
 /// `GET /v1/files/{sub}/channels/{channel}/files/{id}/{name}` → 307 to the signed blob URL.
 pub(crate) fn file_url(net: &Net, req: &Req, channel: &str, id: &str, name: &str) -> Response<Body> {
     let auth = req.q("auth").unwrap_or("");
-    if !may_read(net, auth, channel) {
+    if !crate::server::allowed(net, auth, channel, crate::server::Op::Read) {
         return json_response(
             403,
             &json!({ "status": 403, "error": true, "message": "Forbidden", "service": "Access Manager" }),

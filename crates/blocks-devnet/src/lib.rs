@@ -112,6 +112,7 @@ pub(crate) struct Net {
     pub stopped: AtomicBool,
     pub stop_notify: Notify,
     pub files: files::Files,
+    pub service_token: String,
 }
 
 impl Net {
@@ -258,6 +259,7 @@ impl Devnet {
         for k in &config.api_keys {
             records.api_keys.insert(k.key.clone(), k.user_id.clone());
         }
+        let service_token = records.mint(crate::state::TokenKind::Service, "blocks-devnet", None, None);
         let net = Arc::new_cyclic(|me| Net {
             me: me.clone(),
             cfg: config,
@@ -268,6 +270,7 @@ impl Devnet {
             stop_notify: Notify::new(),
             chaos: Mutex::new(Default::default()),
             files,
+            service_token,
         });
         let app = server::router(net.clone());
         let stop_net = net.clone();
@@ -317,6 +320,11 @@ impl Devnet {
     /// The CDM document URL.
     pub fn cdm_url(&self) -> String {
         format!("{}/config.json", self.net.url)
+    }
+    /// A token that passes every access rule (the backend's secret-key stand-in): for tests and
+    /// tools that publish or read as the network itself.
+    pub fn service_token(&self) -> String {
+        self.net.service_token.clone()
     }
     /// The default API key.
     pub fn api_key(&self) -> String {

@@ -172,24 +172,72 @@ async fn handle(
     }
 }
 
-/// Access control (so far for stream channels): `stream.*` channels need a valid stream token for
-/// that channel in `auth`. Answers the spec's 403 body otherwise.
-fn check_access(net: &Net, req: &Req, channels: &[String]) -> Option<Response<Body>> {
-    let stream_channels: Vec<&String> = channels.iter().filter(|c| c.starts_with("stream.")).collect();
-    if stream_channels.is_empty() {
-        return None;
-    }
-    let auth = req.q("auth").unwrap_or("");
+/// What a request does with a channel.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Op {
+    Read,
+    Write,
+}
+
+/// Channel access rules (the devnet mints its own tokens; SDKs treat them as opaque):
+///
+/// | channel | read (subscribe, history, files) | write (publish) |
+/// |---|---|---|
+/// | `u.{org}.{task}` | the task's read token (T4) or write token (T2) | T2; the control token of an instance of the task's agent (admission failures) |
+/// | `setup.{org}.{task}` | T2 of the task | T2 of the task |
+/// | `agent.{id}.control` | that channel's control token | that channel's control token |
+/// | `stream.{agent}.{id}` | that stream's token | that stream's token |
+/// | anything else | open | open |
+///
+/// The devnet's service token (`Devnet::service_token`, the backend's secret-key stand-in) passes
+/// every rule. Expired or unknown tokens pass none.
+pub(crate) fn allowed(net: &Net, auth: &str, channel: &str, op: Op) -> bool {
+    use crate::state::TokenKind as K;
     let r = net.records();
-    let ok = stream_channels
-        .iter()
-        .all(|c| matches!(r.token(auth).map(|t| &t.kind), Some(crate::state::TokenKind::Stream(ch)) if ch == *c));
-    (!ok).then(|| {
-        json_response(
-            403,
-            &json!({ "status": 403, "error": true, "message": "Forbidden", "service": "Access Manager" }),
-        )
-    })
+    let kind = r.token(auth).map(|t| &t.kind);
+    if matches!(kind, Some(K::Service)) {
+        return true;
+    }
+    if let Some(rest) = channel.strip_prefix("u.") {
+        return match kind {
+            Some(K::Read(c)) => c == channel && op == Op::Read,
+            Some(K::Write(c)) => c == channel,
+            Some(K::Control(cc)) if op == Op::Write => {
+                let task = rest.split('.').nth(1).and_then(|id| r.tasks.get(id));
+                match task {
+                    // an instance of the task's agent (a StartTask the network never sent has no task)
+                    Some(t) => r
+                        .instances
+                        .values()
+                        .any(|i| i.control_channel == *cc && i.agent == t.agent),
+                    None => r.instances.values().any(|i| i.control_channel == *cc),
+                }
+            }
+            _ => false,
+        };
+    }
+    if let Some(rest) = channel.strip_prefix("setup.") {
+        let task_channel = format!("u.{rest}");
+        return matches!(kind, Some(K::Write(c)) if *c == task_channel);
+    }
+    if channel.starts_with("agent.") && channel.ends_with(".control") {
+        return matches!(kind, Some(K::Control(c)) if c == channel);
+    }
+    if channel.starts_with("stream.") {
+        return matches!(kind, Some(K::Stream(c)) if c == channel);
+    }
+    true
+}
+
+/// The spec's 403 answer unless `auth` may `op` every channel.
+fn check_access(net: &Net, req: &Req, channels: &[String], op: Op) -> Option<Response<Body>> {
+    let auth = req.q("auth").unwrap_or("");
+    let denied = channels.iter().find(|c| !allowed(net, auth, c, op))?;
+    tracing::debug!(target: "blocks::devnet", "403: {} on {denied}", if op == Op::Read { "read" } else { "write" });
+    Some(json_response(
+        403,
+        &json!({ "status": 403, "error": true, "message": "Forbidden", "service": "Access Manager", "payload": { "channels": [denied] } }),
+    ))
 }
 
 fn split_channels(s: &str) -> Vec<String> {
@@ -224,13 +272,13 @@ fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str
     };
     let store = !matches!(req.q("store"), Some("0") | Some("false"));
     let publisher = req.q("uuid").unwrap_or("").to_string();
+    if let Some(denied) = check_access(net, req, &[channel.to_string()], Op::Write) {
+        return denied;
+    }
     if channel.starts_with("setup.") {
         // the stream-setup "Function": aborts the publish with a 403 carrying the answer
         let (status, body) = crate::streams::setup(net, sk, channel, &payload);
         return json_response(status, &body);
-    }
-    if let Some(denied) = check_access(net, req, &[channel.to_string()]) {
-        return denied;
     }
     if channel.starts_with("stream.") && net.cfg.stream_chaos {
         crate::streams::chaotic_publish(net, sk, channel, payload, meta, &publisher);
@@ -245,7 +293,7 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
     let channels = split_channels(channels);
-    if let Some(denied) = check_access(net, req, &channels) {
+    if let Some(denied) = check_access(net, req, &channels, Op::Read) {
         return denied;
     }
     let filter = match req.q("filter-expr").filter(|f| !f.trim().is_empty()) {
@@ -275,7 +323,7 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
         tokio::pin!(wake);
         wake.as_mut().enable();
         // a token revoked while the poll was held ends it with 403
-        if let Some(denied) = check_access(net, req, &channels) {
+        if let Some(denied) = check_access(net, req, &channels, Op::Read) {
             return denied;
         }
         let (msgs, cursor) = net.rt.poll(sk, &channels, tt, filter.as_ref());
@@ -380,6 +428,9 @@ fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Re
 fn history(net: &Net, req: &Req, sk: &str, channel: &str) -> Response<Body> {
     if !Net::is_known_sub_key(sk) {
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
+    }
+    if let Some(denied) = check_access(net, req, &[channel.to_string()], Op::Read) {
+        return denied;
     }
     let max = req
         .q("max")

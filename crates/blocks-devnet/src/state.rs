@@ -27,6 +27,8 @@ pub enum TokenKind {
     Control(String),
     /// Stream token (T7a agent side, T7c caller side) of one stream channel.
     Stream(String),
+    /// The devnet's own all-access token (the backend's secret key, for tests and tools).
+    Service,
 }
 
 /// A minted token.

@@ -363,11 +363,12 @@ async fn auth_registry_and_dispatch_to_a_live_instance() {
     .await;
     assert_eq!(s, 200);
     let control = conn["controlChannel"].as_str().expect("control").to_string();
+    let pam = conn["pamToken"].as_str().expect("pamToken").to_string();
     assert!(control.starts_with("agent.agt_") && control.ends_with(".control"));
     let hs = get(
         &c,
         format!(
-            "{}/v2/subscribe/{SUB}/{control}/0?uuid=AG-fresh_agent-1&heartbeat=20",
+            "{}/v2/subscribe/{SUB}/{control}/0?uuid=AG-fresh_agent-1&heartbeat=20&auth={pam}",
             net.url()
         ),
     )
@@ -393,7 +394,7 @@ async fn auth_registry_and_dispatch_to_a_live_instance() {
     let start = get(
         &c,
         format!(
-            "{}/v2/subscribe/{SUB}/{control}/0?tt={cursor}&uuid=AG-fresh_agent-1&filter-expr={filter}",
+            "{}/v2/subscribe/{SUB}/{control}/0?tt={cursor}&uuid=AG-fresh_agent-1&filter-expr={filter}&auth={pam}",
             net.url()
         ),
     )
@@ -423,12 +424,13 @@ async fn auth_registry_and_dispatch_to_a_live_instance() {
         .as_str()
         .expect("channel")
         .to_string();
+    let write = format!("&auth={}", st["writeToken"].as_str().expect("writeToken"));
     publish(
         &c,
         &net,
         &channel,
         json!({"type": "progress", "taskId": task_id, "state": "running"}),
-        "",
+        &write,
     )
     .await;
     let (_, got) = post(
@@ -444,7 +446,7 @@ async fn auth_registry_and_dispatch_to_a_live_instance() {
         &net,
         &channel,
         json!({"type": "terminal", "taskId": task_id, "state": "completed"}),
-        "",
+        &write,
     )
     .await;
     let (_, got) = post(
@@ -460,7 +462,7 @@ async fn auth_registry_and_dispatch_to_a_live_instance() {
     let next = get(
         &c,
         format!(
-            "{}/v2/subscribe/{SUB}/{control}/0?tt={next_cursor}&uuid=AG-fresh_agent-1&filter-expr={filter}",
+            "{}/v2/subscribe/{SUB}/{control}/0?tt={next_cursor}&uuid=AG-fresh_agent-1&filter-expr={filter}&auth={pam}",
             net.url()
         ),
     )
