@@ -1,0 +1,58 @@
+// A fault-injecting TCP proxy for tests: sits between the SDK and the devnet.
+//   proxy.reset()        resets every open connection (the network drops)
+//   proxy.delayMs = n    delays every chunk in both directions by n ms
+//   proxy.refuse = true  new connections are closed at once (the link is down) until set back
+import net from 'node:net'
+
+export async function startFaultProxy(targetUrl) {
+  const target = new URL(targetUrl)
+  const sockets = new Set()
+  const proxy = {
+    delayMs: 0,
+    refuse: false,
+    connections: 0,
+    url: '',
+    reset() {
+      for (const s of sockets) (s.resetAndDestroy ? s.resetAndDestroy() : s.destroy())
+      sockets.clear()
+    },
+    close() {
+      this.reset()
+      return new Promise((r) => server.close(r))
+    },
+  }
+  const forward = (from, to) => {
+    from.on('data', (chunk) => {
+      if (proxy.delayMs > 0) {
+        from.pause()
+        setTimeout(() => {
+          if (!to.destroyed) to.write(chunk)
+          from.resume()
+        }, proxy.delayMs)
+      } else if (!to.destroyed) to.write(chunk)
+    })
+  }
+  const server = net.createServer((client) => {
+    if (proxy.refuse) return client.resetAndDestroy ? client.resetAndDestroy() : client.destroy()
+    proxy.connections++
+    const upstream = net.connect(Number(target.port), target.hostname)
+    sockets.add(client)
+    sockets.add(upstream)
+    forward(client, upstream)
+    forward(upstream, client)
+    const drop = () => {
+      client.destroy()
+      upstream.destroy()
+      sockets.delete(client)
+      sockets.delete(upstream)
+    }
+    for (const s of [client, upstream]) {
+      s.on('error', drop)
+      s.on('close', drop)
+      s.on('end', drop)
+    }
+  })
+  await new Promise((r) => server.listen(0, '127.0.0.1', r))
+  proxy.url = `http://127.0.0.1:${server.address().port}`
+  return proxy
+}

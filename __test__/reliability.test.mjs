@@ -1,0 +1,102 @@
+// Issue 10 (part): network faults between the SDK and the devnet, injected by a TCP proxy.
+// Every event must still be delivered exactly once and in order.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { sdk, startNetwork, deferred } from './helpers.mjs'
+import { startFaultProxy } from './faultproxy.mjs'
+
+let env
+let proxy
+const gates = new Map()
+before(async () => {
+  env = await startNetwork()
+  proxy = await startFaultProxy(env.net.url)
+  // the agent talks to the devnet directly; it emits numbered status lines when told to
+  await env.agent('ticker', async (task, ctx) => {
+    const n = Number(ctx.requestParts[0]?.text ?? 10)
+    const name = ctx.requestParts[1]?.text
+    const gate = gates.get(name)
+    await gates.get(`${name}:start`)?.promise // until the caller listens
+    for (let i = 1; i <= n; i++) {
+      if (gate && i === Math.ceil(n / 2)) await gate.promise // the test faults the link here
+      await new Promise((r) => setTimeout(r, 15))
+      ctx.reportStatus(`tick ${i}`)
+      await new Promise((r) => setTimeout(r, 1005)) // past the 1 s status throttle: every tick is published
+    }
+    return { artifacts: [{ data: `ticked ${n}`, mimeType: 'text/plain' }] }
+  }, { concurrency: 8 })
+})
+after(async () => {
+  await proxy.close()
+  await env.stop()
+})
+
+/** A caller whose backend and realtime traffic goes through the proxy. */
+function callerViaProxy() {
+  return env.client({ baseUrl: proxy.url, realtimeOrigin: proxy.url })
+}
+
+function ticks(session) {
+  const seen = []
+  session.onProgress((e) => e.message?.startsWith('tick ') && seen.push(Number(e.message.slice(5))))
+  return seen
+}
+
+test('a caller keeps every event, once and in order, across connection resets', { timeout: 60_000 }, async () => {
+  const client = await callerViaProxy()
+  const gate = deferred()
+  const start = deferred()
+  gates.set('reset', gate)
+  gates.set('reset:start', start)
+  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart('reset', 'g')] })
+  const seen = ticks(session)
+  start.resolve()
+  await new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
+  proxy.reset() // the held long-poll and every pooled connection die
+  gate.resolve()
+  await new Promise((r) => setTimeout(r, 200))
+  proxy.reset() // and again, while the client reconnects
+  const t = await session.waitForTerminal(45_000)
+  assert.equal(t.state, 'completed')
+  assert.deepEqual(seen, [1, 2, 3, 4])
+  assert.equal(session.listArtifacts().length, 1)
+  client.destroy()
+})
+
+test('a caller rides out a link that is down for a while (connections refused), then catches up', { timeout: 60_000 }, async () => {
+  const client = await callerViaProxy()
+  const gate = deferred()
+  const start = deferred()
+  gates.set('down', gate)
+  gates.set('down:start', start)
+  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart('down', 'g')] })
+  const seen = ticks(session)
+  start.resolve()
+  await new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
+  proxy.refuse = true
+  proxy.reset()
+  gate.resolve() // ticks 2.. are published while the caller cannot reach the network
+  await new Promise((r) => setTimeout(r, 2500))
+  proxy.refuse = false
+  const t = await session.waitForTerminal(45_000)
+  assert.equal(t.state, 'completed')
+  assert.deepEqual(seen, [1, 2, 3, 4], 'events published while the link was down arrive after it returns')
+  client.destroy()
+})
+
+test('a slow link (50 ms per chunk each way) delays but does not reorder or lose events', { timeout: 60_000 }, async () => {
+  const client = await callerViaProxy()
+  proxy.delayMs = 50
+  try {
+    const start = deferred()
+    gates.set('slow:start', start)
+    const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('3'), sdk.textPart('slow', 'g')] })
+    const seen = ticks(session)
+    start.resolve()
+    assert.equal((await session.waitForTerminal(45_000)).state, 'completed')
+    assert.deepEqual(seen, [1, 2, 3])
+  } finally {
+    proxy.delayMs = 0
+    client.destroy()
+  }
+})
