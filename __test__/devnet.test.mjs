@@ -2,31 +2,10 @@
 // side, and many agents with several instances each.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { sdk, runNodeArgs } from './helpers.mjs'
-
-const cli = path.join(import.meta.dirname, '..', 'bin', 'blocks-devnet.js')
-
-/** Start the CLI; resolves once it prints its exports. */
-function startCli(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => {
-      out += d
-      if (/listening on/.test(out)) {
-        const env = Object.fromEntries([...out.matchAll(/export (\w+)=(\S+)/g)].map((m) => [m[1], m[2]]))
-        resolve({ child, env, out })
-      }
-    })
-    child.stderr.on('data', (d) => (err += d))
-    child.once('exit', (code) => reject(new Error(`blocks-devnet exited with ${code}: ${out}${err}`)))
-  })
-}
+import { sdk, runNodeArgs, startCli, devnetCli as cli } from './helpers.mjs'
 
 test('blocks-devnet CLI: flags, exports, send and tasks subcommands, clean Ctrl-C', async () => {
   const help = await runNodeArgs([cli, '--help'])
@@ -79,6 +58,70 @@ test('blocks-devnet CLI: flags, exports, send and tasks subcommands, clean Ctrl-
     child.kill('SIGINT')
     assert.deepEqual(await exited, { code: 0, signal: null })
     fs.rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
+test('blocks-devnet CLI: data directory by default, --in-memory, --log debug prints each request, bad combinations', async () => {
+  const both = await runNodeArgs([cli, '--in-memory', '--data-dir', 'x'])
+  assert.equal(both.code, 2)
+  assert.match(both.stderr, /--in-memory and --data-dir exclude each other/)
+  const level = await runNodeArgs([cli, '--log', 'loud'])
+  assert.equal(level.code, 2)
+  assert.match(level.stderr, /--log must be error, warn, info or debug, got loud/)
+
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'devnet-cwd-'))
+  try {
+    const stop = async (child) => {
+      const exited = new Promise((r) => child.once('exit', (code) => r(code)))
+      child.kill('SIGINT')
+      assert.equal(await exited, 0)
+    }
+    const durable = await startCli(['--port', '0', '--log', 'debug'], { cwd })
+    assert.match(durable.out, new RegExp(`data in ${path.join(cwd, '.blocks-devnet').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`))
+    assert.ok(fs.existsSync(path.join(cwd, '.blocks-devnet', 'devnet.db')), 'the database is created in ./.blocks-devnet')
+    const logged = new Promise((resolve) => {
+      let seen = ''
+      const look = (d) => {
+        seen += d
+        if (/GET \/config\.json/.test(seen)) resolve(seen)
+      }
+      durable.child.stdout.on('data', look)
+      durable.child.stderr.on('data', look)
+    })
+    assert.equal((await fetch(durable.env.BLOCKS_CDM_URL)).status, 200)
+    assert.match(await logged, /GET \/config\.json/, '--log debug prints one line per request')
+    await stop(durable.child)
+
+    const throwaway = await startCli(['--port', '0', '--in-memory'], { cwd: fs.mkdtempSync(path.join(os.tmpdir(), 'devnet-mem-')) })
+    assert.match(throwaway.out, /in memory: nothing is kept/)
+    await stop(throwaway.child)
+  } finally {
+    fs.rmSync(cwd, { recursive: true, force: true })
+  }
+})
+
+test('LocalNetwork.start({ agents }) runs agents with the network and stops them with it', async () => {
+  await assert.rejects(sdk.LocalNetwork.start({ agents: [{ agentName: 'x' }] }), /agents\[0\]\.handler must be a function/)
+  await assert.rejects(sdk.LocalNetwork.start({ agents: [{ agentName: 'x', handler: () => ({}), instances: 0 }] }), /instances must be a whole number >= 1/)
+  await assert.rejects(sdk.LocalNetwork.start({ inMemory: true, dataDir: '/tmp/x' }), /exclude each other/)
+  const net = await sdk.LocalNetwork.start({
+    agents: [
+      { agentName: 'embedded_echo', instances: 2, handler: (task, ctx) => ({ artifacts: [{ data: `echo ${ctx.requestParts[0].text}` }] }) },
+      { agentName: 'embedded_other', handler: () => ({}) },
+    ],
+  })
+  try {
+    assert.deepEqual(net.agents.map((a) => a.agentName), ['embedded_echo', 'embedded_echo', 'embedded_other'])
+    const c = await sdk.TaskClient.create({ billingMode: 'free', apiKey: net.apiKey, cdmUrl: net.cdmUrl })
+    const s = await c.sendMessage({ agentName: 'embedded_echo', requestParts: [sdk.textPart('hi')] })
+    await s.waitForTerminal(15_000)
+    assert.equal(sdk.decodeInlineArtifact(s.listArtifacts()[0].artifactRef).toString(), 'echo hi')
+    c.destroy()
+  } finally {
+    const agents = [...net.agents]
+    await net.stop()
+    assert.equal(net.agents.length, 0)
+    await Promise.all(agents.map((a) => a.stop())) // idempotent after the network stopped them
   }
 })
 
@@ -179,6 +222,14 @@ test('access control: callers read only their own task channels, agents only the
     assert.equal(await get(`/v2/subscribe/${sub}/${guarded.controlChannel}/0?tt=1000&uuid=x`), 403)
     assert.equal(await post(guarded.controlChannel, undefined, { type: 'StartTask', taskId: 'forged' }), 403)
     assert.notEqual(guarded.controlChannel, other.controlChannel)
+    // presence too: nobody else can keep alice's instance alive, make it leave, or set its state
+    const presence = `/v2/presence/sub-key/${sub}/channel/${guarded.controlChannel}`
+    const bobsControl = await (await fetch(`${net.url}/api/v1/auth/agent/connect`, { method: 'POST', headers: { authorization: 'Bearer bk_bob', 'content-type': 'application/json' }, body: JSON.stringify({ agentName: 'other_agent', instanceId: 'AG-other_agent-x' }) })).json()
+    for (const auth of ['', `&auth=${bobsControl.pamToken}`, `&auth=${theirs.readToken}`]) {
+      assert.equal(await get(`${presence}/heartbeat?uuid=${guarded.instanceId}&heartbeat=60${auth}`), 403)
+      assert.equal(await get(`${presence}/leave?uuid=${guarded.instanceId}${auth}`), 403)
+      assert.equal(await get(`${presence}/uuid/${guarded.instanceId}/data?state=%7B%7D${auth}`), 403)
+    }
 
     // API keys and backend tokens are checked
     const bad = await fetch(`${net.url}/api/v1/auth/agent/consumer-token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ apiKey: 'bk_nobody' }) })

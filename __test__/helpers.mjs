@@ -1,6 +1,7 @@
 // Shared test helpers: every suite runs the real SDK against a real in-process devnet on loopback.
 import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
+import path from 'node:path'
 
 const require = createRequire(import.meta.url)
 export const sdk = require('../index.js')
@@ -47,14 +48,20 @@ export function deferred() {
   return { promise, resolve, reject }
 }
 
-/** Run Node with `args` as a child process; resolves with { code, signal, stdout, stderr, ms }. */
-export function runNodeArgs(args, { env = {}, timeoutMs = 20_000, cwd } = {}) {
+/**
+ * Run Node with `args` as a child process; resolves with { code, signal, stdout, stderr, ms }.
+ * `onStdout(allSoFar, child)` sees the output as it arrives (e.g. to kill the child at a point).
+ */
+export function runNodeArgs(args, { env = {}, timeoutMs = 20_000, cwd, onStdout } = {}) {
   return new Promise((resolve, reject) => {
     const started = Date.now()
     const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
+    child.stdout.on('data', (d) => {
+      stdout += d
+      onStdout?.(stdout, child)
+    })
     child.stderr.on('data', (d) => (stderr += d))
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
@@ -70,4 +77,37 @@ export function runNodeArgs(args, { env = {}, timeoutMs = 20_000, cwd } = {}) {
 /** Run a Node ES module given as source text as a child process. */
 export function runNode(source, options) {
   return runNodeArgs(['--input-type=module', '-e', source], options)
+}
+
+/** The devnet CLI (bin/blocks-devnet.js). */
+export const devnetCli = path.join(import.meta.dirname, '..', 'bin', 'blocks-devnet.js')
+
+/**
+ * Start the devnet CLI as a child process; resolves once it prints its exports, with the child,
+ * the exports (`env`), what it printed and its port.
+ */
+export function startCli(args, { cwd } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [devnetCli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => {
+      out += d
+      const m = /blocks-devnet listening on http:\/\/127\.0\.0\.1:(\d+).*\n/.exec(out)
+      if (m) {
+        const env = Object.fromEntries([...out.matchAll(/export (\w+)=(\S+)/g)].map((x) => [x[1], x[2]]))
+        resolve({ child, env, out, port: Number(m[1]), stderr: () => err })
+      }
+    })
+    child.stderr.on('data', (d) => (err += d))
+    child.once('exit', (code) => reject(new Error(`blocks-devnet exited with ${code}: ${out}${err}`)))
+  })
+}
+
+/** SIGKILL a child process and wait until it is gone. */
+export async function kill9(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const gone = new Promise((r) => child.once('exit', r))
+  child.kill('SIGKILL')
+  await gone
 }

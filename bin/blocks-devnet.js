@@ -2,7 +2,8 @@
 'use strict'
 // `npx blocks-devnet`: run a local Blocks Network until Ctrl-C.
 // Flags: --port N, --api-key KEY[:USER] (repeatable), --agent NAME:paid|free (repeatable), --token-ttl SECS,
-// --data-dir DIR (where files are kept; default a temporary directory), --max-upload-bytes N
+// --data-dir DIR (database and files; default .blocks-devnet in the current directory), --in-memory,
+// --max-upload-bytes N, --log error|warn|info|debug (debug prints one line per request)
 const { LocalNetwork } = require('../index.js')
 
 function parse(argv) {
@@ -42,6 +43,15 @@ function parse(argv) {
       case '--data-dir':
         opts.dataDir = value()
         break
+      case '--in-memory':
+        opts.inMemory = true
+        break
+      case '--log': {
+        const v = value()
+        if (!['error', 'warn', 'info', 'debug'].includes(v)) throw new Error(`--log must be error, warn, info or debug, got ${v}`)
+        opts.log = v
+        break
+      }
       case '--max-upload-bytes': {
         const v = Number(value())
         if (!Number.isSafeInteger(v) || v < 0) throw new Error('--max-upload-bytes needs a non-negative integer')
@@ -58,12 +68,20 @@ function parse(argv) {
     }
   }
   if (opts.apiKeys.length === 0) delete opts.apiKeys
+  if (opts.inMemory && opts.dataDir !== undefined) throw new Error('--in-memory and --data-dir exclude each other: choose one')
+  if (!opts.inMemory && opts.dataDir === undefined) opts.dataDir = '.blocks-devnet'
+  if (opts.inMemory) delete opts.inMemory
   return opts
 }
 
 const USAGE = `usage:
   blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
-                [--data-dir DIR] [--max-upload-bytes N]      run a local network until Ctrl-C
+                [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--log LEVEL]
+                                                           run a local network until Ctrl-C
+      --data-dir DIR  database and files (default .blocks-devnet in the current directory);
+                      the network keeps its agents, tasks, history and files across restarts
+      --in-memory     keep nothing (a throwaway network)
+      --log LEVEL     error | warn | info | debug (debug: one line per request)
   blocks-devnet send AGENT TEXT [--paid] [--timeout SECS]  send one task, print its events
   blocks-devnet tasks [--agent NAME] [--state STATE] [--limit N] [--paid]   list your tasks
 send and tasks use BLOCKS_CDM_URL and BLOCKS_API_KEY (the exports the network prints).`
@@ -144,10 +162,13 @@ async function main() {
     console.error(`blocks-devnet: ${e.message}`)
     process.exit(2)
   }
-  const net = await LocalNetwork.start(opts)
+  const { log, ...netOpts } = opts
+  if (log) require('../index.js').setLogLevel(log)
+  const net = await LocalNetwork.start(netOpts)
   console.log(`export BLOCKS_CDM_URL=${net.cdmUrl}`)
   console.log(`export BLOCKS_API_KEY=${net.apiKey}`)
-  console.log(`blocks-devnet listening on ${net.url} (Ctrl-C to stop)`)
+  const data = netOpts.dataDir === undefined ? 'in memory: nothing is kept' : `data in ${require('node:path').resolve(netOpts.dataDir)}`
+  console.log(`blocks-devnet listening on ${net.url} (${data}; Ctrl-C to stop)`)
   const keepAlive = setInterval(() => {}, 1 << 30)
   const shutdown = async () => {
     clearInterval(keepAlive)

@@ -2,6 +2,7 @@
 // LocalNetwork: an in-process devnet (backend + realtime + dispatcher) on loopback.
 
 const native = require('../native.js')
+const { InvalidArgumentError } = require('./errors.js')
 
 class LocalNetwork {
   #native
@@ -17,19 +18,45 @@ class LocalNetwork {
     this.serviceToken = n.serviceToken
     /** The environment a caller or agent needs to use this network. */
     this.env = { BLOCKS_CDM_URL: n.cdmUrl, BLOCKS_API_KEY: n.apiKey }
+    /** Agent instances started by `LocalNetwork.start({ agents })`, in order. */
+    this.agents = []
   }
 
   /**
    * Start a devnet. Options: `port` (0 = any free port), `apiKeys` ([[key, userId], ...]),
-   * `paidAgents` (names registered as paid), `tokenTtlSec`, `longPollHoldSec`, `dataDir` (where
-   * files are stored; default a temporary directory removed on stop), `maxUploadBytes`.
+   * `paidAgents` (names registered as paid), `tokenTtlSec`, `longPollHoldSec`, `dataDir` (database
+   * and files; the network survives restarts), `inMemory` (the default: nothing kept),
+   * `maxUploadBytes`, `agents` (agent instances to run on the network until `stop()`).
    */
   static async start(options = {}) {
-    return new LocalNetwork(await native.NativeLocalNetwork.start(options))
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('LocalNetwork.start options must be an object')
+    const { agents = [], ...rest } = options
+    if (!Array.isArray(agents)) throw new InvalidArgumentError('agents must be an array of { card | agentName, handler, instances? }')
+    agents.forEach((a, i) => {
+      if (!a || typeof a.handler !== 'function') throw new InvalidArgumentError(`agents[${i}].handler must be a function (the task handler)`)
+      if (a.instances !== undefined && !(Number.isInteger(a.instances) && a.instances >= 1)) {
+        throw new InvalidArgumentError(`agents[${i}].instances must be a whole number >= 1, got ${a.instances}`)
+      }
+    })
+    const net = new LocalNetwork(await native.NativeLocalNetwork.start(rest))
+    try {
+      const { startAgentInstance } = require('./agent.js')
+      for (const { instances = 1, ...a } of agents) {
+        for (let n = 0; n < instances; n++) {
+          net.agents.push(await startAgentInstance({ ...a, apiKey: net.apiKey, cdmUrl: net.cdmUrl }))
+        }
+      }
+    } catch (e) {
+      await net.stop()
+      throw e
+    }
+    return net
   }
 
-  /** Stop the network. Idempotent. */
-  stop() {
+  /** Stop the agents started with the network, then the network. Idempotent. */
+  async stop() {
+    const agents = this.agents.splice(0)
+    await Promise.all(agents.map((a) => a.stop()))
     return this.#native.stop()
   }
 

@@ -18,8 +18,11 @@ pub struct NativeNetworkOptions {
     pub minute_ms: Option<f64>,
     /// Test knob: deliver stream messages out of order and duplicated.
     pub stream_chaos: Option<bool>,
-    /// Directory for the devnet's files (default: a temporary directory removed on stop).
+    /// Directory for the devnet's database and files; the network survives restarts (default:
+    /// in memory, nothing kept).
     pub data_dir: Option<String>,
+    /// Keep nothing (the default); conflicts with `data_dir`.
+    pub in_memory: Option<bool>,
     /// Largest accepted upload in bytes (default 26214400).
     pub max_upload_bytes: Option<f64>,
 }
@@ -88,8 +91,15 @@ impl NativeLocalNetwork {
                 }
                 cfg.long_poll_hold = Duration::from_secs_f64(h);
             }
-            if let Some(d) = o.data_dir.filter(|d| !d.is_empty()) {
-                cfg.data_dir = Some(d.into());
+            match (o.data_dir.filter(|d| !d.is_empty()), o.in_memory.unwrap_or(false)) {
+                (Some(_), true) => {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        "dataDir and inMemory: true exclude each other: choose one".to_string(),
+                    ))
+                }
+                (Some(d), false) => cfg.data_dir = Some(d.into()),
+                (None, _) => {}
             }
             if let Some(m) = o.max_upload_bytes {
                 if !(m.is_finite() && m >= 0.0) {

@@ -101,7 +101,7 @@ fn refresh(net: &Net, req: &Req) -> Response<Body> {
         },
         _ => return err(401, "REFRESH_TOKEN_INVALID", "refresh token invalid or already used"),
     };
-    r.tokens.remove(rt);
+    r.revoke(rt);
     let access = r.mint(
         if agent {
             TokenKind::AgentAccess
@@ -177,6 +177,7 @@ fn connect(net: &Net, req: &Req) -> Response<Body> {
     let control_channel = blocks_wire::control_channel(&agent.agent_id);
     let concurrency = body.get("concurrency").and_then(Value::as_u64).unwrap_or(1) as usize;
     let sub_key = Net::keys(&agent.billing).1.to_string();
+    r.touch_instance(instance_id);
     r.instances.insert(
         instance_id.to_string(),
         crate::state::Instance {
@@ -435,8 +436,12 @@ fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
                 t.request_parts = parts;
             }
             if let Some(k) = idem {
+                if let Some(stored) = r.tasks.get_mut(&t.id) {
+                    stored.idempotency_key = Some(k.clone());
+                }
                 r.idempotency.insert((user.to_string(), k), t.id.clone());
             }
+            r.touch_task(&t.id);
             (t, true, false)
         }
     };
@@ -501,12 +506,16 @@ fn list_tasks(net: &Net, user: &str, p: &Value) -> RpcResult {
         None => None,
     };
     let r = net.records();
+    // the owner's tasks come from the per-owner index (creation order), not a scan of every task
     let matching: Vec<&crate::state::Task> = r
-        .task_order
+        .by_owner
+        .get(owner)
+        .map(|ids| ids.as_slice())
+        .unwrap_or_default()
         .iter()
         .rev()
         .filter_map(|id| r.tasks.get(id))
-        .filter(|t| t.owner == owner && agent.is_none_or(|a| t.agent == a) && state.is_none_or(|s| t.state == s))
+        .filter(|t| agent.is_none_or(|a| t.agent == a) && state.is_none_or(|s| t.state == s))
         .collect();
     let total = matching.len();
     let page: Vec<&crate::state::Task> = matching
@@ -546,9 +555,17 @@ fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
     if method == "TerminateTask" {
         // forceful: the task's stream tokens are revoked (readers get 403 and end)
         let prefix = format!("stream.{}.{}-", task.agent, task.id);
-        net.records()
+        let mut r = net.records();
+        let revoked: Vec<String> = r
             .tokens
-            .retain(|_, t| !matches!(&t.kind, TokenKind::Stream(ch) if ch.starts_with(&prefix)));
+            .iter()
+            .filter(|(_, t)| matches!(&t.kind, TokenKind::Stream(ch) if ch.starts_with(&prefix)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for t in revoked {
+            r.revoke(&t);
+        }
+        drop(r);
         net.rt.wake_all();
     }
     if task.is_terminal() {

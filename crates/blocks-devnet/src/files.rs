@@ -45,7 +45,7 @@ struct Upload {
 }
 
 /// A stored file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Blob {
     channel: String,
     file_name: String,
@@ -59,6 +59,8 @@ pub(crate) struct Files {
     dir: PathBuf,
     /// Delete `dir` on drop (a throwaway store).
     temporary: bool,
+    /// Where the index of stored files is kept (None: in memory).
+    db: Option<std::sync::Arc<crate::store::Store>>,
     state: Mutex<State>,
 }
 
@@ -72,7 +74,7 @@ struct State {
 
 impl Files {
     /// A store under `dir` (created), or a temporary one.
-    pub fn open(dir: Option<&Path>) -> std::io::Result<Files> {
+    pub fn open(dir: Option<&Path>, db: Option<std::sync::Arc<crate::store::Store>>) -> std::io::Result<Files> {
         let (dir, temporary) = match dir {
             Some(d) => (d.join("files"), false),
             None => (
@@ -85,8 +87,30 @@ impl Files {
         Ok(Files {
             dir,
             temporary,
+            db,
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// The index of stored files, as loaded from the database (files whose bytes are gone are
+    /// skipped).
+    pub fn restore(&self, blobs: Vec<(String, Value)>) {
+        let mut s = self.state();
+        for (id, data) in blobs {
+            if let Some(b) = crate::store::from_json::<Blob>("file", data).filter(|b| b.path.exists()) {
+                s.blobs.insert(id, b);
+            }
+        }
+    }
+
+    /// Register a complete file (written to the database first when there is one).
+    fn add_blob(&self, s: &mut State, id: String, blob: Blob) -> Result<(), String> {
+        if let Some(db) = &self.db {
+            db.put_blob(&id, &serde_json::to_value(&blob).unwrap_or(Value::Null))
+                .map_err(|e| e.to_string())?;
+        }
+        s.blobs.insert(id, blob);
+        Ok(())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -162,7 +186,8 @@ impl Files {
             std::fs::rename(&path, &dest).map_err(|e| format!("storing upload {id}: {e}"))?;
             s.uploads.remove(&id);
             let r = file_ref(channel, &file_id, &u);
-            s.blobs.insert(
+            self.add_blob(
+                &mut s,
                 file_id.clone(),
                 Blob {
                     channel: channel.to_string(),
@@ -170,7 +195,7 @@ impl Files {
                     path: dest,
                     key: random_id(24),
                 },
-            );
+            )?;
             match arr
                 .iter_mut()
                 .find(|p| p.get("partId").and_then(Value::as_str) == Some(&part_id) && p.get("artifactRef").is_none())
@@ -487,15 +512,15 @@ pub(crate) fn confirm_upload(net: &Net, req: &Req, user: &str) -> Response<Body>
             }
             st.uploads.remove(id);
             let r = file_ref(&channel, &file_id, &u);
-            st.blobs.insert(
-                file_id.clone(),
-                Blob {
-                    channel: channel.clone(),
-                    file_name: u.file_name.clone(),
-                    path: dest,
-                    key: random_id(24),
-                },
-            );
+            let blob = Blob {
+                channel: channel.clone(),
+                file_name: u.file_name.clone(),
+                path: dest,
+                key: random_id(24),
+            };
+            if let Err(e) = net.files.add_blob(&mut st, file_id.clone(), blob) {
+                return err(500, "InternalError", &format!("registering upload {id}: {e}"));
+            }
             drop(st);
             let mut event = json!({
                 "type": "artifact", "taskId": task_id, "artifactRef": r,

@@ -8,6 +8,7 @@ mod filter;
 mod realtime;
 mod server;
 mod state;
+mod store;
 mod streams;
 
 use std::net::SocketAddr;
@@ -53,6 +54,9 @@ pub struct DevnetConfig {
     pub data_dir: Option<std::path::PathBuf>,
     /// Largest file accepted by the upload handshake (default 25 MiB, `BLOCKS_MAX_UPLOAD_BYTES`).
     pub max_upload_bytes: u64,
+    /// After a restart from `data_dir`: how long an agent instance known from before has to
+    /// heartbeat again before its running tasks fail with `agent_instance_lost` (default 20 s).
+    pub restart_grace: Duration,
 }
 
 impl Default for DevnetConfig {
@@ -70,6 +74,7 @@ impl Default for DevnetConfig {
             stream_chaos: false,
             data_dir: None,
             max_upload_bytes: blocks_wire::MAX_UPLOAD_BYTES,
+            restart_grace: Duration::from_secs(20),
         }
     }
 }
@@ -113,11 +118,50 @@ pub(crate) struct Net {
     pub stop_notify: Notify,
     pub files: files::Files,
     pub service_token: String,
+    /// The database (None: an in-memory network).
+    pub store: Option<Arc<store::Store>>,
+}
+
+/// The records, locked; changes made through it are written to the database when it is dropped
+/// (before the request that made them is answered).
+pub(crate) struct RecordsGuard<'a> {
+    guard: std::sync::MutexGuard<'a, Records>,
+    store: Option<&'a store::Store>,
+}
+
+impl std::ops::Deref for RecordsGuard<'_> {
+    type Target = Records;
+    fn deref(&self) -> &Records {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for RecordsGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Records {
+        &mut self.guard
+    }
+}
+
+impl Drop for RecordsGuard<'_> {
+    fn drop(&mut self) {
+        if self.guard.dirty.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.guard.dirty);
+        if let Some(store) = self.store {
+            if let Err(e) = store.flush(&self.guard, &dirty) {
+                tracing::error!(target: "blocks::devnet", "{e}");
+            }
+        }
+    }
 }
 
 impl Net {
-    pub fn records(&self) -> std::sync::MutexGuard<'_, Records> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn records(&self) -> RecordsGuard<'_> {
+        RecordsGuard {
+            guard: self.records.lock().unwrap_or_else(|e| e.into_inner()),
+            store: self.store.as_deref(),
+        }
     }
 
     /// Keys (publish, subscribe) of a billing mode.
@@ -167,6 +211,16 @@ impl Net {
         self.run(effects);
     }
 
+    /// Database housekeeping: messages that left the replay window, expired tokens.
+    pub fn prune(&self) {
+        self.rt.prune_store();
+        if let Some(db) = &self.store {
+            if let Err(e) = db.prune_tokens(state::now_ms()) {
+                tracing::warn!(target: "blocks::devnet", "{e}");
+            }
+        }
+    }
+
     /// Periodic work: instance liveness, pipe expiry.
     pub fn tick(&self) {
         self.files.sweep();
@@ -207,6 +261,7 @@ impl Net {
                     if let Some(t) = r.tasks.get_mut(id) {
                         t.expire_sent = true;
                     }
+                    r.touch_task(id);
                 }
             }
         }
@@ -253,24 +308,69 @@ impl Devnet {
                 source,
             })?
             .port();
-        let files = files::Files::open(config.data_dir.as_deref())
-            .map_err(|e| DevnetError::Config(format!("cannot create the file store: {e}")))?;
-        let mut records = Records::default();
+        let db = match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    DevnetError::Config(format!("cannot create the data directory {}: {e}", dir.display()))
+                })?;
+                Some(Arc::new(
+                    store::Store::open(dir).map_err(|e| DevnetError::Config(e.to_string()))?,
+                ))
+            }
+            None => None,
+        };
+        let files = files::Files::open(config.data_dir.as_deref(), db.clone())
+            .map_err(|e| DevnetError::Config(format!("cannot open the file store: {e}")))?;
+        let (mut records, rt) = match &db {
+            Some(db) => {
+                let loaded = db.load().map_err(|e| DevnetError::Config(e.to_string()))?;
+                let messages = db
+                    .load_messages(Realtime::replay_window_start())
+                    .map_err(|e| DevnetError::Config(e.to_string()))?;
+                let last_tt = db.last_tt().map_err(|e| DevnetError::Config(e.to_string()))?;
+                files.restore(loaded.blobs.clone());
+                (
+                    Records::from_loaded(loaded),
+                    Realtime::restore(db.clone(), messages, last_tt),
+                )
+            }
+            None => (Records::default(), Realtime::default()),
+        };
+        // instances known from before a restart get a grace period to reconnect and heartbeat
+        for i in records.instances.values().filter(|i| i.live) {
+            rt.seen(
+                &i.id,
+                std::slice::from_ref(&i.control_channel),
+                Some(config.restart_grace),
+                None,
+            );
+        }
         for k in &config.api_keys {
-            records.api_keys.insert(k.key.clone(), k.user_id.clone());
+            if records.api_keys.get(&k.key) != Some(&k.user_id) {
+                records.api_keys.insert(k.key.clone(), k.user_id.clone());
+                records.dirty.api_keys.insert(k.key.clone());
+            }
         }
         let service_token = records.mint(crate::state::TokenKind::Service, "blocks-devnet", None, None);
+        // the service token lives as long as this process: never written to the database
+        records.dirty.tokens.remove(&service_token);
+        if let Some(db) = &db {
+            let dirty = std::mem::take(&mut records.dirty);
+            db.flush(&records, &dirty)
+                .map_err(|e| DevnetError::Config(e.to_string()))?;
+        }
         let net = Arc::new_cyclic(|me| Net {
             me: me.clone(),
             cfg: config,
             url: format!("http://127.0.0.1:{port}"),
-            rt: Realtime::default(),
+            rt,
             records: Mutex::new(records),
             stopped: AtomicBool::new(false),
             stop_notify: Notify::new(),
             chaos: Mutex::new(Default::default()),
             files,
             service_token,
+            store: db,
         });
         let app = server::router(net.clone());
         let stop_net = net.clone();
@@ -291,6 +391,7 @@ impl Devnet {
         let tick_net = Arc::downgrade(&net);
         let ticker = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(500));
+            let mut ticks = 0u64;
             loop {
                 every.tick().await;
                 let Some(net) = tick_net.upgrade() else { return };
@@ -298,6 +399,10 @@ impl Devnet {
                     return;
                 }
                 net.tick();
+                ticks += 1;
+                if ticks.is_multiple_of(120) {
+                    net.prune();
+                }
             }
         });
         tracing::debug!(target: "blocks::devnet", "listening on http://127.0.0.1:{port}");

@@ -5,10 +5,16 @@ use std::time::Duration;
 
 use blocks_devnet::{ApiKey, Devnet, DevnetConfig};
 
-const USAGE: &str = "usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS] [--log info|debug]";
+const USAGE: &str =
+    "usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
+                     [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--log error|warn|info|debug]
+  --data-dir DIR   where the network keeps its database and files (default .blocks-devnet in the current directory)
+  --in-memory      keep nothing: a throwaway network";
 
 fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
     let mut cfg = DevnetConfig::default();
+    let mut data_dir: Option<std::path::PathBuf> = None;
+    let mut in_memory = false;
     let mut keys = Vec::new();
     let mut log = "info".to_string();
     let mut it = args.iter();
@@ -54,7 +60,20 @@ fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
                 }
                 cfg.token_ttl = Duration::from_secs_f64(secs);
             }
-            "--log" => log = value()?,
+            "--data-dir" => data_dir = Some(value()?.into()),
+            "--in-memory" => in_memory = true,
+            "--max-upload-bytes" => {
+                let v = value()?;
+                cfg.max_upload_bytes = v
+                    .parse()
+                    .map_err(|_| format!("--max-upload-bytes needs a whole number of bytes, got {v:?}"))?;
+            }
+            "--log" => {
+                log = value()?;
+                if !matches!(log.as_str(), "error" | "warn" | "info" | "debug") {
+                    return Err(format!("--log must be error, warn, info or debug, got {log:?}"));
+                }
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -62,6 +81,12 @@ fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
     if !keys.is_empty() {
         cfg.api_keys = keys;
     }
+    cfg.data_dir = match (in_memory, data_dir) {
+        (true, Some(_)) => return Err("--in-memory and --data-dir exclude each other: choose one".into()),
+        (true, None) => None,
+        (false, Some(d)) => Some(d),
+        (false, None) => Some(".blocks-devnet".into()),
+    };
     Ok((cfg, log))
 }
 
@@ -75,9 +100,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if log == "debug" {
-        eprintln!("blocks-devnet: request logging is available through the Node CLI (npx blocks-devnet --log debug)");
-    }
+    let level = match log.as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let data = match &cfg.data_dir {
+        Some(d) => format!("data in {}", d.display()),
+        None => "in memory: nothing is kept".to_string(),
+    };
     let net = match Devnet::start(cfg).await {
         Ok(n) => n,
         Err(e) => {
@@ -88,7 +125,7 @@ async fn main() -> ExitCode {
     for (k, v) in net.env() {
         println!("export {k}={v}");
     }
-    println!("blocks-devnet listening on {} (Ctrl-C to stop)", net.url());
+    println!("blocks-devnet listening on {} ({data}; Ctrl-C to stop)", net.url());
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

@@ -67,6 +67,8 @@ pub struct Realtime {
     presence: Mutex<HashMap<(String, String), Presence>>,
     /// Long-polls waiting for a message right now.
     pub held: std::sync::atomic::AtomicUsize,
+    /// Where every message is written before its timetoken is returned (None: in memory only).
+    store: Option<std::sync::Arc<crate::store::Store>>,
 }
 
 fn now_tt() -> u64 {
@@ -77,6 +79,68 @@ fn now_tt() -> u64 {
 }
 
 impl Realtime {
+    /// A plane backed by `store`, holding the stored messages again: history, and the replay
+    /// window (so a reader that reconnects with its cursor after a restart catches up).
+    pub fn restore(
+        store: std::sync::Arc<crate::store::Store>,
+        messages: Vec<crate::store::StoredMessage>,
+        last_tt: u64,
+    ) -> Realtime {
+        let rt = Realtime {
+            store: Some(store),
+            ..Realtime::default()
+        };
+        {
+            let mut p = rt.plane.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_tt();
+            p.last_tt = last_tt;
+            for m in messages {
+                let age = Duration::from_nanos(now.saturating_sub(m.tt).saturating_mul(100));
+                let msg = Message {
+                    tt: m.tt,
+                    channel: m.channel.clone(),
+                    payload: m.payload,
+                    meta: m.meta,
+                    publisher: m.publisher,
+                    at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                };
+                let ch = p.channels.entry((m.sub_key, m.channel)).or_default();
+                if m.history {
+                    ch.stored.push(msg.clone());
+                }
+                if age < CACHE_AGE {
+                    ch.recent.push_back(msg);
+                }
+            }
+            for (key, ch) in p.channels.iter_mut() {
+                let cap = if key.1.starts_with("stream.") {
+                    STREAM_CACHE_MESSAGES
+                } else {
+                    CACHE_MESSAGES
+                };
+                while ch.recent.len() > cap {
+                    ch.recent.pop_front();
+                }
+            }
+        }
+        rt
+    }
+
+    /// Drop stored messages that left the replay window (history stays).
+    pub fn prune_store(&self) {
+        if let Some(store) = &self.store {
+            let cutoff = now_tt().saturating_sub((CACHE_AGE.as_nanos() / 100) as u64);
+            if let Err(e) = store.prune_messages(cutoff) {
+                tracing::warn!(target: "blocks::devnet", "{e}");
+            }
+        }
+    }
+
+    /// The oldest timetoken still in the replay window.
+    pub fn replay_window_start() -> u64 {
+        now_tt().saturating_sub((CACHE_AGE.as_nanos() / 100) as u64)
+    }
+
     /// The latest timetoken handed out (or now, if larger).
     pub fn current_tt(&self) -> u64 {
         let mut p = self.plane.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,6 +186,14 @@ impl Realtime {
             }
             if store {
                 ch.stored.push(msg.clone());
+            }
+            // durable before anyone learns the timetoken (still under the plane lock, so the
+            // database holds messages in timetoken order)
+            if let Some(db) = &self.store {
+                if let Err(e) = db.put_message(sub_key, channel, tt, &msg.payload, msg.meta.as_ref(), publisher, store)
+                {
+                    tracing::error!(target: "blocks::devnet", "{e}");
+                }
             }
             msg
         };

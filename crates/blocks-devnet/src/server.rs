@@ -363,7 +363,9 @@ fn instance_went_live(net: &Net, uuid: &str, channels: &[String]) {
         match r.instances.get_mut(uuid) {
             Some(i) if channels.contains(&i.control_channel) => {
                 i.live = true;
-                Some(i.agent.clone())
+                let (id, agent) = (i.id.clone(), i.agent.clone());
+                r.touch_instance(&id);
+                Some(agent)
             }
             _ => None,
         }
@@ -378,6 +380,11 @@ fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Re
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
     let channels = split_channels(channels);
+    // presence on a channel (heartbeat, leave, state) needs the right to read it: nobody can keep
+    // another user's instance alive, make it leave, or read its state
+    if let Some(denied) = check_access(net, req, &channels, Op::Read) {
+        return denied;
+    }
     let uuid = req.q("uuid").unwrap_or("").to_string();
     match rest {
         ["heartbeat"] => {
@@ -400,6 +407,7 @@ fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Re
             {
                 i.live = false;
                 i.left_at = Some(std::time::Instant::now());
+                r.touch_instance(&uuid);
             }
             drop(r);
             json_response(

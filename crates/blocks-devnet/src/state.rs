@@ -5,10 +5,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::store::{from_json, Dirty, Loaded};
+
 /// What a token grants.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TokenKind {
     /// Consumer JWT (backend calls).
     ConsumerAccess,
@@ -44,8 +47,47 @@ pub struct Token {
     pub expires: Option<Instant>,
 }
 
+/// A token as stored (expiry on the wall clock).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredToken {
+    kind: TokenKind,
+    user_id: String,
+    api_key: Option<String>,
+    /// Expiry, milliseconds since the epoch.
+    pub expires_ms: Option<u64>,
+}
+
+impl Token {
+    /// The stored form.
+    pub fn to_stored(&self) -> StoredToken {
+        let now = now_ms();
+        StoredToken {
+            kind: self.kind.clone(),
+            user_id: self.user_id.clone(),
+            api_key: self.api_key.clone(),
+            expires_ms: self
+                .expires
+                .map(|e| now + e.saturating_duration_since(Instant::now()).as_millis() as u64),
+        }
+    }
+
+    /// Back from the stored form (None when it has expired).
+    pub fn from_stored(s: StoredToken) -> Option<Token> {
+        let expires = match s.expires_ms {
+            Some(ms) => Some(Instant::now() + Duration::from_millis(ms.checked_sub(now_ms()).filter(|d| *d > 0)?)),
+            None => None,
+        };
+        Some(Token {
+            kind: s.kind,
+            user_id: s.user_id,
+            api_key: s.api_key,
+            expires,
+        })
+    }
+}
+
 /// A registered agent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Agent {
     /// Name.
     pub name: String,
@@ -62,7 +104,7 @@ pub struct Agent {
 }
 
 /// A connected agent instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Instance {
     /// Instance id (its realtime uuid).
     pub id: String,
@@ -81,11 +123,12 @@ pub struct Instance {
     /// Round-robin tie breaker.
     pub last_assigned: u64,
     /// When the instance left its control channel (graceful stop: it may still finish tasks).
+    #[serde(skip)]
     pub left_at: Option<std::time::Instant>,
 }
 
 /// A task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Task {
     /// Id.
     pub id: String,
@@ -121,6 +164,9 @@ pub struct Task {
     pub instance: Option<String>,
     /// Keyset (sub key) of the agent.
     pub sub_key: String,
+    /// The caller's idempotency key, if it sent one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 impl Task {
@@ -170,12 +216,14 @@ pub struct Records {
     pub instances: HashMap<String, Instance>,
     /// Task id → task.
     pub tasks: HashMap<String, Task>,
-    /// Task ids in creation order.
-    pub task_order: Vec<String>,
     /// (user, idempotency key) → task id.
     pub idempotency: HashMap<(String, String), String>,
     /// Agent → queued task ids.
     pub queues: HashMap<String, VecDeque<String>>,
+    /// Owner → task ids in creation order (ListTasks).
+    pub by_owner: HashMap<String, Vec<String>>,
+    /// Changed since the last write to the database.
+    pub dirty: Dirty,
     counter: u64,
 }
 
@@ -220,9 +268,64 @@ pub fn iso_now() -> String {
 }
 
 impl Records {
+    /// Records loaded from the database: tokens that expired are dropped, pending tasks queue
+    /// again in creation order, instances that had left get a fresh grace period.
+    pub fn from_loaded(l: Loaded) -> Records {
+        let mut r = Records::default();
+        r.api_keys.extend(l.api_keys);
+        for (t, data) in l.tokens {
+            if let Some(tok) = from_json::<StoredToken>("token", data).and_then(Token::from_stored) {
+                r.tokens.insert(t, tok);
+            }
+        }
+        for a in l.agents.into_iter().filter_map(|a| from_json::<Agent>("agent", a)) {
+            r.agents.insert(a.name.clone(), a);
+        }
+        for mut i in l
+            .instances
+            .into_iter()
+            .filter_map(|i| from_json::<Instance>("instance", i))
+        {
+            r.counter = r.counter.max(i.last_assigned);
+            if !i.live && !i.running.is_empty() {
+                i.left_at = Some(Instant::now());
+            }
+            r.instances.insert(i.id.clone(), i);
+        }
+        for t in l.tasks.into_iter().filter_map(|t| from_json::<Task>("task", t)) {
+            r.counter = r.counter.max(t.seq);
+            if let Some(k) = &t.idempotency_key {
+                r.idempotency.insert((t.owner.clone(), k.clone()), t.id.clone());
+            }
+            if !t.is_terminal() && t.instance.is_none() {
+                r.queues.entry(t.agent.clone()).or_default().push_back(t.id.clone());
+            }
+            r.by_owner.entry(t.owner.clone()).or_default().push(t.id.clone());
+            r.tasks.insert(t.id.clone(), t);
+        }
+        r
+    }
+
+    /// Mark a task changed (it is written to the database when the records lock is released).
+    pub fn touch_task(&mut self, id: &str) {
+        self.dirty.tasks.insert(id.to_string());
+    }
+
+    /// Mark an instance changed.
+    pub fn touch_instance(&mut self, id: &str) {
+        self.dirty.instances.insert(id.to_string());
+    }
+
+    /// Remove a token.
+    pub fn revoke(&mut self, token: &str) {
+        self.tokens.remove(token);
+        self.dirty.tokens.insert(token.to_string());
+    }
+
     /// Mint a token.
     pub fn mint(&mut self, kind: TokenKind, user_id: &str, ttl: Option<Duration>, api_key: Option<&str>) -> String {
         let t = format!("tok_{}", random_id(32));
+        self.dirty.tokens.insert(t.clone());
         self.tokens.insert(
             t.clone(),
             Token {
@@ -256,6 +359,7 @@ impl Records {
             registered_at: iso_now(),
         };
         self.agents.insert(name.to_string(), a.clone());
+        self.dirty.agents.insert(name.to_string());
         a
     }
 
@@ -292,9 +396,11 @@ impl Records {
             consumer_public_key: cpk,
             instance: None,
             sub_key: sub_key.to_string(),
+            idempotency_key: None,
         };
+        self.dirty.tasks.insert(t.id.clone());
         self.tasks.insert(t.id.clone(), t.clone());
-        self.task_order.push(t.id.clone());
+        self.by_owner.entry(t.owner.clone()).or_default().push(t.id.clone());
         self.queues
             .entry(agent.to_string())
             .or_default()
@@ -339,6 +445,8 @@ impl Records {
             );
             let (control_channel, sub_key) = match self.instances.get_mut(&inst_id) {
                 Some(i) => {
+                    self.dirty.instances.insert(i.id.clone());
+                    self.dirty.tasks.insert(task_id.clone());
                     i.running.insert(task_id.clone());
                     i.last_assigned = counter;
                     (i.control_channel.clone(), i.sub_key.clone())
@@ -386,6 +494,7 @@ impl Records {
         if task.is_terminal() {
             return None;
         }
+        self.dirty.tasks.insert(task_id.to_string());
         match event.get("type").and_then(Value::as_str) {
             Some("progress") if event.get("state").and_then(Value::as_str) == Some("running") => {
                 task.state = "running".into();
@@ -403,6 +512,7 @@ impl Records {
                 let agent = task.agent.clone();
                 if let Some(i) = inst.and_then(|i| self.instances.get_mut(&i)) {
                     i.running.remove(task_id);
+                    self.dirty.instances.insert(i.id.clone());
                 }
                 Some(agent)
             }
@@ -429,6 +539,7 @@ impl Records {
             return Vec::new();
         };
         inst.live = false;
+        self.dirty.instances.insert(inst_id.to_string());
         let running: Vec<String> = inst.running.drain().collect();
         running
             .into_iter()
