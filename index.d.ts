@@ -90,6 +90,12 @@ export interface TaskClientOptions {
   anonFingerprint?: string
   /** Route the SDK's logs (process-wide) into your logger. */
   logger?: Logger
+  /**
+   * Give up on a subscribe long-poll that has not answered for this long and reconnect from the
+   * same cursor (default 310000: the hosted network holds idle polls for 280 s). Lower it to
+   * detect a silently dead (blackholed) connection sooner; it must exceed the server's hold time.
+   */
+  longPollTimeoutMs?: number
 }
 
 /** What a token source returns. */
@@ -367,6 +373,10 @@ export declare class TaskSession {
   readonly state: TaskState | undefined
   /** True once closed (after the terminal, or by `close()`). */
   readonly isClosed: boolean
+  /**
+   * Progress events. Those the task published before `sendMessage()` resolved are delivered too
+   * (on the next tick, before live ones), so a listener added right after the call misses nothing.
+   */
   onProgress(cb: (event: ProgressEvent) => void): Unsubscribe
   /** Artifacts received so far are replayed at once. */
   onArtifact(cb: (event: ArtifactEvent) => void): Unsubscribe
@@ -585,6 +595,12 @@ export interface AgentInstanceOptions {
   listing?: 'private' | 'public'
   /** How long a handler may run on after TerminateTask before the task is ended without it (default 2000). */
   terminateGraceMs?: number
+  /**
+   * Give up on a subscribe long-poll that has not answered for this long and reconnect
+   * (default 310000: the hosted network holds idle polls for 280 s). Lower it to detect a
+   * silently dead (blackholed) connection sooner; it must exceed the server's hold time.
+   */
+  longPollTimeoutMs?: number
 }
 
 export interface AgentInstanceHandle {
@@ -592,6 +608,7 @@ export interface AgentInstanceHandle {
   readonly agentName: string
   readonly controlChannel: string
   readonly subscribeKey: string
+  /** Tasks holding capacity now (a handler that ignored TerminateTask stops counting once the runtime ends its task). */
   readonly activeTasks: number
   readonly billingMode: BillingMode
   /** The agent-to-agent client (also `ctx.taskClient`). */
@@ -621,10 +638,27 @@ export interface LocalNetworkOptions {
   minuteMs?: number
   /** Test knob: reorder and duplicate stream messages on the wire. */
   streamChaos?: boolean
-  /** Where the devnet keeps its files (default: a temporary directory removed on stop). */
+  /**
+   * Where the network keeps its SQLite database (`devnet.db`) and files. With a data directory the
+   * network survives restarts (also after SIGKILL): registrations, tokens, tasks, task history
+   * and files are kept. Default: in memory, nothing kept.
+   */
   dataDir?: string
+  /** Keep nothing (the default); cannot be combined with `dataDir`. */
+  inMemory?: boolean
   /** Largest upload accepted, bytes (default 26214400). */
   maxUploadBytes?: number
+  /**
+   * Agent instances to run on the network (started after it, stopped by `stop()` before it);
+   * `apiKey` and `cdmUrl` are the network's.
+   */
+  agents?: LocalNetworkAgent[]
+}
+
+/** An agent run by `LocalNetwork.start({ agents })`. */
+export interface LocalNetworkAgent extends Omit<AgentInstanceOptions, 'apiKey' | 'cdmUrl' | 'baseUrl' | 'realtimeOrigin'> {
+  /** Instances of this agent to start (default 1). */
+  instances?: number
 }
 
 /** An in-process Blocks Network on loopback (backend, realtime, dispatcher). */
@@ -639,6 +673,9 @@ export declare class LocalNetwork {
   readonly serviceToken: string
   /** `{ BLOCKS_CDM_URL, BLOCKS_API_KEY }` */
   readonly env: { BLOCKS_CDM_URL: string; BLOCKS_API_KEY: string }
+  /** The agent instances started with `agents`, in order. */
+  readonly agents: AgentInstanceHandle[]
+  /** Stop the agents started with the network, then the network. Idempotent. */
   stop(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }

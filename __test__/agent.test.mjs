@@ -93,15 +93,21 @@ test('cancel aborts ctx.cancelSignal; what the handler returns is published befo
   assert.equal(artifactText(s.listArtifacts()[0]), 'partial result')
 })
 
-test('terminate ends a handler that ignores cancellation', async () => {
+test('terminate ends a handler that ignores cancellation, and frees its capacity for the next task', async () => {
   const client = await env.client()
-  await env.agent('stubborn', () => new Promise(() => {}), { terminateGraceMs: 200 })
+  let calls = 0
+  const agent = await env.agent('stubborn', (task, ctx) => (++calls === 1 ? new Promise(() => {}) : { artifacts: [{ data: 'next' }] }), { terminateGraceMs: 200, concurrency: 1 })
   const s = await client.sendMessage({ agentName: 'stubborn', requestParts: [] })
   await running(client, s.taskId)
   await client.terminateTask(s.taskId)
   const t = await s.waitForTerminal(15_000)
   assert.equal(t.state, 'canceled')
   assert.equal(t.reason, 'terminated')
+  // the runaway handler still runs, but the task is over: the only slot takes the next task
+  // (the network dispatches as soon as it sees the terminal; was: agent_at_capacity)
+  assert.equal(agent.activeTasks, 0)
+  const next = await client.sendMessage({ agentName: 'stubborn', requestParts: [] })
+  assert.equal((await next.waitForTerminal(15_000)).state, 'completed')
 })
 
 test('pipe tasks: a voluntary return publishes no terminal; a later cancel ends it canceled', async () => {

@@ -163,6 +163,34 @@ test('idempotency: the same key returns the same task; a finished one comes back
   await s3.waitForTerminal(15_000)
 })
 
+test('progress published before sendMessage() resolved reaches listeners added right after it, once, before live events', async () => {
+  const gate = deferred()
+  await env.agent('early_bird', async (task, ctx) => {
+    ctx.reportStatus('early')
+    await gate.promise
+    await new Promise((r) => setTimeout(r, 1005)) // past the 1 s status throttle
+    ctx.reportStatus('late')
+    return {}
+  })
+  const client = await env.client()
+  const key = `early-${Date.now()}`
+  const first = await client.sendMessage({ agentName: 'early_bird', requestParts: [], idempotencyKey: key })
+  await new Promise((r) => first.onProgress((e) => e.message === 'early' && r()))
+  // the same task again (idempotent hit): 'early' is now in its history, published before this
+  // session existed
+  const second = await client.sendMessage({ agentName: 'early_bird', requestParts: [], idempotencyKey: key })
+  assert.equal(second.idempotent, true)
+  const seen = []
+  const types = []
+  second.onProgress((e) => e.message && seen.push(e.message))
+  second.onEvent((e) => types.push(e.type))
+  gate.resolve()
+  await second.waitForTerminal(15_000)
+  assert.deepEqual(seen, ['early', 'late'])
+  assert.ok(types.includes('progress') && types.at(-1) === 'terminal', types.join())
+  assert.deepEqual(second.listEvents().filter((e) => e.message).map((e) => e.message), ['early', 'late'])
+})
+
 test('connect() to a finished task rebuilds it from history', async () => {
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('history')] })

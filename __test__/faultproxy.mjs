@@ -2,16 +2,27 @@
 //   proxy.reset()        resets every open connection (the network drops)
 //   proxy.delayMs = n    delays every chunk in both directions by n ms
 //   proxy.refuse = true  new connections are closed at once (the link is down) until set back
+//   proxy.blackhole()    silently swallow everything on every open connection, for good, and on
+//                        new connections until proxy.restore(): no reset, no FIN, just silence
 import net from 'node:net'
 
 export async function startFaultProxy(targetUrl) {
   const target = new URL(targetUrl)
   const sockets = new Set()
+  const pairs = new Set()
+  let holing = false
   const proxy = {
     delayMs: 0,
     refuse: false,
     connections: 0,
     url: '',
+    blackhole() {
+      holing = true
+      for (const p of pairs) p.swallowed = true
+    },
+    restore() {
+      holing = false
+    },
     reset() {
       for (const s of sockets) (s.resetAndDestroy ? s.resetAndDestroy() : s.destroy())
       sockets.clear()
@@ -21,8 +32,9 @@ export async function startFaultProxy(targetUrl) {
       return new Promise((r) => server.close(r))
     },
   }
-  const forward = (from, to) => {
+  const forward = (from, to, pair) => {
     from.on('data', (chunk) => {
+      if (pair.swallowed) return
       if (proxy.delayMs > 0) {
         from.pause()
         setTimeout(() => {
@@ -38,9 +50,12 @@ export async function startFaultProxy(targetUrl) {
     const upstream = net.connect(Number(target.port), target.hostname)
     sockets.add(client)
     sockets.add(upstream)
-    forward(client, upstream)
-    forward(upstream, client)
+    const pair = { swallowed: holing }
+    pairs.add(pair)
+    forward(client, upstream, pair)
+    forward(upstream, client, pair)
     const drop = () => {
+      pairs.delete(pair)
       client.destroy()
       upstream.destroy()
       sockets.delete(client)

@@ -9,7 +9,8 @@ let env
 let proxy
 const gates = new Map()
 before(async () => {
-  env = await startNetwork()
+  // idle polls are answered after 2 s, so a caller may time out a silent one after 4 s
+  env = await startNetwork({ longPollHoldSec: 2 })
   proxy = await startFaultProxy(env.net.url)
   // the agent talks to the devnet directly; it emits numbered status lines when told to
   await env.agent('ticker', async (task, ctx) => {
@@ -32,8 +33,8 @@ after(async () => {
 })
 
 /** A caller whose backend and realtime traffic goes through the proxy. */
-function callerViaProxy() {
-  return env.client({ baseUrl: proxy.url, realtimeOrigin: proxy.url })
+function callerViaProxy(extra = {}) {
+  return env.client({ baseUrl: proxy.url, realtimeOrigin: proxy.url, ...extra })
 }
 
 function ticks(session) {
@@ -99,4 +100,65 @@ test('a slow link (50 ms per chunk each way) delays but does not reorder or lose
     proxy.delayMs = 0
     client.destroy()
   }
+})
+
+test('a blackholed long-poll (silence, no reset) is given up after longPollTimeoutMs and the caller catches up', { timeout: 60_000 }, async () => {
+  const client = await callerViaProxy({ longPollTimeoutMs: 4000 })
+  const gate = deferred()
+  const start = deferred()
+  gates.set('hole', gate)
+  gates.set('hole:start', start)
+  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart('hole', 'g')] })
+  const seen = ticks(session)
+  start.resolve()
+  await new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
+  proxy.blackhole() // the held poll and every pooled connection go silent for good
+  gate.resolve()
+  await new Promise((r) => setTimeout(r, 1500))
+  proxy.restore() // new connections work again; the silent ones never will
+  const t = await session.waitForTerminal(45_000)
+  assert.equal(t.state, 'completed')
+  assert.deepEqual(seen, [1, 2, 3, 4], 'events published while the poll hung arrive once, in order')
+  client.destroy()
+})
+
+test('longPollTimeoutMs is validated', async () => {
+  await assert.rejects(env.client({ longPollTimeoutMs: 10 }), (e) => e instanceof sdk.InvalidArgumentError && /longPollTimeoutMs.*>= 1000/.test(e.message))
+  await assert.rejects(env.agent('lp', async () => {}, { longPollTimeoutMs: 'soon' }), (e) => e instanceof sdk.InvalidArgumentError && /longPollTimeoutMs/.test(e.message))
+})
+
+test('malformed messages on a task channel are skipped and reported through onError; the task carries on', { timeout: 60_000 }, async () => {
+  const client = await env.client()
+  const gate = deferred()
+  const start = deferred()
+  gates.set('junk', gate)
+  gates.set('junk:start', start)
+  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart('junk', 'g')] })
+  const seen = ticks(session)
+  const errors = []
+  const fiveErrors = deferred()
+  session.onError((err, ctx) => {
+    errors.push({ message: err.message, type: ctx.callbackType, isBlocks: err instanceof sdk.BlocksError })
+    if (errors.length === 5) fiveErrors.resolve()
+  })
+  start.resolve()
+  await new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
+  const junk = ['"just a string"', '{"no":"type"}', '{"type":7}', '{"type":"terminal","state":"exploded"}', JSON.stringify({ type: 'artifact', blob: 'x'.repeat(20_000) })]
+  for (const body of junk) {
+    const r = await fetch(`${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${session.statusChannel}/0?uuid=intruder&auth=${env.net.serviceToken}`, { method: 'POST', body })
+    assert.equal(r.status, 200)
+  }
+  await fiveErrors.promise
+  gate.resolve()
+  const t = await session.waitForTerminal(45_000)
+  assert.equal(t.state, 'completed', 'the bogus terminal was not taken')
+  assert.deepEqual(seen, [1, 2, 3, 4])
+  assert.deepEqual(errors.map((e) => e.type), Array(5).fill('malformedMessage'))
+  assert.ok(errors.every((e) => e.isBlocks))
+  assert.match(errors[0].message, /not a JSON object/)
+  assert.match(errors[1].message, /without a `type`/)
+  assert.match(errors[3].message, /valid `state`/)
+  assert.match(errors[4].message, /artifactRef\.kind/)
+  assert.ok(errors[4].message.length < 600, 'a huge message is shown truncated')
+  client.destroy()
 })

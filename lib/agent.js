@@ -124,7 +124,16 @@ function loadCard(source) {
       throw new InvalidArgumentError(`agent-card.json is invalid JSON: ${e.message}`)
     }
   }
-  const r = native.validateCard(card)
+  if (card === null || typeof card !== 'object' || Array.isArray(card)) {
+    throw new InvalidArgumentError('an agent card must be an object (or the path to agent-card.json)')
+  }
+  let plain
+  try {
+    plain = JSON.parse(JSON.stringify(card)) // what the card is as JSON: functions, symbols and undefined drop out
+  } catch (e) {
+    throw new InvalidArgumentError(`an agent card must be plain JSON data: ${e.message}`)
+  }
+  const r = native.validateCard(plain)
   if (r.error) throw new InvalidArgumentError(r.error)
   return card
 }
@@ -166,6 +175,7 @@ async function startAgentInstance(options) {
       maxRunningTimeSec: options.maxRunningTimeSec ?? runtime.maxRunningTimeSec,
       listing: options.listing,
       terminateGraceMs: options.terminateGraceMs,
+      longPollTimeoutMs: require('./client.js').longPollTimeout(options),
       streams: Object.entries(card?.streams ?? options.streams ?? {}).map(([name, d]) => [name, d.direction, d.format, d.affinity ?? 'dedicated']),
     },
     run,
@@ -179,6 +189,7 @@ async function startAgentInstance(options) {
       cdmUrl: options.cdmUrl,
       baseUrl: options.baseUrl,
       realtimeOrigin: options.realtimeOrigin,
+      longPollTimeoutMs: options.longPollTimeoutMs,
     })
   } catch (err) {
     await agent.stop(0)

@@ -4,6 +4,7 @@
 
 const native = require('../native.js')
 const { TaskSession } = require('./session.js')
+const { jsonData, jsonOptions } = require('./json.js')
 const { InvalidArgumentError } = require('./errors.js')
 const { setLogger } = require('./log.js')
 const { authOptions, ConsumerAuth, StaticAuthProvider } = require('./auth.js')
@@ -17,6 +18,16 @@ function maxUpload(options) {
 }
 
 const BILLING_MODE_REQUIRED = "TaskClient.create() requires a billingMode option ('free' or 'paid')"
+
+/** `longPollTimeoutMs`: undefined, or a number of milliseconds >= 1000. */
+function longPollTimeout(options) {
+  const v = options.longPollTimeoutMs
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 1000) {
+    throw new InvalidArgumentError(`longPollTimeoutMs must be a number of milliseconds >= 1000, got ${v}`)
+  }
+  return v
+}
 
 class TaskClient {
   #native
@@ -72,6 +83,7 @@ class TaskClient {
       baseUrl: options.baseUrl,
       realtimeOrigin: options.realtimeOrigin,
       anonFingerprint: options.anonFingerprint,
+      longPollTimeoutMs: longPollTimeout(options),
       ...authOptions(options),
     })
     const client = new TaskClient(n)
@@ -91,14 +103,16 @@ class TaskClient {
 
   /** Create a task; the session is caught up with everything the task published so far. */
   async sendMessage(options) {
-    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('sendMessage(options) needs an options object with agentName')
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new InvalidArgumentError('sendMessage(options) needs an options object with agentName')
     if (options.requestParts !== undefined && !Array.isArray(options.requestParts)) {
       throw new InvalidArgumentError('requestParts must be an array of parts (see textPart())')
     }
     const { wire, uploads } = await prepareParts(options.requestParts, this.#maxUploadBytes)
-    const request = { ...options, requestParts: options.requestParts === undefined ? undefined : wire, maxUploadBytes: this.#maxUploadBytes }
+    const { requestParts: _parts, ...rest } = options
+    const request = jsonOptions({ ...rest, maxUploadBytes: this.#maxUploadBytes }, 'sendMessage')
+    if (options.requestParts !== undefined) request.requestParts = jsonData(wire, 'sendMessage', 'requestParts')
     const s = await this.#native.sendMessage(request, uploads)
-    return new TaskSession(s, this)
+    return new TaskSession(s, this, { catchUp: true })
   }
 
   /**
@@ -106,24 +120,27 @@ class TaskClient {
    * rebuilt from history and is live if the task is still active.
    */
   async connect(target) {
-    const { taskId, role } = typeof target === 'string' ? { taskId: target } : (target ?? {})
+    const { taskId, role } = typeof target === 'string' ? { taskId: target } : target !== null && typeof target === 'object' ? target : {}
     if (typeof taskId !== 'string' || taskId === '') throw new InvalidArgumentError('connect() needs a taskId')
+    if (role !== undefined && typeof role !== 'string') throw new InvalidArgumentError('connect(): role must be a string')
     return new TaskSession(await this.#native.connect(taskId, role), this)
   }
 
   /** The registry card of an agent, or null when the agent is unknown. */
-  getAgentCard(agentName) {
+  async getAgentCard(agentName) {
+    if (typeof agentName !== 'string' || agentName === '') throw new InvalidArgumentError('getAgentCard needs an agent name string')
     return this.#native.getAgentCard(agentName)
   }
 
   /** GetTask: `{ taskId, agentName, owner, state, createdTime, updatedTime }`. */
-  getTask(taskId) {
+  async getTask(taskId) {
+    if (typeof taskId !== 'string' || taskId === '') throw new InvalidArgumentError('getTask needs a taskId string')
     return this.#native.getTask(taskId)
   }
 
   /** ListTasks: `{ tasks, next?, totalCount? }`. */
-  listTasks(params = {}) {
-    return this.#native.rpc('ListTasks', params)
+  async listTasks(params = {}) {
+    return this.#native.rpc('ListTasks', jsonOptions(params, 'listTasks'))
   }
 
   cancelTask(taskId) {
@@ -159,4 +176,7 @@ class TaskClient {
   }
 }
 
-module.exports = { TaskClient }
+module.exports = {
+  longPollTimeout,
+  TaskClient,
+}

@@ -171,7 +171,16 @@ function decodeInlineArtifact(ref) {
  * descriptor is given, otherwise a file ref `{ kind: 'file', channel, fileId, fileName, ... }`.
  * Keys with null/undefined values are left out.
  */
-function buildArtifactRef({ data, mimeType, size, hash, file, fileName, inlineLimit = ARTIFACT_INLINE_LIMIT_BYTES } = {}) {
+function buildArtifactRef(options = {}) {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('buildArtifactRef needs an options object ({ data, mimeType, ... })')
+  const { data, mimeType, size, hash, file, fileName, inlineLimit = ARTIFACT_INLINE_LIMIT_BYTES } = options
+  const isBytes = typeof data === 'string' || data instanceof Uint8Array || data instanceof ArrayBuffer
+  if (data !== undefined && !isBytes) throw new InvalidArgumentError(`buildArtifactRef: data must be a string, Uint8Array or ArrayBuffer, got ${describe(data)}`)
+  for (const [k, v] of [['mimeType', mimeType], ['hash', hash], ['fileName', fileName]]) {
+    if (v !== undefined && typeof v !== 'string') throw new InvalidArgumentError(`buildArtifactRef: ${k} must be a string, got ${describe(v)}`)
+  }
+  if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0)) throw new InvalidArgumentError(`buildArtifactRef: size must be a whole number of bytes, got ${describe(size)}`)
+  if (file !== undefined && (file === null || typeof file !== 'object')) throw new InvalidArgumentError('buildArtifactRef: file must be { id, name?, channel, expiresAt? }')
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data === undefined ? undefined : Buffer.from(data)
   const n = size ?? bytes?.length ?? 0
   const mime = mimeType ?? 'application/octet-stream'
@@ -180,6 +189,14 @@ function buildArtifactRef({ data, mimeType, size, hash, file, fileName, inlineLi
     : { kind: 'file', mimeType: mime, size: n, hash, fileId: file.id, fileName: file.name ?? fileName, channel: file.channel, expiresAt: file.expiresAt }
   for (const k of Object.keys(ref)) if (ref[k] === undefined || ref[k] === null) delete ref[k]
   return ref
+}
+
+/** A short description of a bad value for error messages. */
+function describe(v) {
+  if (v === null) return 'null'
+  if (typeof v === 'symbol' || typeof v === 'function' || typeof v === 'bigint') return typeof v
+  if (typeof v === 'object') return Array.isArray(v) ? 'an array' : 'an object'
+  return `${typeof v} ${String(v).slice(0, 40)}`
 }
 
 /** Accept an artifact event or its ref. */
@@ -200,7 +217,7 @@ async function downloadArtifact(refOrEvent, source) {
     if (typeof ref.data !== 'string') throw new InvalidArgumentError('inline ArtifactRef is missing data')
     return { data: Buffer.from(ref.data, 'base64'), mimeType, fileName: ref.fileName }
   }
-  if (ref.kind !== 'file') throw new InvalidArgumentError(`Unknown ArtifactRef kind: ${JSON.stringify(ref.kind)}`)
+  if (ref.kind !== 'file') throw new InvalidArgumentError(`Unknown ArtifactRef kind: ${describe(ref.kind)}`)
   if (!ref.channel || !ref.fileId || !ref.fileName) {
     throw new InvalidArgumentError('file ArtifactRef is missing required fields (channel, fileId, fileName)')
   }

@@ -4,7 +4,7 @@
 // listeners replay.
 
 const { Listeners } = require('./callbacks.js')
-const { ClosedError, InvalidArgumentError, TimeoutError } = require('./errors.js')
+const { BlocksError, ClosedError, InvalidArgumentError, TimeoutError } = require('./errors.js')
 const { log } = require('./log.js')
 const { StreamHandle, StreamRef } = require('./stream.js')
 const fs = require('node:fs')
@@ -31,8 +31,12 @@ class TaskSession {
   #drainWindowMs = DRAIN_WINDOW_MS
   #closing = Promise.resolve()
 
-  /** @internal */
-  constructor(native, client) {
+  /**
+   * @internal `catchUp`: events the task published before the session went live (read from
+   * history when it opened) are delivered to `onEvent`/`onProgress` on the next tick, before any
+   * live event, so listeners added right after `await sendMessage()` miss nothing.
+   */
+  constructor(native, client, { catchUp = false } = {}) {
     this.#native = native
     this.#client = client
     this.#listeners = new Listeners((err, ctx) => this.#reportError(err, ctx))
@@ -55,9 +59,28 @@ class TaskSession {
     this.#events = [...initial.events]
     this.#closed = initial.closed
     this.#addStreams(initial.streams ?? [])
-    if (!this.#closed && !this.#terminal) native.start((batch) => {
-      for (const e of batch) this.#dispatch(e)
+    const goLive = () => {
+      if (!this.#closed && !this.#terminal) native.start((batch) => {
+        for (const e of batch) this.#dispatch(e)
+      })
+    }
+    const early = catchUp ? initial.events : []
+    if (early.length === 0) {
+      goLive()
+      return
+    }
+    setImmediate(() => {
+      for (const event of early) this.#deliverEarly(event)
+      goLive()
     })
+  }
+
+  /** A catch-up event: its effects (state, artifacts, terminal) are already applied and replay to late listeners. */
+  #deliverEarly(event) {
+    if (this.#closed || !event || typeof event.type !== 'string') return
+    const ctx = this.#context(event)
+    this.#listeners.emit('onEvent', [event], ctx)
+    if (event.type === 'progress') this.#listeners.emit('onProgress', [event], ctx)
   }
 
   /** True once the session was closed (pre-closed idempotent hits start closed). */
@@ -338,6 +361,12 @@ class TaskSession {
   }
 
   #dispatch({ event }) {
+    if (event && typeof event.$malformed === 'string') {
+      // skipped by the engine; the session carries on
+      const err = new BlocksError(`skipped ${event.$malformed} on ${this.statusChannel}: ${event.message}`)
+      this.#reportError(err, { entryPoint: 'taskSession', callbackType: 'malformedMessage', event: { raw: event.message } })
+      return
+    }
     if (this.#closed || !event || typeof event.type !== 'string') return
     const ctx = this.#context(event)
     this.#events.push(event)

@@ -33,6 +33,8 @@ pub struct NativeAgentOptions {
     pub terminate_grace_ms: Option<u32>,
     /// Card streams: `[name, direction, format, affinity]`.
     pub streams: Option<Vec<Vec<String>>>,
+    /// Give up on a silent subscribe long-poll after this many ms (default 310000).
+    pub long_poll_timeout_ms: Option<f64>,
 }
 
 struct JsHandler {
@@ -202,6 +204,10 @@ impl NativeAgent {
             max_running_time_sec: opts.max_running_time_sec.map(u64::from),
             listing: opts.listing,
             terminate_grace: opts.terminate_grace_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+            long_poll_timeout: opts
+                .long_poll_timeout_ms
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
             streams: opts
                 .streams
                 .unwrap_or_default()

@@ -32,6 +32,8 @@ pub struct NativeClientOptions {
     pub token_provider: Option<ProviderFn>,
     #[napi(ts_type = "(kind: string, message: string, propsJson: string) => void")]
     pub on_auth_error: Option<AuthErrorFn>,
+    /// Give up on a silent subscribe long-poll after this many ms (default 310000).
+    pub long_poll_timeout_ms: Option<f64>,
 }
 
 /// Options of `NativeTaskClient.direct`.
@@ -120,6 +122,10 @@ impl NativeTaskClient {
             token_provider: token_source(opts.token_provider),
             anon_fingerprint: opts.anon_fingerprint,
             on_auth_error: auth_error_callback(opts.on_auth_error),
+            long_poll_timeout: opts
+                .long_poll_timeout_ms
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0)),
         };
         let inner = TaskClient::create(options).await.or_js().await?;
         Ok(NativeTaskClient { inner })

@@ -164,6 +164,8 @@ export interface NativeAgentOptions {
   terminateGraceMs?: number
   /** Card streams: `[name, direction, format, affinity]`. */
   streams?: Array<Array<string>>
+  /** Give up on a silent subscribe long-poll after this many ms (default 310000). */
+  longPollTimeoutMs?: number
 }
 
 /** Options of `NativeAuth.consumer`. */
@@ -192,6 +194,8 @@ export interface NativeClientOptions {
   anonFingerprint?: string
   tokenProvider?: () => Promise<{ token: string; expiresIn: number; userId?: string }>
   onAuthError?: (kind: string, message: string, propsJson: string) => void
+  /** Give up on a silent subscribe long-poll after this many ms (default 310000). */
+  longPollTimeoutMs?: number
 }
 
 /** Options of `NativeTaskClient.direct`. */
@@ -214,8 +218,13 @@ export interface NativeNetworkOptions {
   minuteMs?: number
   /** Test knob: deliver stream messages out of order and duplicated. */
   streamChaos?: boolean
-  /** Directory for the devnet's files (default: a temporary directory removed on stop). */
+  /**
+   * Directory for the devnet's database and files; the network survives restarts (default:
+   * in memory, nothing kept).
+   */
   dataDir?: string
+  /** Keep nothing (the default); conflicts with `data_dir`. */
+  inMemory?: boolean
   /** Largest accepted upload in bytes (default 26214400). */
   maxUploadBytes?: number
 }

@@ -47,6 +47,8 @@ pub struct AgentOptions {
     pub terminate_grace: Option<Duration>,
     /// Streams declared in the card.
     pub streams: Vec<DeclaredStream>,
+    /// Give up on a silent subscribe long-poll after this long (default 310 s).
+    pub long_poll_timeout: Option<Duration>,
 }
 
 /// A stream declared in the agent card (`streams.<name>`).
@@ -203,6 +205,9 @@ pub struct TaskContext {
     status: Mutex<StatusThrottle>,
     status_window: Duration,
     terminal_sent: AtomicBool,
+    /// The task no longer holds a unit of the instance's capacity (its handler returned, or it
+    /// was ended without the handler after a TerminateTask grace period).
+    slot_released: AtomicBool,
     uploader: Arc<AgentUploader>,
     http: HttpClient,
 }
@@ -746,7 +751,13 @@ impl AgentInstance {
             ));
         }
         let instance_id = format!("AG-{}-{}", opts.agent_name, uuid::Uuid::new_v4());
-        let http = HttpClient::new()?;
+        if opts.long_poll_timeout.is_some_and(|t| t < Duration::from_secs(1)) {
+            return Err(Error::InvalidArgument(
+                "longPollTimeoutMs must be at least 1000 (it bounds a long-poll the server may hold for minutes)"
+                    .into(),
+            ));
+        }
+        let http = HttpClient::new()?.with_long_poll_timeout(opts.long_poll_timeout);
         let cdm = config::fetch_cdm(&http, opts.cdm_url.as_deref()).await?;
         let api_key = opts
             .api_key
@@ -1038,10 +1049,16 @@ impl Instance {
                 // a handler that ignores cancellation is ended without it after a grace period
                 let grace = self.terminate_grace;
                 let ctx = ctx.clone();
+                let inst = Arc::clone(self);
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     if !ctx.is_finished() {
                         tracing::warn!(target: "blocks::agent", "task {} ignored TerminateTask; ending it", ctx.task_id);
+                        // the task is over for the network, which frees its capacity when it sees
+                        // the terminal: free it here first (the runaway handler runs on, uncounted)
+                        if !ctx.slot_released.swap(true, Ordering::SeqCst) {
+                            inst.active.fetch_sub(1, Ordering::SeqCst);
+                        }
                         ctx.end_streams().await;
                         ctx.publish_terminal(
                             json!({ "type": "terminal", "state": "canceled", "reason": "terminated" }),
@@ -1187,6 +1204,7 @@ impl Instance {
             }),
             status_window: Duration::from_secs(1),
             terminal_sent: AtomicBool::new(false),
+            slot_released: AtomicBool::new(false),
             uploader: self.uploader.clone(),
             http: self.http.clone(),
         });
@@ -1222,7 +1240,9 @@ impl Instance {
             if let Ok(mut r) = me.running.lock() {
                 r.remove(&task_id);
             }
-            me.active.fetch_sub(1, Ordering::SeqCst);
+            if !ctx.slot_released.swap(true, Ordering::SeqCst) {
+                me.active.fetch_sub(1, Ordering::SeqCst);
+            }
             if let Some(t) = terminal {
                 ctx.end_streams().await;
                 let state = t["state"].as_str().unwrap_or_default().to_string();

@@ -112,9 +112,14 @@ impl Backend {
         capture_write_affinity(resp.headers());
         let status = resp.status();
         if !status.is_success() {
+            let hint = if status.as_u16() == 401 && self.auth.is_none() {
+                ": this client has no credentials; pass apiKey, tokenEndpoint or tokenProvider to TaskClient.create()"
+            } else {
+                ""
+            };
             return Err(Error::Rpc {
                 code: Some(i64::from(status.as_u16())),
-                message: format!("HTTP {}", status.as_u16()),
+                message: format!("HTTP {}{hint}", status.as_u16()),
                 data: None,
             });
         }

@@ -1,7 +1,7 @@
 //! The caller side: `TaskClient` (consumer spec §2, §5, §8).
 
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -39,6 +39,8 @@ pub struct ClientOptions {
     pub anon_fingerprint: Option<String>,
     /// Called once when proactive refresh fails permanently.
     pub on_auth_error: Option<AuthErrorCallback>,
+    /// Give up on a silent subscribe long-poll after this long (default 310 s).
+    pub long_poll_timeout: Option<Duration>,
 }
 
 /// What [`TaskClient::send_message`] sends.
@@ -121,7 +123,13 @@ impl TaskClient {
         if opts.api_key.as_deref() == Some("") {
             return Err(Error::InvalidArgument("apiKey must be a non-empty string".into()));
         }
-        let http = HttpClient::new()?;
+        if opts.long_poll_timeout.is_some_and(|t| t < Duration::from_secs(1)) {
+            return Err(Error::InvalidArgument(
+                "longPollTimeoutMs must be at least 1000 (it bounds a long-poll the server may hold for minutes)"
+                    .into(),
+            ));
+        }
+        let http = HttpClient::new()?.with_long_poll_timeout(opts.long_poll_timeout);
         let cdm = config::fetch_cdm(&http, opts.cdm_url.as_deref()).await?;
         let keyset = cdm.keyset(billing_mode);
         let subscribe_key = config::pick(
@@ -389,7 +397,7 @@ impl TaskClient {
             },
             &self.http,
         )?;
-        TaskSession::open(info, realtime, None, false)
+        TaskSession::open(info, realtime, None, true)
             .await
             .map_err(|e| match e {
                 Error::Realtime(m) => Error::Realtime(format!(

@@ -11,7 +11,13 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     client: reqwest::Client,
+    long_poll_timeout: Duration,
 }
+
+/// How long a subscribe long-poll may go without an answer before the client gives up on the
+/// connection and reconnects (the hosted network answers an idle poll after 280 s, so the
+/// default leaves room for that; a silent, blackholed connection is detected after this long).
+pub const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(310);
 
 impl HttpClient {
     /// Build the client.
@@ -23,7 +29,23 @@ impl HttpClient {
             .user_agent(concat!("blocks-sdk-node/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::transport("building the HTTP client", e))?;
-        Ok(HttpClient { client })
+        Ok(HttpClient {
+            client,
+            long_poll_timeout: DEFAULT_LONG_POLL_TIMEOUT,
+        })
+    }
+
+    /// The same client with another long-poll timeout (`None` keeps the current one).
+    pub fn with_long_poll_timeout(mut self, timeout: Option<Duration>) -> Self {
+        if let Some(t) = timeout {
+            self.long_poll_timeout = t;
+        }
+        self
+    }
+
+    /// See [`DEFAULT_LONG_POLL_TIMEOUT`].
+    pub fn long_poll_timeout(&self) -> Duration {
+        self.long_poll_timeout
     }
 
     /// The underlying reqwest client.

@@ -24,10 +24,6 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 
-/// How long a subscribe long-poll may be held before the client gives up on it (the hosted
-/// network answers an idle poll after 280 s).
-const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(310);
-
 /// `pubnub::core::Transport` on the engine's reqwest client (used for publish).
 #[derive(Clone)]
 pub struct HttpTransport {
@@ -35,13 +31,42 @@ pub struct HttpTransport {
     origin: String,
 }
 
+/// How long a publish keeps retrying while the network is unreachable or answers 429/5xx.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(60);
+
 #[async_trait::async_trait]
 impl Transport for HttpTransport {
+    /// One request; a publish is retried (backoff 0.1 s doubling to 2 s, for up to 60 s) when the
+    /// connection cannot be made or the server answers 429/5xx: an agent's events survive a
+    /// network restart. An ambiguous failure (the connection broke after the request was sent)
+    /// is not retried, so a publish is never stored twice.
     async fn send(&self, req: TransportRequest) -> std::result::Result<TransportResponse, PubNubError> {
+        let retry = req.path.starts_with("/publish/");
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = self.send_once(&req).await;
+            let again = match &attempt {
+                Ok(r) => r.status == 429 || r.status >= 500,
+                Err((_, connect)) => *connect,
+            };
+            if !(retry && again && started.elapsed() < PUBLISH_RETRY_FOR) {
+                return attempt.map_err(|(e, _)| e);
+            }
+            tracing::debug!(target: "blocks::realtime", "publish failed, retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+impl HttpTransport {
+    /// One attempt; an error says whether the connection could not be made at all.
+    async fn send_once(&self, req: &TransportRequest) -> std::result::Result<TransportResponse, (PubNubError, bool)> {
         let url = format!("{}{}", self.origin, req.path);
         let mut b = match req.method {
             TransportMethod::Get => self.client.get(&url),
-            TransportMethod::Post => self.client.post(&url).body(req.body.unwrap_or_default()),
+            TransportMethod::Post => self.client.post(&url).body(req.body.clone().unwrap_or_default()),
             TransportMethod::Delete => self.client.delete(&url),
         };
         b = b.query(&req.query_parameters);
@@ -51,9 +76,15 @@ impl Transport for HttpTransport {
         if req.timeout > 0 {
             b = b.timeout(Duration::from_secs(req.timeout));
         }
-        let transport = |e: reqwest::Error| PubNubError::Transport {
-            details: format!("{}: {e}", req.path),
-            response: None,
+        let transport = |e: reqwest::Error| {
+            let connect = e.is_connect();
+            (
+                PubNubError::Transport {
+                    details: format!("{}: {e}", req.path),
+                    response: None,
+                },
+                connect,
+            )
         };
         let resp = b.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
@@ -506,7 +537,7 @@ async fn subscribe_loop(
         if let Some(t) = s.cfg.presence_timeout {
             q.push(("heartbeat", t.to_string()));
         }
-        let req = s.http.inner().get(&url).query(&q).timeout(LONG_POLL_TIMEOUT);
+        let req = s.http.inner().get(&url).query(&q).timeout(s.http.long_poll_timeout());
         let answer = async {
             let resp = req.send().await?;
             let status = resp.status().as_u16();

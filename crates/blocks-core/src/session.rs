@@ -204,6 +204,34 @@ impl SessionState {
     }
 }
 
+/// Why a task-channel message is not a task event (None when it is one). Such a message is
+/// skipped; the session reports it (`onError`) and carries on.
+pub fn malformed(event: &Value) -> Option<String> {
+    let Some(o) = event.as_object() else {
+        return Some("a task-channel message that is not a JSON object".into());
+    };
+    let Some(kind) = o.get("type") else {
+        return Some("a task-channel message without a `type`".into());
+    };
+    let Some(kind) = kind.as_str() else {
+        return Some("a task-channel message whose `type` is not a string".into());
+    };
+    match kind {
+        "terminal"
+            if !o
+                .get("state")
+                .and_then(Value::as_str)
+                .is_some_and(blocks_wire::is_terminal_state) =>
+        {
+            Some("a terminal event without a valid `state` (completed, failed or canceled)".into())
+        }
+        "artifact" if event.pointer("/artifactRef/kind").and_then(Value::as_str).is_none() => {
+            Some("an artifact event without `artifactRef.kind`".into())
+        }
+        _ => None,
+    }
+}
+
 /// One event delivered to listeners.
 #[derive(Debug, Clone)]
 pub struct SessionEvent {
@@ -320,9 +348,11 @@ impl TaskSession {
         if !terminal {
             let status = info.status_channel.clone();
             let stream = realtime.subscribe_until(std::slice::from_ref(&info.status_channel), Some(cursor), move |m| {
+                // a valid terminal only: a malformed one is skipped and must not end the subscription
                 m.channel == status
                     && m.timetoken > cursor
                     && m.payload.get("type").and_then(Value::as_str) == Some("terminal")
+                    && malformed(&m.payload).is_none()
             });
             let channel = info.status_channel.clone();
             let weak = Arc::downgrade(&shared);
@@ -333,6 +363,21 @@ impl TaskSession {
                         continue;
                     }
                     let Some(shared) = weak.upgrade() else { return };
+                    if let Some(reason) = malformed(&msg.payload) {
+                        tracing::debug!(target: "blocks::session", "skipping {reason} on {channel}");
+                        // reported to the JS session (onError), never applied
+                        let mut shown = msg.payload.to_string();
+                        if shown.len() > 200 {
+                            let cut = (0..=200).rev().find(|i| shown.is_char_boundary(*i)).unwrap_or(0);
+                            shown.truncate(cut);
+                            shown.push('…');
+                        }
+                        let _ = tx.send(SessionEvent {
+                            timetoken: Some(msg.timetoken),
+                            event: json!({ "$malformed": reason, "message": shown }),
+                        });
+                        continue;
+                    }
                     let (delivered, done) = {
                         let Ok(mut st) = shared.state.lock() else { return };
                         let d = st.apply(Some(msg.timetoken), msg.payload);
@@ -525,6 +570,26 @@ impl Shared {
 impl Drop for TaskSession {
     fn drop(&mut self) {
         self.shared.finish();
+    }
+}
+
+#[cfg(test)]
+mod malformed_tests {
+    use super::*;
+
+    #[test]
+    fn names_what_is_wrong() {
+        assert!(malformed(&json!("x")).is_some_and(|m| m.contains("not a JSON object")));
+        assert!(malformed(&json!({})).is_some_and(|m| m.contains("without a `type`")));
+        assert!(malformed(&json!({"type": 3})).is_some_and(|m| m.contains("not a string")));
+        assert!(malformed(&json!({"type": "terminal", "state": "done"})).is_some_and(|m| m.contains("valid `state`")));
+        assert!(malformed(&json!({"type": "artifact"})).is_some_and(|m| m.contains("artifactRef.kind")));
+        assert_eq!(malformed(&json!({"type": "progress"})), None);
+        assert_eq!(
+            malformed(&json!({"type": "something_new"})),
+            None,
+            "unknown types pass (forward compatible)"
+        );
     }
 }
 
