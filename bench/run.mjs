@@ -1,6 +1,6 @@
 // `npm run bench`: measures the SDK against an embedded devnet and writes bench/RESULTS.md.
 // `node bench/run.mjs --smoke`: a few samples, printed only (runs in `npm test` so the suite cannot rot).
-import { writeFileSync, existsSync } from 'node:fs'
+import { writeFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import os from 'node:os'
@@ -310,6 +310,42 @@ const client = await TaskClient.create({ billingMode: 'free', ...opts })
   const after = rss()
   row(`RSS growth over ${count} finished tasks after a 25,000-task warm-up`, `${MiB(after - warm)} (${(((after - warm) / warm) * 100).toFixed(1)} %; ${MiB(warm)} → ${MiB(after)})`, '< 10 %', 'npm run bench')
   row(`tasks whose terminal the caller did not see within 30 s (of ${count})`, String(missed), '0', 'npm run bench')
+}
+
+// ListTasks with every task of the runs above on the network (per-owner index)
+{
+  const first = await client.listTasks({ limit: 1 })
+  const t = []
+  for (let i = 0; i < (smoke ? 3 : 50); i++) {
+    const t0 = performance.now()
+    await client.listTasks({ limit: 50, agentName: 'bench_echo' })
+    t.push(performance.now() - t0)
+  }
+  const s = stats(t)
+  row(`ListTasks (limit 50, agent filter) with ${first.totalCount} tasks on the network, median / p99`, `${ms(s.median)} / ${ms(s.p99)}`, null, 'npm run bench')
+}
+
+// the same echo round trip on a durable devnet (data directory: SQLite on the hot path)
+{
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'blocks-bench-db-'))
+  const durable = await startDevnetProcess({ dataDir })
+  const dopts = { apiKey: durable.apiKey, cdmUrl: durable.cdmUrl }
+  const dagent = await startAgentInstance({ agentName: 'bench_echo', handler: () => ({ artifacts: [{ data: 'e' }] }), ...dopts })
+  const dclient = await TaskClient.create({ billingMode: 'free', ...dopts })
+  const count = smoke ? 5 : N
+  for (let i = 0; i < 10; i++) await (await dclient.sendMessage({ agentName: 'bench_echo', requestParts: [textPart('w')] })).waitForTerminal(10_000)
+  const t = []
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now()
+    await (await dclient.sendMessage({ agentName: 'bench_echo', requestParts: [textPart('x')] })).waitForTerminal(10_000)
+    t.push(performance.now() - t0)
+  }
+  const s = stats(t)
+  row(`echo round trip on a durable devnet (dataDir: SQLite, WAL), ${count} sequential tasks, median / p99`, `${ms(s.median)} / ${ms(s.p99)}`, null, 'npm run bench')
+  dclient.destroy()
+  await dagent.stop(0)
+  await durable.stop()
+  rmSync(dataDir, { recursive: true, force: true })
 }
 
 client.destroy()

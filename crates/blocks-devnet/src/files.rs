@@ -399,6 +399,23 @@ pub(crate) async fn storage_upload(net: &Net, headers: &HeaderMap, body: Body) -
                 };
                 let tmp = net.files.dir.join("incoming").join(format!("{id}.{}", random_id(6)));
                 let written = receive(&mut field, &tmp, declared).await;
+                if !matches!(written, Ok(n) if n == declared) {
+                    // read what is left of the form (bounded) before answering, so the client
+                    // gets the answer rather than a reset connection
+                    drop(field);
+                    let mut left = DRAIN_LIMIT;
+                    while let Ok(Some(mut rest)) = form.next_field().await {
+                        while let Ok(Some(c)) = rest.chunk().await {
+                            left = left.saturating_sub(c.len() as u64);
+                            if left == 0 {
+                                break;
+                            }
+                        }
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                }
                 match written {
                     Ok(n) if n == declared => {}
                     Ok(n) => {
@@ -438,6 +455,9 @@ pub(crate) async fn storage_upload(net: &Net, headers: &HeaderMap, body: Body) -
     }
 }
 
+/// How much of an oversize upload is still read (and dropped) before it is refused.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
 /// Stream one multipart field to `path`, refusing more than `limit` bytes.
 async fn receive(field: &mut multer::Field<'_>, path: &Path, limit: u64) -> Result<u64, Box<Response<Body>>> {
     let io = |e: std::io::Error| Box::new(err(500, "InternalError", &format!("storing the upload: {e}")));
@@ -448,6 +468,16 @@ async fn receive(field: &mut multer::Field<'_>, path: &Path, limit: u64) -> Resu
             Ok(Some(chunk)) => {
                 n += chunk.len() as u64;
                 if n > limit {
+                    // read (and drop) a bounded rest of the body first: answering while the
+                    // client still sends makes the kernel reset the connection, and the client
+                    // sees "connection reset" instead of this answer
+                    let mut extra = 0u64;
+                    while extra < DRAIN_LIMIT {
+                        match field.chunk().await {
+                            Ok(Some(c)) => extra += c.len() as u64,
+                            _ => break,
+                        }
+                    }
                     return Err(Box::new(err(
                         400,
                         "EntityTooLarge",
