@@ -120,6 +120,30 @@ test('three failed proactive refreshes call onAuthError once and record AuthRefr
   client.destroy()
 })
 
+test('a refresh endpoint down for a while: a failed proactive refresh is retried, and the client goes on without onAuthError', { timeout: 40_000 }, async () => {
+  let calls = 0
+  const recovered = deferred()
+  let authError = null
+  const client = await TaskClient.create({
+    billingMode: 'free',
+    cdmUrl: env.net.cdmUrl,
+    tokenProvider: async () => {
+      calls++
+      if (calls === 2) throw new Error('token service down')
+      const t = await consumerToken()
+      if (calls === 3) recovered.resolve()
+      return { token: t.accessToken, expiresIn: calls === 1 ? 1 : 3600, userId: t.userId }
+    },
+    onAuthError: (err) => (authError = err),
+  })
+  await recovered.promise
+  const r = await client.getTask('t_missing').catch((e) => e)
+  assert.ok(r instanceof RpcError && r.code !== 401, `an application error with the fresh token, got ${r?.message}`)
+  assert.equal(authError, null)
+  assert.equal(calls, 3)
+  client.destroy()
+})
+
 test('BillingModeMismatchError for a paid agent called as free', async () => {
   const client = await env.client()
   const reg = await fetch(`${env.net.url}/api/v1/registry/agents?agentName=premium`, { headers: { authorization: `Bearer ${env.net.apiKey}` } })

@@ -162,3 +162,32 @@ test('malformed messages on a task channel are skipped and reported through onEr
   assert.ok(errors[4].message.length < 600, 'a huge message is shown truncated')
   client.destroy()
 })
+
+test('tokens expiring mid-task and mid-stream (2 s lifetime): the stream, a large artifact upload and the terminal still get through', { timeout: 60_000 }, async () => {
+  const short = await startNetwork({ tokenTtlSec: 2 })
+  try {
+    const big = 'z'.repeat(40_000) // above the inline limit: uploaded with the agent's JWT, refreshed on 401
+    await short.agent('slow_streamer', async (task, ctx) => {
+      const s = await ctx.createStream()
+      for (let i = 1; i <= 30; i++) {
+        s.write({ i })
+        await new Promise((r) => setTimeout(r, 100)) // 3 s: longer than every access token lives
+      }
+      await s.end()
+      return { artifacts: [{ data: big, mimeType: 'text/plain', fileName: 'big.txt' }] }
+    }, { card: { identity: { agentName: 'slow_streamer' }, capabilities: { taskKinds: ['request'] }, runtime: { handler: './h.js' }, streams: { _default: { direction: 'outbound', format: 'events' } } } })
+    const client = await short.client()
+    const session = await client.sendMessage({ agentName: 'slow_streamer', requestParts: [], stream: true })
+    const stream = await (await session.waitForStream()).open()
+    const got = []
+    for await (const e of stream.events()) got.push(e.i)
+    assert.deepEqual(got, Array.from({ length: 30 }, (_, i) => i + 1))
+    assert.equal((await session.waitForTerminal(30_000)).state, 'completed')
+    const a = await session.downloadArtifact(session.listArtifacts()[0])
+    assert.equal(a.data.toString(), big)
+    // and the caller's own calls still work with a refreshed token
+    assert.equal((await client.getTask(session.taskId)).state, 'completed')
+  } finally {
+    await short.stop()
+  }
+})
