@@ -164,19 +164,29 @@ async function main() {
   }
   const { log, ...netOpts } = opts
   if (log) require('../index.js').setLogLevel(log)
-  const net = await LocalNetwork.start(netOpts)
+  // signal handlers first: a Ctrl-C that comes right after the exports are printed (or during
+  // start-up) must stop the network cleanly, not kill the process with the default action
+  let net = null
+  let stopping = false
+  const keepAlive = setInterval(() => {}, 1 << 30)
+  const shutdown = async () => {
+    if (stopping) return
+    stopping = true
+    clearInterval(keepAlive)
+    await net?.stop()
+    process.exit(0)
+  }
+  process.on('SIGINT', shutdown)
+  process.on('SIGTERM', shutdown)
+  net = await LocalNetwork.start(netOpts)
+  if (stopping) {
+    await net.stop()
+    process.exit(0)
+  }
   console.log(`export BLOCKS_CDM_URL=${net.cdmUrl}`)
   console.log(`export BLOCKS_API_KEY=${net.apiKey}`)
   const data = netOpts.dataDir === undefined ? 'in memory: nothing is kept' : `data in ${require('node:path').resolve(netOpts.dataDir)}`
   console.log(`blocks-devnet listening on ${net.url} (${data}; Ctrl-C to stop)`)
-  const keepAlive = setInterval(() => {}, 1 << 30)
-  const shutdown = async () => {
-    clearInterval(keepAlive)
-    await net.stop()
-    process.exit(0)
-  }
-  process.once('SIGINT', shutdown)
-  process.once('SIGTERM', shutdown)
 }
 
 main().catch((e) => {

@@ -31,20 +31,27 @@ async function main() {
   const handler = await loadHandler(dir, card)
   const name = card.identity.displayName ?? card.identity.agentName
   console.log(`[blocks-run] starting "${name}" (${card.identity.agentName})`)
-  const agent = await startAgentInstance({ card, handler })
-  console.log(`[blocks-run] instance ${agent.instanceId} running`)
-  console.log('[blocks-run] press Ctrl+C to stop')
+  // signal handlers before anything is printed as ready: a Ctrl-C right after start-up must drain,
+  // not kill the process with the default action
   const graceSec = Number(process.env.AGENT_SHUTDOWN_GRACE_SEC ?? 10)
+  let agent = null
   let stopping = false
   const shutdown = async () => {
     if (stopping) return
     stopping = true
     console.log('[blocks-run] shutting down...')
-    await agent.stop(Number.isFinite(graceSec) && graceSec >= 0 ? graceSec * 1000 : 10_000)
+    await agent?.stop(Number.isFinite(graceSec) && graceSec >= 0 ? graceSec * 1000 : 10_000)
     process.exit(0)
   }
   process.on('SIGINT', shutdown)
   process.on('SIGTERM', shutdown)
+  agent = await startAgentInstance({ card, handler })
+  if (stopping) {
+    await agent.stop(0)
+    process.exit(0)
+  }
+  console.log(`[blocks-run] instance ${agent.instanceId} running`)
+  console.log('[blocks-run] press Ctrl+C to stop')
 }
 
 main().catch((e) => {

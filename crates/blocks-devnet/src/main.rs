@@ -115,6 +115,16 @@ async fn main() -> ExitCode {
         Some(d) => format!("data in {}", d.display()),
         None => "in memory: nothing is kept".to_string(),
     };
+    // signal handlers before the network is announced: a Ctrl-C right after start-up must stop it
+    // cleanly, not kill the process with the default action
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("blocks-devnet: cannot install the signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let net = match Devnet::start(cfg).await {
         Ok(n) => n,
         Err(e) => {
@@ -126,15 +136,8 @@ async fn main() -> ExitCode {
         println!("export {k}={v}");
     }
     println!("blocks-devnet listening on {} ({data}; Ctrl-C to stop)", net.url());
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("blocks-devnet: cannot install the SIGTERM handler: {e}");
-            return ExitCode::from(1);
-        }
-    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     net.stop().await;
