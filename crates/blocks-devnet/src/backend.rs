@@ -506,21 +506,32 @@ fn list_tasks(net: &Net, user: &str, p: &Value) -> RpcResult {
         None => None,
     };
     let r = net.records();
-    // the owner's tasks come from the per-owner index (creation order), not a scan of every task
-    let matching: Vec<&crate::state::Task> = r
-        .by_owner
-        .get(owner)
-        .map(|ids| ids.as_slice())
-        .unwrap_or_default()
+    // indexed: the owner's (or the owner's and agent's) task ids in creation order; without a
+    // state filter the count is the index length and a page costs a binary search plus `limit`
+    let empty = Vec::new();
+    let ids = match agent {
+        Some(a) => r
+            .by_owner_agent
+            .get(&(owner.to_string(), a.to_string()))
+            .unwrap_or(&empty),
+        None => r.by_owner.get(owner).unwrap_or(&empty),
+    };
+    let seq_of = |id: &String| r.tasks.get(id).map(|t| t.seq).unwrap_or(0);
+    // ids before this index are older than the cursor (seqs increase along the index)
+    let below = match cursor {
+        Some(c) => ids.partition_point(|id| seq_of(id) < c),
+        None => ids.len(),
+    };
+    let matches = |t: &&crate::state::Task| state.is_none_or(|s| t.state == s);
+    let total = match state {
+        None => ids.len(),
+        Some(_) => ids.iter().filter_map(|id| r.tasks.get(id)).filter(matches).count(),
+    };
+    let page: Vec<&crate::state::Task> = ids[..below]
         .iter()
         .rev()
         .filter_map(|id| r.tasks.get(id))
-        .filter(|t| agent.is_none_or(|a| t.agent == a) && state.is_none_or(|s| t.state == s))
-        .collect();
-    let total = matching.len();
-    let page: Vec<&crate::state::Task> = matching
-        .into_iter()
-        .filter(|t| cursor.is_none_or(|c| t.seq < c))
+        .filter(matches)
         .take(limit + 1)
         .collect();
     let more = page.len() > limit;

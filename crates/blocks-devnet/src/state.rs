@@ -222,6 +222,8 @@ pub struct Records {
     pub queues: HashMap<String, VecDeque<String>>,
     /// Owner → task ids in creation order (ListTasks).
     pub by_owner: HashMap<String, Vec<String>>,
+    /// (owner, agent) → task ids in creation order (ListTasks with an agent filter).
+    pub by_owner_agent: HashMap<(String, String), Vec<String>>,
     /// Changed since the last write to the database.
     pub dirty: Dirty,
     counter: u64,
@@ -301,6 +303,10 @@ impl Records {
                 r.queues.entry(t.agent.clone()).or_default().push_back(t.id.clone());
             }
             r.by_owner.entry(t.owner.clone()).or_default().push(t.id.clone());
+            r.by_owner_agent
+                .entry((t.owner.clone(), t.agent.clone()))
+                .or_default()
+                .push(t.id.clone());
             r.tasks.insert(t.id.clone(), t);
         }
         r
@@ -401,6 +407,10 @@ impl Records {
         self.dirty.tasks.insert(t.id.clone());
         self.tasks.insert(t.id.clone(), t.clone());
         self.by_owner.entry(t.owner.clone()).or_default().push(t.id.clone());
+        self.by_owner_agent
+            .entry((t.owner.clone(), t.agent.clone()))
+            .or_default()
+            .push(t.id.clone());
         self.queues
             .entry(agent.to_string())
             .or_default()
