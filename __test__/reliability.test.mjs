@@ -43,18 +43,29 @@ function ticks(session) {
   return seen
 }
 
-test('a caller keeps every event, once and in order, across connection resets', { timeout: 60_000 }, async () => {
-  const client = await callerViaProxy()
+/**
+ * A 4-tick task whose agent waits before tick 2 until `release()`; resolves once the caller has
+ * seen tick 1 (listeners from `beforeStart(session)` are in place before the agent begins).
+ */
+async function tickingTask(client, name, beforeStart = () => {}) {
   const gate = deferred()
   const start = deferred()
-  gates.set('reset', gate)
-  gates.set('reset:start', start)
-  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart('reset', 'g')] })
+  gates.set(name, gate)
+  gates.set(`${name}:start`, start)
+  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart(name, 'g')] })
   const seen = ticks(session)
+  beforeStart(session)
+  const first = new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
   start.resolve()
-  await new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
+  await first
+  return { session, seen, release: gate.resolve }
+}
+
+test('a caller keeps every event, once and in order, across connection resets', { timeout: 60_000 }, async () => {
+  const client = await callerViaProxy()
+  const { session, seen, release } = await tickingTask(client, 'reset')
   proxy.reset() // the held long-poll and every pooled connection die
-  gate.resolve()
+  release()
   await new Promise((r) => setTimeout(r, 200))
   proxy.reset() // and again, while the client reconnects
   const t = await session.waitForTerminal(45_000)
@@ -66,17 +77,10 @@ test('a caller keeps every event, once and in order, across connection resets', 
 
 test('a caller rides out a link that is down for a while (connections refused), then catches up', { timeout: 60_000 }, async () => {
   const client = await callerViaProxy()
-  const gate = deferred()
-  const start = deferred()
-  gates.set('down', gate)
-  gates.set('down:start', start)
-  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart('down', 'g')] })
-  const seen = ticks(session)
-  start.resolve()
-  await new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
+  const { session, seen, release } = await tickingTask(client, 'down')
   proxy.refuse = true
   proxy.reset()
-  gate.resolve() // ticks 2.. are published while the caller cannot reach the network
+  release() // ticks 2.. are published while the caller cannot reach the network
   await new Promise((r) => setTimeout(r, 2500))
   proxy.refuse = false
   const t = await session.waitForTerminal(45_000)
@@ -104,16 +108,9 @@ test('a slow link (50 ms per chunk each way) delays but does not reorder or lose
 
 test('a blackholed long-poll (silence, no reset) is given up after longPollTimeoutMs and the caller catches up', { timeout: 60_000 }, async () => {
   const client = await callerViaProxy({ longPollTimeoutMs: 4000 })
-  const gate = deferred()
-  const start = deferred()
-  gates.set('hole', gate)
-  gates.set('hole:start', start)
-  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart('hole', 'g')] })
-  const seen = ticks(session)
-  start.resolve()
-  await new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
+  const { session, seen, release } = await tickingTask(client, 'hole')
   proxy.blackhole() // the held poll and every pooled connection go silent for good
-  gate.resolve()
+  release()
   await new Promise((r) => setTimeout(r, 1500))
   proxy.restore() // new connections work again; the silent ones never will
   const t = await session.waitForTerminal(45_000)
@@ -129,27 +126,21 @@ test('longPollTimeoutMs is validated', async () => {
 
 test('malformed messages on a task channel are skipped and reported through onError; the task carries on', { timeout: 60_000 }, async () => {
   const client = await env.client()
-  const gate = deferred()
-  const start = deferred()
-  gates.set('junk', gate)
-  gates.set('junk:start', start)
-  const session = await client.sendMessage({ agentName: 'ticker', requestParts: [sdk.textPart('4'), sdk.textPart('junk', 'g')] })
-  const seen = ticks(session)
   const errors = []
   const fiveErrors = deferred()
-  session.onError((err, ctx) => {
-    errors.push({ message: err.message, type: ctx.callbackType, isBlocks: err instanceof sdk.BlocksError })
-    if (errors.length === 5) fiveErrors.resolve()
-  })
-  start.resolve()
-  await new Promise((r) => session.onProgress((e) => e.message === 'tick 1' && r()))
+  const { session, seen, release } = await tickingTask(client, 'junk', (s) =>
+    s.onError((err, ctx) => {
+      errors.push({ message: err.message, type: ctx.callbackType, isBlocks: err instanceof sdk.BlocksError })
+      if (errors.length === 5) fiveErrors.resolve()
+    }),
+  )
   const junk = ['"just a string"', '{"no":"type"}', '{"type":7}', '{"type":"terminal","state":"exploded"}', JSON.stringify({ type: 'artifact', blob: 'x'.repeat(20_000) })]
   for (const body of junk) {
     const r = await fetch(`${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${session.statusChannel}/0?uuid=intruder&auth=${env.net.serviceToken}`, { method: 'POST', body })
     assert.equal(r.status, 200)
   }
   await fiveErrors.promise
-  gate.resolve()
+  release()
   const t = await session.waitForTerminal(45_000)
   assert.equal(t.state, 'completed', 'the bogus terminal was not taken')
   assert.deepEqual(seen, [1, 2, 3, 4])

@@ -119,16 +119,20 @@ const client = await TaskClient.create({ billingMode: 'free', ...opts })
 }
 
 // echo round trip: sendMessage -> terminal seen, sequential
-{
-  for (let i = 0; i < 10; i++) await (await client.sendMessage({ agentName: 'bench_echo', requestParts: [textPart('w')] })).waitForTerminal(10_000)
+/** Sequential echo round trips (after 10 warm-up tasks): sendMessage -> terminal seen, in ms. */
+async function echoRoundTrips(c, count) {
+  for (let i = 0; i < 10; i++) await (await c.sendMessage({ agentName: 'bench_echo', requestParts: [textPart('w')] })).waitForTerminal(10_000)
   const t = []
-  for (let i = 0; i < N; i++) {
+  for (let i = 0; i < count; i++) {
     const t0 = performance.now()
-    const s = await client.sendMessage({ agentName: 'bench_echo', requestParts: [textPart('x')] })
-    await s.waitForTerminal(10_000)
+    await (await c.sendMessage({ agentName: 'bench_echo', requestParts: [textPart('x')] })).waitForTerminal(10_000)
     t.push(performance.now() - t0)
   }
-  const s = stats(t)
+  return stats(t)
+}
+
+{
+  const s = await echoRoundTrips(client, N)
   const fl = floor('echo', N)
   row(
     `echo round trip (sendMessage -> terminal seen), ${N} sequential tasks, median / p99`,
@@ -333,14 +337,7 @@ const client = await TaskClient.create({ billingMode: 'free', ...opts })
   const dagent = await startAgentInstance({ agentName: 'bench_echo', handler: () => ({ artifacts: [{ data: 'e' }] }), ...dopts })
   const dclient = await TaskClient.create({ billingMode: 'free', ...dopts })
   const count = smoke ? 5 : N
-  for (let i = 0; i < 10; i++) await (await dclient.sendMessage({ agentName: 'bench_echo', requestParts: [textPart('w')] })).waitForTerminal(10_000)
-  const t = []
-  for (let i = 0; i < count; i++) {
-    const t0 = performance.now()
-    await (await dclient.sendMessage({ agentName: 'bench_echo', requestParts: [textPart('x')] })).waitForTerminal(10_000)
-    t.push(performance.now() - t0)
-  }
-  const s = stats(t)
+  const s = await echoRoundTrips(dclient, count)
   row(`echo round trip on a durable devnet (dataDir: SQLite, WAL), ${count} sequential tasks, median / p99`, `${ms(s.median)} / ${ms(s.p99)}`, null, 'npm run bench')
   dclient.destroy()
   await dagent.stop(0)

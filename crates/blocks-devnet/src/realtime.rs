@@ -129,8 +129,7 @@ impl Realtime {
     /// Drop stored messages that left the replay window (history stays).
     pub fn prune_store(&self) {
         if let Some(store) = &self.store {
-            let cutoff = now_tt().saturating_sub((CACHE_AGE.as_nanos() / 100) as u64);
-            if let Err(e) = store.prune_messages(cutoff) {
+            if let Err(e) = store.prune_messages(Self::replay_window_start()) {
                 tracing::warn!(target: "blocks::devnet", "{e}");
             }
         }

@@ -5,31 +5,14 @@
 
 use std::time::Duration;
 
+mod common;
+
 use blocks_devnet::{Devnet, DevnetConfig};
+use common::{get, post, rpc};
 use serde_json::{json, Value};
 
 const SUB: &str = "sub-c-devnet-free";
 const PUB: &str = "pub-c-devnet-free";
-
-async fn post(c: &reqwest::Client, url: String, bearer: Option<&str>, body: Value) -> (u16, Value) {
-    let mut r = c.post(url).json(&body);
-    if let Some(b) = bearer {
-        r = r.bearer_auth(b);
-    }
-    let r = r.send().await.expect("post");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(c: &reqwest::Client, url: String) -> (u16, Value) {
-    let r = c.get(url).send().await.expect("get");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
-fn rpc(method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": "1", "method": method, "params": params})
-}
 
 async fn publish(c: &reqwest::Client, url: &str, channel: &str, msg: Value, auth: &str) -> u64 {
     let r = c

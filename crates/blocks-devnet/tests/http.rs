@@ -3,7 +3,10 @@
 use std::io::Write;
 use std::time::Duration;
 
+mod common;
+
 use blocks_devnet::{Devnet, DevnetConfig};
+use common::{get, post, rpc};
 use serde_json::{json, Value};
 
 const SUB: &str = "sub-c-devnet-free";
@@ -17,12 +20,6 @@ async fn start() -> (Devnet, reqwest::Client) {
     .await
     .expect("devnet starts");
     (net, reqwest::Client::new())
-}
-
-async fn get(c: &reqwest::Client, url: String) -> (u16, Value) {
-    let r = c.get(url).send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn publish(c: &reqwest::Client, net: &Devnet, channel: &str, msg: Value, query: &str) -> u64 {
@@ -282,16 +279,6 @@ async fn presence_paths_in_both_spellings_and_time() {
     net.stop().await;
 }
 
-async fn post(c: &reqwest::Client, url: String, bearer: Option<&str>, body: Value) -> (u16, Value) {
-    let mut r = c.post(url).json(&body);
-    if let Some(b) = bearer {
-        r = r.bearer_auth(b);
-    }
-    let r = r.send().await.expect("post");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_registry_and_dispatch_to_a_live_instance() {
     let (net, c) = start().await;
@@ -375,8 +362,6 @@ async fn auth_registry_and_dispatch_to_a_live_instance() {
     .await
     .1;
     let cursor = hs["t"]["t"].as_str().expect("cursor").to_string();
-    let rpc =
-        |method: &str, params: Value| json!({"jsonrpc": "2.0", "id": "rpc-1", "method": method, "params": params});
     let (s, sent) = post(
         &c,
         format!("{}/api/v1/rpc", net.url()),
