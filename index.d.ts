@@ -212,6 +212,10 @@ export interface SendMessageOptions {
   retryPolicy?: { maxRetries?: number; expiresAfterSec?: number }
   /** Forwarded to the backend unchanged. */
   pushNotificationConfig?: { url: string; filter?: unknown; authStrategy?: unknown }
+  /** After the terminal, wait for opened streams to end before closing (default true). */
+  autoDrain?: boolean
+  /** How long that wait lasts at most (default 30000 ms). */
+  drainWindowMs?: number
 }
 
 export interface InlineArtifactRef {
@@ -342,17 +346,32 @@ export declare class StreamHandle {
   readable(): import('node:stream').Readable
 }
 
-/** A stream announced for a task; open it to read (or write, for inbound/bidirectional ones). */
+/**
+ * A stream announced for a task; open it to read (or write, for inbound/bidirectional ones). The
+ * descriptor's fields are readable on the ref itself too (`ref.streamId`, `ref.declaredStream`…).
+ */
 export declare class StreamRef {
   private constructor()
   readonly descriptor: Readonly<StreamDescriptor>
   readonly isOpen: boolean
+  readonly taskId: string
+  readonly streamId: string
+  readonly agentName?: string
+  readonly channel: string
+  readonly token?: string | null
+  readonly agentDirection: StreamDescriptor['agentDirection']
+  readonly localDirection: StreamDescriptor['localDirection']
+  readonly format: StreamDescriptor['format']
+  readonly affinity?: string
+  readonly metadata?: unknown
+  readonly declaredStream?: string
   /**
-   * Open (or return the already-open) stream. `reorderTimeoutMs`: how long a gap is waited for
-   * (default 750; 0 = arrival order). Throws StreamUnavailableError on a finished task's
-   * never-opened stream.
+   * The stream client, at once (the same one while it is active); it connects in the background
+   * and errors surface from its iterators and writes. `reorderTimeoutMs`: how long a gap is waited
+   * for (default 750; 0 = arrival order). Throws StreamUnavailableError on a finished task's
+   * never-opened stream, and an error for a stream that has already ended.
    */
-  open(options?: { reorderTimeoutMs?: number }): Promise<StreamHandle>
+  open(options?: { reorderTimeoutMs?: number }): StreamHandle
 }
 
 /** Removes a listener. Calling it again does nothing. */
@@ -389,16 +408,18 @@ export declare class TaskSession {
   onError(cb: (error: unknown, context: CallbackErrorContext) => void): Unsubscribe
   /** Streams announced by the agent (known ones replayed at once). */
   onStream(cb: (ref: StreamRef) => void): Unsubscribe
-  onStream(predicate: (d: StreamDescriptor) => boolean, cb: (ref: StreamRef) => void): Unsubscribe
+  onStream(predicate: (ref: StreamRef) => boolean, cb: (ref: StreamRef) => void): Unsubscribe
   listStreams(): StreamRef[]
   /** By runtime stream id or declared name. */
   getStream(id: string): StreamRef | undefined
   /** The stream with this id or declared name, or (no id) the only one; waits for its announcement. */
   waitForStream(id?: string): Promise<StreamRef>
-  waitForStreamWhere(predicate: (d: StreamDescriptor) => boolean): Promise<StreamRef>
+  /** The first stream ref for which `predicate(ref)` is true, now or when announced. */
+  waitForStreamWhere(predicate: (ref: StreamRef) => boolean): Promise<StreamRef>
   /** Open every stream this side can read. */
   openAllStreams(options?: { reorderTimeoutMs?: number }): Promise<StreamHandle[]>
-  listArtifacts(): ArtifactEvent[]
+  /** The artifacts so far, in order (a fresh array each call). */
+  listArtifacts(): ArtifactRef[]
   /** Download an artifact (ref or artifact event); works on closed and pre-closed sessions too. */
   downloadArtifact(ref: ArtifactRef | ArtifactEvent): Promise<DownloadedArtifact>
   /**
@@ -412,7 +433,8 @@ export declare class TaskSession {
   waitForTerminal(timeoutMs?: number): Promise<TerminalEvent>
   cancel(): Promise<void>
   terminate(): Promise<void>
-  close(): void
+  /** Stop listening and end opened streams; resolves once they have ended. Idempotent (same promise). */
+  close(): Promise<void>
   asyncClose(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -451,7 +473,7 @@ export declare class TaskClient {
   /** Create a task and return its session (caught up with history). */
   sendMessage(options: SendMessageOptions): Promise<TaskSession>
   /** Attach to an existing task: rebuilt from history, live if the task is still active. */
-  connect(target: string | { taskId: string; role?: 'consumer' | 'provider' }): Promise<TaskSession>
+  connect(target: string | { taskId: string; role?: 'consumer' | 'provider'; autoDrain?: boolean; drainWindowMs?: number }): Promise<TaskSession>
   /** The registry card of an agent, or null when the agent is unknown. */
   getAgentCard(agentName: string): Promise<Record<string, unknown> | null>
   getTask(taskId: string): Promise<TaskInfo>
@@ -469,15 +491,20 @@ export declare class TaskClient {
 
 /** A text request part `{ partId, text }`; `partId` defaults to `"text"`. */
 export declare function textPart(text: string, options?: string | { partId?: string; contentType?: string }): RequestPart
-/** A file request part from bytes, a Blob or a File. */
-export declare function filePart(data: Uint8Array | ArrayBuffer | Blob, options?: string | FilePartOptions): FilePart
+/** A file request part from bytes, a Blob or a File: `filePart(data, fileName, { partId?, contentType? })`. */
+export declare function filePart(data: Uint8Array | ArrayBuffer | Blob, fileName: string, options?: Omit<FilePartOptions, 'fileName'>): FilePart
+/** A file request part from bytes, a Blob or a File, with its options as one object. */
+export declare function filePart(data: Uint8Array | ArrayBuffer | Blob, options?: FilePartOptions): FilePart
 /** A file request part read from disk; large files are streamed from disk when sent. */
 export declare function filePartFromPath(path: string, options?: string | FilePartOptions): Promise<FilePart>
+/** A fetch-compatible function (Node's global `fetch`, undici's, a proxy-aware one...). */
+export type FetchLike = (url: string, init?: RequestInit) => Promise<Response>
 /**
- * Download an artifact: inline refs are decoded locally; file refs need the session they belong to
- * (for its read token).
+ * Download an artifact: inline refs are decoded locally; file refs are downloaded with the read
+ * token of the session they came from (the SDK finds it from the ref). The optional second argument
+ * is a TaskSession, or a fetch-compatible function that makes the download request.
  */
-export declare function downloadArtifact(ref: ArtifactRef | ArtifactEvent, session?: TaskSession): Promise<DownloadedArtifact>
+export declare function downloadArtifact(ref: ArtifactRef | ArtifactEvent, fetchOrSession?: FetchLike | TaskSession): Promise<DownloadedArtifact>
 /** The bytes of an inline artifact ref; throws "not an inline artifact" for anything else. */
 export declare function decodeInlineArtifact(ref: ArtifactRef): Buffer
 /** Build an ArtifactRef: inline when `size <= inlineLimit` or no `file` descriptor is given, else a file ref. */

@@ -12,6 +12,8 @@ native.registerLogSink((level, target, message) => logging.log(level, message, {
 
 exports.TaskClient = require('./lib/client.js').TaskClient
 exports.TaskSession = require('./lib/session.js').TaskSession
+exports.StreamRef = require('./lib/stream.js').StreamRef
+exports.StreamHandle = require('./lib/stream.js').StreamHandle
 exports.TaskContext = require('./lib/agent.js').TaskContext
 exports.startAgentInstance = require('./lib/agent.js').startAgentInstance
 exports.loadCard = require('./lib/agent.js').loadCard
@@ -24,6 +26,21 @@ exports.downloadArtifact = parts.downloadArtifact
 exports.decodeInlineArtifact = parts.decodeInlineArtifact
 exports.buildArtifactRef = parts.buildArtifactRef
 exports.ConsumerAuth = require('./lib/auth.js').ConsumerAuth
+exports.AgentAuth = require('./lib/auth.js').AgentAuth
+const registry = require('./lib/registry.js')
+exports.getAgent = registry.getAgent
+exports.fetchAgentRegistry = registry.fetchAgentRegistry
+exports.fetchAgentsBySkill = registry.fetchAgentsBySkill
+exports.fetchAgentsByTag = registry.fetchAgentsByTag
+exports.fetchAgentsByListing = registry.fetchAgentsByListing
+exports.removeAgent = registry.removeAgent
+exports.fetchCdmConfig = registry.fetchCdmConfig
+exports.loadBlocksConfig = registry.loadBlocksConfig
+exports.channels = registry.channels
+exports.taskChannel = registry.taskChannel
+exports.controlChannel = registry.controlChannel
+exports.streamChannel = registry.streamChannel
+exports.setupChannel = registry.setupChannel
 exports.StaticAuthProvider = require('./lib/auth.js').StaticAuthProvider
 
 exports.BlocksError = errors.BlocksError
@@ -44,6 +61,12 @@ exports.setLogger = logging.setLogger
 exports.setLogLevel = (level) => logging.setLogLevel(level, native.setLogLevel)
 
 exports.PROTOCOL_VERSION = '2026-05-01'
+/** The wire protocol version this SDK sends (`Blocks-Protocol-Version`). */
+exports.CURRENT_PROTOCOL_VERSION = exports.PROTOCOL_VERSION
+exports.PROTOCOL_VERSION_HEADER = 'Blocks-Protocol-Version'
+exports.SUPPORTED_PROTOCOL_VERSIONS = Object.freeze(native.supportedProtocolVersions())
+/** True when `version` is a protocol version this SDK speaks. */
+exports.isProtocolVersionSupported = (version) => typeof version === 'string' && native.isProtocolVersionSupported(version)
 exports.DEFAULT_CDM_URL = 'https://config.blocks.ai/config.json'
 exports.ARTIFACT_INLINE_LIMIT_BYTES = parts.ARTIFACT_INLINE_LIMIT_BYTES
 exports.BLOCKS_MAX_UPLOAD_BYTES = parts.BLOCKS_MAX_UPLOAD_BYTES

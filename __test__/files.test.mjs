@@ -220,7 +220,9 @@ test('file downloads need a token of the task channel', async () => {
   assert.equal(ok.status, 307)
   const blob = await fetch(ok.headers.get('location'))
   assert.equal((await blob.arrayBuffer()).byteLength, 20000)
-  await assert.rejects(downloadArtifact(ref), (e) => e instanceof InvalidArgumentError && /TaskSession/.test(e.message))
+  // ART-05: the ref alone is enough (the SDK finds its session); a ref no session of this process saw is refused with the next step
+  assert.equal((await downloadArtifact(ref)).data.length, 20000)
+  await assert.rejects(downloadArtifact({ ...ref, fileId: 'f_unknown' }), (e) => e instanceof InvalidArgumentError && /session.downloadArtifact/.test(e.message))
   await assert.rejects(downloadArtifact({ kind: 'weird' }), /Unknown ArtifactRef kind/)
   await assert.rejects(downloadArtifact({ kind: 'inline' }), /missing data/)
   await assert.rejects(downloadArtifact({ kind: 'file', fileId: 'x' }, session), /missing required fields/)
@@ -261,5 +263,32 @@ test('buildArtifactRef: inline within the limit or without a file descriptor, fi
   const f = buildArtifactRef({ size: 20000, mimeType: 'a/b', file: { id: 'f1', name: 'n.bin', channel: 'u.o.t' } })
   assert.deepEqual(f, { kind: 'file', mimeType: 'a/b', size: 20000, fileId: 'f1', fileName: 'n.bin', channel: 'u.o.t' })
   assert.throws(() => decodeInlineArtifact(f), /not an inline artifact/)
-  assert.ok(FileUploadError)
+})
+
+test('an upload the network refuses fails sendMessage with a FileUploadError carrying the HTTP status; no task is created', async () => {
+  // a network that takes files up to 20000 bytes, and a client that allows the default 25 MiB:
+  // the client sends the file and the network's request-upload refuses it
+  const strict = await startNetwork({ maxUploadBytes: 20_000 })
+  try {
+    await strict.agent('mirror', () => ({}))
+    const c = await strict.client()
+    await assert.rejects(
+      c.sendMessage({ agentName: 'mirror', requestParts: [filePart(made(30_000), { partId: 'big', fileName: 'big.bin' })] }),
+      (e) => {
+        assert.ok(e instanceof FileUploadError, `expected a FileUploadError, got ${e?.constructor?.name}: ${e?.message}`)
+        assert.ok(e instanceof sdk.BlocksError)
+        assert.equal(e.name, 'FileUploadError')
+        assert.equal(e.status, 413)
+        assert.match(e.message, /request-upload failed: HTTP 413/)
+        assert.match(e.message, /upload limit/)
+        return true
+      },
+    )
+    assert.deepEqual((await c.listTasks()).tasks, [], 'no task was created')
+    // within the network's limit the same call works
+    const ok = await c.sendMessage({ agentName: 'mirror', requestParts: [filePart(made(19_000), { partId: 'fits', fileName: 'fits.bin' })] })
+    assert.equal((await ok.waitForTerminal(30_000)).state, 'completed')
+  } finally {
+    await strict.stop()
+  }
 })

@@ -128,7 +128,8 @@ test('a never-opened stream of a finished task is StreamUnavailableError', async
   const c = await client.connect(s.taskId)
   const ref = c.getStream('tokens')
   assert.ok(ref)
-  await assert.rejects(ref.open(), (e) => {
+  // STRM-05: open() throws at once (it returns the client synchronously when it can open)
+  assert.throws(() => ref.open(), (e) => {
     assert.ok(e instanceof sdk.StreamUnavailableError, e?.constructor?.name)
     assert.equal(e.taskId, s.taskId)
     assert.equal(e.streamId, `${s.taskId}-1`)

@@ -40,8 +40,8 @@ class TaskContext {
   }
 
   /**
-   * A ready TaskClient authenticated as the agent's owner, for calling other agents
-   * (agent-to-agent). Shared by all tasks of the instance; do not destroy it.
+   * A ready TaskClient that acts as this agent (its access token, refreshed as needed), for
+   * calling other agents. Shared by all tasks of the instance; do not destroy it.
    */
   get taskClient() {
     return this.#taskClient
@@ -180,21 +180,9 @@ async function startAgentInstance(options) {
     },
     run,
   )
-  try {
-    // the agent-to-agent client: same key, same network, the agent's own billing mode
-    const { TaskClient } = require('./client.js')
-    taskClient = await TaskClient.create({
-      billingMode: agent.billingMode,
-      apiKey: options.apiKey ?? process.env.BLOCKS_API_KEY,
-      cdmUrl: options.cdmUrl,
-      baseUrl: options.baseUrl,
-      realtimeOrigin: options.realtimeOrigin,
-      longPollTimeoutMs: options.longPollTimeoutMs,
-    })
-  } catch (err) {
-    await agent.stop(0)
-    throw err
-  }
+  // the agent-to-agent client acts as this agent: its access token, keyset and network
+  const { TaskClient } = require('./client.js')
+  taskClient = new TaskClient(agent.taskClient())
   return {
     instanceId: agent.instanceId,
     agentName: agent.agentName,
@@ -207,6 +195,8 @@ async function startAgentInstance(options) {
     billingMode: agent.billingMode,
     /** The agent-to-agent client (the same one handlers get as `ctx.taskClient`). */
     taskClient,
+    /** The instance's backend identity (its access token from registration, refreshed as needed). */
+    agentAuth: require('./auth.js').AgentAuth.fromNative(agent.agentAuth),
     /** Stop taking tasks; running handlers get `graceMs` (default 10 s) to finish. Idempotent. */
     stop: async (graceMs) => {
       await agent.stop(graceMs)

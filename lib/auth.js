@@ -13,6 +13,12 @@ function authOptions(options) {
   if (tokenEndpoint !== undefined && tokenEndpoint !== null) {
     if (typeof tokenEndpoint === 'string') out.tokenEndpointUrl = tokenEndpoint
     else if (typeof tokenEndpoint === 'object' && typeof tokenEndpoint.url === 'string' && tokenEndpoint.url !== '') {
+      const { credentials } = tokenEndpoint
+      // fetch's `credentials` is about browser cookies; the engine sends none, so every value is
+      // accepted and has no effect (documented in COMPAT.md)
+      if (credentials !== undefined && !['omit', 'same-origin', 'include'].includes(credentials)) {
+        throw new InvalidArgumentError(`TokenEndpointConfig.credentials must be 'omit', 'same-origin' or 'include', got ${credentials}`)
+      }
       out.tokenEndpointUrl = tokenEndpoint.url
       if (tokenEndpoint.headers) out.tokenEndpointHeaders = Object.entries(tokenEndpoint.headers).map(([k, v]) => [k, String(v)])
       out.tokenEndpointBody = tokenEndpoint.body
@@ -81,6 +87,88 @@ class ConsumerAuth {
   }
 }
 
+/**
+ * An agent's backend identity: the API key exchanged at `/api/v1/auth/agent/connect` for an access
+ * token, refreshed at `/api/v1/auth/agent/refresh` (a refused refresh token registers again with
+ * the same payload; a refused key or a forced-offline agent throws `AgentAuthFatalError`). Give it
+ * to `new TaskClient({ agentAuth })` to call other agents as this agent.
+ */
+class AgentAuth {
+  /** @internal */
+  _native
+
+  /** @param {string} apiKey @param {string} baseUrl the backend root URL */
+  constructor(apiKey, baseUrl) {
+    try {
+      this._native = new native.NativeAgentAuth(typeof apiKey === 'string' ? apiKey : '', typeof baseUrl === 'string' ? baseUrl : '')
+    } catch (err) {
+      throw new InvalidArgumentError(err.message)
+    }
+  }
+
+  /** @internal An AgentAuth over the engine's identity of a running instance. */
+  static fromNative(n) {
+    const a = Object.create(AgentAuth.prototype)
+    a._native = n
+    return a
+  }
+
+  /** Register with `payload` (agentName, instanceId, …); resolves with the connect answer. */
+  init(payload) {
+    if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
+      return Promise.reject(new InvalidArgumentError('AgentAuth.init(payload) needs the registration payload object (agentName, instanceId, ...)'))
+    }
+    return this._native.init(payload)
+  }
+
+  /** Get a new access token; concurrent calls share one request. */
+  refresh() {
+    return this._native.refresh()
+  }
+
+  /** The current access token, or null before `init`. */
+  getAccessToken() {
+    return this._native.accessToken ?? null
+  }
+
+  /** `Bearer <access token>`, or null before `init`. */
+  getAuthHeader() {
+    const t = this.getAccessToken()
+    return t ? `Bearer ${t}` : null
+  }
+
+  /**
+   * `fetch(url, init)` with `Authorization: Bearer <access token>` added (the caller's headers and
+   * body kept); on HTTP 401 the token is refreshed and the request sent once more.
+   */
+  async authenticatedFetch(url, init = {}) {
+    if (!this.getAccessToken()) throw new InvalidArgumentError('AgentAuth not initialized: call init(payload) first')
+    const send = () => {
+      const headers = new Headers(init.headers)
+      headers.set('authorization', this.getAuthHeader())
+      return fetch(url, { ...init, headers })
+    }
+    const res = await send()
+    if (res.status !== 401) return res
+    await this.refresh()
+    return send()
+  }
+}
+
+/** The engine-side auth of an AuthProvider: ours directly, anyone else's through its methods. */
+function nativeAuthOf(provider) {
+  if (provider instanceof ConsumerAuth || provider instanceof StaticAuthProvider) return provider._native
+  if (provider instanceof AgentAuth) return native.NativeAuth.agent(provider._native)
+  if (provider === null || typeof provider !== 'object' || typeof provider.getAuthHeader !== 'function' || typeof provider.onAuthFailure !== 'function') {
+    throw new InvalidArgumentError('authProvider must implement getAuthHeader() and onAuthFailure() (and optionally ensureReady()), e.g. a ConsumerAuth or a StaticAuthProvider')
+  }
+  return native.NativeAuth.external({
+    getHeader: async () => (await provider.getAuthHeader()) ?? null,
+    refresh: async () => Boolean(await provider.onAuthFailure()),
+    ensureReady: typeof provider.ensureReady === 'function' ? async () => void (await provider.ensureReady()) : undefined,
+  })
+}
+
 /** A fixed bearer token that cannot be refreshed. */
 class StaticAuthProvider {
   /** @internal */
@@ -99,4 +187,4 @@ class StaticAuthProvider {
   }
 }
 
-module.exports = { ConsumerAuth, StaticAuthProvider, authOptions }
+module.exports = { AgentAuth, ConsumerAuth, StaticAuthProvider, authOptions, nativeAuthOf }

@@ -6,8 +6,8 @@ const native = require('../native.js')
 const { TaskSession } = require('./session.js')
 const { jsonData, jsonOptions } = require('./json.js')
 const { InvalidArgumentError } = require('./errors.js')
-const { setLogger } = require('./log.js')
-const { authOptions, ConsumerAuth, StaticAuthProvider } = require('./auth.js')
+const { log, setLogger } = require('./log.js')
+const { AgentAuth, authOptions, nativeAuthOf } = require('./auth.js')
 const { prepareParts, BLOCKS_MAX_UPLOAD_BYTES } = require('./parts.js')
 
 function maxUpload(options) {
@@ -15,6 +15,25 @@ function maxUpload(options) {
   if (m === undefined) return BLOCKS_MAX_UPLOAD_BYTES
   if (!Number.isSafeInteger(m) || m < 0) throw new InvalidArgumentError(`maxUploadBytes must be a non-negative integer, got ${m}`)
   return m
+}
+
+/** `autoDrain` / `drainWindowMs` of sendMessage and connect → TaskSession options. */
+function drainOptions(options) {
+  const { autoDrain, drainWindowMs } = options
+  if (autoDrain !== undefined && typeof autoDrain !== 'boolean') throw new InvalidArgumentError(`autoDrain must be true or false, got ${autoDrain}`)
+  if (drainWindowMs !== undefined && !(typeof drainWindowMs === 'number' && Number.isFinite(drainWindowMs) && drainWindowMs >= 0)) {
+    throw new InvalidArgumentError(`drainWindowMs must be a non-negative number of milliseconds, got ${drainWindowMs}`)
+  }
+  const out = {}
+  if (autoDrain !== undefined) out.autoDrain = autoDrain
+  if (drainWindowMs !== undefined) out.drainWindowMs = drainWindowMs
+  return out
+}
+
+function ownerOption(options) {
+  const v = options.defaultOwnerId
+  if (v !== undefined && typeof v !== 'string') throw new InvalidArgumentError(`defaultOwnerId must be a string, got ${typeof v}`)
+  return v
 }
 
 const BILLING_MODE_REQUIRED = "TaskClient.create() requires a billingMode option ('free' or 'paid')"
@@ -34,9 +53,12 @@ class TaskClient {
   #maxUploadBytes = BLOCKS_MAX_UPLOAD_BYTES
 
   /**
-   * Direct construction without a CDM fetch (advanced): `new TaskClient({ billingMode,
-   * subscribeKey, publishKey?, baseUrl?, realtimeOrigin?, authProvider? })` where `authProvider`
-   * is a `ConsumerAuth` or `StaticAuthProvider`. Most callers want `TaskClient.create()`.
+   * Direct construction without a CDM fetch: `new TaskClient({ billingMode, subscribeKey,
+   * publishKey?, baseUrl?, realtimeOrigin?, authProvider? | agentAuth?, defaultOwnerId? })`.
+   * `authProvider` is any object with `getAuthHeader()` and `onAuthFailure()` (a `ConsumerAuth`,
+   * a `StaticAuthProvider`, or your own); `agentAuth` an initialised `AgentAuth` (the client then
+   * acts as that agent). Without `baseUrl`, RPCs go to the realtime origin's RPC endpoint of the
+   * subscribe key. Most callers want `TaskClient.create()`.
    */
   constructor(options) {
     if (options instanceof native.NativeTaskClient) {
@@ -50,19 +72,20 @@ class TaskClient {
     if (typeof options.subscribeKey !== 'string' || options.subscribeKey === '') {
       throw new InvalidArgumentError('TaskClient requires a subscribeKey (or use TaskClient.create() to read it from the CDM)')
     }
-    const provider = options.authProvider
-    if (provider !== undefined && !(provider instanceof ConsumerAuth || provider instanceof StaticAuthProvider)) {
-      throw new InvalidArgumentError('authProvider must be a ConsumerAuth or a StaticAuthProvider')
-    }
+    const { authProvider, agentAuth } = options
+    if (authProvider !== undefined && agentAuth !== undefined) throw new InvalidArgumentError('Only one of authProvider and agentAuth may be given')
+    if (agentAuth !== undefined && !(agentAuth instanceof AgentAuth)) throw new InvalidArgumentError('agentAuth must be an AgentAuth (new AgentAuth(apiKey, baseUrl), then init(payload))')
+    const auth = authProvider ?? agentAuth
     this.#native = native.NativeTaskClient.direct(
       {
         billingMode: options.billingMode,
         subscribeKey: options.subscribeKey,
         publishKey: options.publishKey,
-        baseUrl: options.baseUrl,
+        baseUrl: options.baseUrl ?? agentAuth?._native.baseUrl,
         realtimeOrigin: options.realtimeOrigin,
+        defaultOwnerId: ownerOption(options),
       },
-      provider?._native,
+      auth === undefined ? undefined : nativeAuthOf(auth),
     )
   }
 
@@ -84,6 +107,7 @@ class TaskClient {
       realtimeOrigin: options.realtimeOrigin,
       anonFingerprint: options.anonFingerprint,
       longPollTimeoutMs: longPollTimeout(options),
+      defaultOwnerId: ownerOption(options),
       ...authOptions(options),
     })
     const client = new TaskClient(n)
@@ -107,12 +131,17 @@ class TaskClient {
     if (options.requestParts !== undefined && !Array.isArray(options.requestParts)) {
       throw new InvalidArgumentError('requestParts must be an array of parts (see textPart())')
     }
-    const { wire, uploads } = await prepareParts(options.requestParts, this.#maxUploadBytes)
-    const { requestParts: _parts, ...rest } = options
+    const drain = drainOptions(options)
+    const { requestParts: _parts, autoDrain: _a, drainWindowMs: _d, ...rest } = options
     const request = jsonOptions({ ...rest, maxUploadBytes: this.#maxUploadBytes }, 'sendMessage')
-    if (options.requestParts !== undefined) request.requestParts = jsonData(wire, 'sendMessage', 'requestParts')
-    const s = await this.#native.sendMessage(request, uploads)
-    return new TaskSession(s, this, { catchUp: true })
+    const { wire, uploads, cleanup } = await prepareParts(options.requestParts, this.#maxUploadBytes)
+    try {
+      if (options.requestParts !== undefined) request.requestParts = jsonData(wire, 'sendMessage', 'requestParts')
+      const s = await this.#native.sendMessage(request, uploads)
+      return new TaskSession(s, this, { catchUp: true, ...drain })
+    } finally {
+      await cleanup()
+    }
   }
 
   /**
@@ -120,10 +149,12 @@ class TaskClient {
    * rebuilt from history and is live if the task is still active.
    */
   async connect(target) {
-    const { taskId, role } = typeof target === 'string' ? { taskId: target } : target !== null && typeof target === 'object' ? target : {}
+    const opts = typeof target === 'string' ? { taskId: target } : target !== null && typeof target === 'object' ? target : {}
+    const { taskId, role } = opts
     if (typeof taskId !== 'string' || taskId === '') throw new InvalidArgumentError('connect() needs a taskId')
     if (role !== undefined && typeof role !== 'string') throw new InvalidArgumentError('connect(): role must be a string')
-    return new TaskSession(await this.#native.connect(taskId, role), this)
+    const drain = drainOptions(opts)
+    return new TaskSession(await this.#native.connect(taskId, role), this, drain)
   }
 
   /** The registry card of an agent, or null when the agent is unknown. */
@@ -164,6 +195,65 @@ class TaskClient {
   async #lifecycle(method, taskId) {
     if (typeof taskId !== 'string' || taskId === '') throw new InvalidArgumentError(`${method} needs a taskId string`)
     await this.#native.rpc(method, { taskId })
+  }
+
+  /**
+   * Swap the keys used by sessions created afterwards (and by the key-based RPC URL of a client
+   * without baseUrl). The auth state is untouched.
+   */
+  updateKeys(subscribeKey, publishKey) {
+    if (typeof subscribeKey !== 'string' || subscribeKey === '') throw new InvalidArgumentError('updateKeys(subscribeKey, publishKey?) needs a non-empty subscribeKey')
+    if (publishKey !== undefined && typeof publishKey !== 'string') throw new InvalidArgumentError('updateKeys: publishKey must be a string')
+    this.#native.updateKeys(subscribeKey, publishKey)
+  }
+
+  /**
+   * Low-level: listen to a task's events with plain callbacks (`onProgress`, `onArtifact`,
+   * `onTerminal`, `onCancelRequested`, `onSystem`, `onEvent`, `onError`). Returns
+   * `{ unsubscribe() }` at once; the subscription (a read token, then the live channel from the
+   * beginning of its history) is set up in the background and its failures go to `onError`.
+   * `onEvent` sees every event; the terminal reaches `onTerminal` once.
+   */
+  subscribeToTask(taskId, ownerId, callbacks = {}) {
+    if (typeof taskId !== 'string' || taskId === '') throw new InvalidArgumentError('subscribeToTask(taskId, ownerId, callbacks) needs a taskId')
+    if (ownerId !== undefined && ownerId !== null && typeof ownerId !== 'string') throw new InvalidArgumentError('subscribeToTask: ownerId must be a string')
+    if (callbacks === null || typeof callbacks !== 'object') throw new InvalidArgumentError('subscribeToTask: callbacks must be an object ({ onProgress, onArtifact, onTerminal, ... })')
+    const call = (name, ...args) => {
+      const fn = callbacks[name]
+      if (typeof fn !== 'function') return
+      try {
+        fn(...args)
+      } catch (err) {
+        if (name !== 'onError' && typeof callbacks.onError === 'function') callbacks.onError(err, { entryPoint: 'subscribeToTask', callbackType: name })
+        else log('warn', `subscribeToTask ${name} callback threw: ${err && err.message}`)
+      }
+    }
+    const typed = { progress: 'onProgress', artifact: 'onArtifact', system: 'onSystem' }
+    const deliver = (e) => {
+      call('onEvent', e)
+      if (typed[e.type]) call(typed[e.type], e)
+    }
+    let session = null
+    let stopped = false
+    // the channel is the task's own (from GetTask), so `ownerId` needs no guessing here
+    this.connect({ taskId }).then(
+      (s) => {
+        if (stopped) return s.close()
+        session = s
+        const early = s.listEvents()
+        for (const e of early) deliver(e)
+        s.onEvent((e) => early.includes(e) || deliver(e))
+        s.onTerminal((e) => call('onTerminal', e))
+        s.onCancelRequested((e) => call('onCancelRequested', e))
+      },
+      (err) => call('onError', err, { entryPoint: 'subscribeToTask', callbackType: 'subscribe' }),
+    )
+    return {
+      unsubscribe() {
+        stopped = true
+        if (session) session.close()
+      },
+    }
   }
 
   /** Stop background token refresh. Live sessions keep working. Idempotent. */

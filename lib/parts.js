@@ -3,7 +3,7 @@
 
 const fs = require('node:fs')
 const path = require('node:path')
-const { InvalidArgumentError } = require('./errors.js')
+const { FileUploadError, InvalidArgumentError } = require('./errors.js')
 
 /** Files up to this size (inclusive) travel inline as base64; larger ones are uploaded. */
 const ARTIFACT_INLINE_LIMIT_BYTES = 16384
@@ -66,15 +66,24 @@ async function toBuffer(data) {
 
 /**
  * A file request part: `{ partId, file, fileName, contentType }`. `data` is a Buffer, Uint8Array,
- * ArrayBuffer, Blob or File; `fileName` defaults to the File's name or `"file"`, `contentType` to
- * the Blob's type or `application/octet-stream`. Up to 16384 bytes it is sent inline, above it
- * uploaded before the task is created.
+ * ArrayBuffer, Blob or File. Called as `filePart(data, fileName, { partId?, contentType? })` or
+ * `filePart(data, { partId?, fileName?, contentType? })`. `partId` defaults to `"file"`,
+ * `fileName` to the File's name or `"file"`, `contentType` to the Blob's type or
+ * `application/octet-stream`. Up to 16384 bytes it is sent inline, above it uploaded before the
+ * task is created.
  */
-function filePart(data, options) {
+function filePart(data, fileNameOrOptions, options) {
   if (!isBinary(data)) {
     throw new InvalidArgumentError('filePart(data) needs a Buffer, Uint8Array, ArrayBuffer, Blob or File')
   }
-  const { partId, fileName, contentType, ...extra } = partOptions(options, 'file')
+  let opts = fileNameOrOptions
+  if (typeof fileNameOrOptions === 'string') {
+    if (options !== undefined && (options === null || typeof options !== 'object')) throw new InvalidArgumentError('filePart(data, fileName, options): options must be an object ({ partId?, contentType? })')
+    opts = { ...options, fileName: fileNameOrOptions }
+  } else if (options !== undefined) {
+    throw new InvalidArgumentError('filePart(data, fileName, options): the second argument must be the file name when options are given')
+  }
+  const { partId, fileName, contentType, ...extra } = partOptions(opts, 'file')
   return {
     ...extra,
     partId,
@@ -118,6 +127,36 @@ async function filePartFromPath(filePath, options) {
 async function prepareParts(parts, maxUploadBytes) {
   const wire = []
   const uploads = []
+  const temps = []
+  try {
+    await collectParts(parts, maxUploadBytes, wire, uploads, temps)
+  } catch (err) {
+    await removeTemps(temps)
+    throw err
+  }
+  return { wire, uploads, cleanup: () => removeTemps(temps) }
+}
+
+async function removeTemps(temps) {
+  await Promise.all(temps.map((d) => fs.promises.rm(d, { recursive: true, force: true })))
+}
+
+/**
+ * A large in-memory Blob (or File) is spooled to a private temporary file chunk by chunk, so the
+ * upload streams from disk and the whole file is never copied into one buffer (FILE-04).
+ */
+async function spool(blob, temps) {
+  const os = require('node:os')
+  const { Readable } = require('node:stream')
+  const { pipeline } = require('node:stream/promises')
+  const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'blocks-upload-'))
+  temps.push(dir)
+  const file = path.join(dir, 'blob')
+  await pipeline(Readable.fromWeb(blob.stream()), fs.createWriteStream(file, { mode: 0o600 }))
+  return file
+}
+
+async function collectParts(parts, maxUploadBytes, wire, uploads, temps) {
   for (const [index, p] of (parts ?? []).entries()) {
     if (p === null || typeof p !== 'object' || p.file === undefined) {
       wire.push(p)
@@ -144,7 +183,7 @@ async function prepareParts(parts, maxUploadBytes) {
       wire.push({ ...rest, artifactRef: { kind: 'inline', mimeType, size, data, fileName: name } })
     } else {
       wire.push(p.contentType ? { partId: p.partId, contentType: p.contentType } : { partId: p.partId })
-      const filePathOf = pathBlobs.get(file)
+      const filePathOf = pathBlobs.get(file) ?? (file instanceof Blob ? await spool(file, temps) : undefined)
       uploads.push({
         index,
         path: filePathOf,
@@ -155,7 +194,6 @@ async function prepareParts(parts, maxUploadBytes) {
       })
     }
   }
-  return { wire, uploads }
 }
 
 /** The bytes of an inline artifact ref; throws for anything else. */
@@ -199,6 +237,41 @@ function describe(v) {
   return `${typeof v} ${String(v).slice(0, 40)}`
 }
 
+// Refs handed out by sessions → their session, so `downloadArtifact(ref)` finds what a file
+// download needs (the read token); by object, and by fileId for copies of a ref.
+const refSessions = new WeakMap()
+const fileSessions = new Map()
+const forget = new FinalizationRegistry((fileId) => {
+  const w = fileSessions.get(fileId)
+  if (w && w.deref() === undefined) fileSessions.delete(fileId)
+})
+
+/** @internal Remember which session a ref came from. */
+function rememberArtifact(ref, session) {
+  refSessions.set(ref, session)
+  if (ref.kind === 'file' && typeof ref.fileId === 'string') {
+    fileSessions.set(ref.fileId, new WeakRef(session))
+    forget.register(session, ref.fileId)
+  }
+}
+
+function sessionOf(ref) {
+  return refSessions.get(ref) ?? (typeof ref.fileId === 'string' ? fileSessions.get(ref.fileId)?.deref() : undefined)
+}
+
+/**
+ * @internal An artifact event's ref as listArtifacts() returns it: a copy of the ref with the
+ * event's `outputId` and `artifactRef` (itself) as non-enumerable fields.
+ */
+function refWithEvent(event) {
+  const ref = { ...refOf(event) }
+  Object.defineProperty(ref, 'artifactRef', { value: ref, enumerable: false })
+  if (event && event.outputId !== undefined) Object.defineProperty(ref, 'outputId', { value: event.outputId, enumerable: false })
+  const session = sessionOf(refOf(event))
+  if (session) rememberArtifact(ref, session)
+  return ref
+}
+
 /** Accept an artifact event or its ref. */
 function refOf(refOrEvent) {
   const ref = refOrEvent && typeof refOrEvent === 'object' && refOrEvent.artifactRef ? refOrEvent.artifactRef : refOrEvent
@@ -207,8 +280,10 @@ function refOf(refOrEvent) {
 }
 
 /**
- * Download an artifact: `{ data: Buffer, mimeType, fileName }`. Inline refs are decoded locally;
- * file refs need `source` (a TaskSession) for its read token.
+ * Download an artifact: `{ data: Buffer, mimeType, fileName }`. Inline refs are decoded locally.
+ * File refs are downloaded with the read token of the session they came from (found from the ref
+ * itself); the second argument is optional: a TaskSession, or a fetch-compatible function used for
+ * the download request.
  */
 async function downloadArtifact(refOrEvent, source) {
   const ref = refOf(refOrEvent)
@@ -221,10 +296,26 @@ async function downloadArtifact(refOrEvent, source) {
   if (!ref.channel || !ref.fileId || !ref.fileName) {
     throw new InvalidArgumentError('file ArtifactRef is missing required fields (channel, fileId, fileName)')
   }
-  if (!source || typeof source._downloadFile !== 'function') {
-    throw new InvalidArgumentError('downloading a file artifact needs the TaskSession it belongs to: downloadArtifact(ref, session) or session.downloadArtifact(ref)')
+  const session = source && typeof source._downloadFile === 'function' ? source : sessionOf(ref)
+  if (!session) {
+    throw new InvalidArgumentError(
+      `file artifact ${ref.fileName} (${ref.fileId}) did not come from a session of this process, so no read token is known for it: ` +
+        'download it with session.downloadArtifact(ref) on a session of its task (client.connect(taskId) gives one)',
+    )
   }
-  return { data: await source._downloadFile(ref), mimeType, fileName: ref.fileName }
+  if (typeof source === 'function') {
+    const url = session._fileUrl(ref)
+    let res
+    try {
+      res = await source(url)
+    } catch (err) {
+      throw new FileUploadError(`download of ${ref.fileName} failed: ${err && err.message}`, { cause: err })
+    }
+    if (!res || typeof res.arrayBuffer !== 'function') throw new FileUploadError(`download of ${ref.fileName}: the fetch function did not return a Response`)
+    if (!res.ok) throw new FileUploadError(`download of ${ref.fileName} failed: HTTP ${res.status}`, { status: res.status })
+    return { data: Buffer.from(await res.arrayBuffer()), mimeType, fileName: ref.fileName }
+  }
+  return { data: await session._downloadFile(ref), mimeType, fileName: ref.fileName }
 }
 
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i
@@ -257,6 +348,8 @@ module.exports = {
   buildArtifactRef,
   downloadArtifact,
   refOf,
+  refWithEvent,
+  rememberArtifact,
   safeFileName,
   mimeFromName,
 }

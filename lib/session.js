@@ -4,7 +4,7 @@
 // listeners replay.
 
 const { Listeners } = require('./callbacks.js')
-const { BlocksError, ClosedError, InvalidArgumentError, TimeoutError } = require('./errors.js')
+const { BlocksError, ClosedError, InvalidArgumentError, TimeoutError, makeError } = require('./errors.js')
 const { log } = require('./log.js')
 const { StreamHandle, StreamRef } = require('./stream.js')
 const fs = require('node:fs')
@@ -29,16 +29,19 @@ class TaskSession {
   #opened = new Map()
   #streamWaiters = new Set()
   #drainWindowMs = DRAIN_WINDOW_MS
-  #closing = Promise.resolve()
+  #autoDrain = true
+  #closing = null
 
   /**
    * @internal `catchUp`: events the task published before the session went live (read from
    * history when it opened) are delivered to `onEvent`/`onProgress` on the next tick, before any
    * live event, so listeners added right after `await sendMessage()` miss nothing.
    */
-  constructor(native, client, { catchUp = false } = {}) {
+  constructor(native, client, { catchUp = false, autoDrain = true, drainWindowMs = DRAIN_WINDOW_MS } = {}) {
     this.#native = native
     this.#client = client
+    this.#autoDrain = autoDrain
+    this.#drainWindowMs = drainWindowMs
     this.#listeners = new Listeners((err, ctx) => this.#reportError(err, ctx))
     const info = native.info
     this.taskId = info.taskId
@@ -55,7 +58,7 @@ class TaskSession {
     this.state = initial.state ?? undefined
     this.#terminal = initial.terminal ?? null
     this.#cancelRequested = initial.cancelRequested ?? null
-    this.#artifacts = [...initial.artifacts]
+    for (const a of initial.artifacts) this.#addArtifact(a)
     this.#events = [...initial.events]
     this.#closed = initial.closed
     this.#addStreams(initial.streams ?? [])
@@ -137,7 +140,7 @@ class TaskSession {
       if (predicate) {
         let ok = false
         try {
-          ok = predicate(ref.descriptor)
+          ok = predicate(ref)
         } catch (err) {
           this.#reportError(err, { entryPoint: 'taskSession', callbackType: 'streamPredicate', event: ref.descriptor })
         }
@@ -165,14 +168,18 @@ class TaskSession {
    * when no matching stream can come any more (finished or closed session).
    */
   waitForStream(id) {
-    return this.waitForStreamWhere((d) => (id === undefined ? true : d.streamId === id || d.declaredStream === id), id === undefined)
+    return this.waitForStreamWhere((r) => (id === undefined ? true : r.streamId === id || r.declaredStream === id), id === undefined)
   }
 
-  /** Resolve with the first stream whose descriptor matches `predicate`. */
+  /**
+   * Resolve with the first stream ref for which `predicate(ref)` is true (the ref carries the
+   * descriptor's fields too: `ref.streamId`, `ref.declaredStream`, ...).
+   */
   waitForStreamWhere(predicate, single = false) {
+    if (typeof predicate !== 'function') return Promise.reject(new InvalidArgumentError('waitForStreamWhere(predicate) needs a function (ref) => boolean'))
     const all = [...this.#streams.values()]
     if (single && all.length > 1) return Promise.reject(new InvalidArgumentError(`Multiple streams are announced (${all.map((r) => r.descriptor.streamId).join(', ')}): pass a stream id`))
-    const found = all.find((r) => predicate(r.descriptor))
+    const found = all.find((r) => predicate(r))
     if (found) return Promise.resolve(found)
     if (this.#closed || this.#terminal) return Promise.reject(new ClosedError('No matching stream found: the session is finished, so no future stream announcements will arrive'))
     return new Promise((resolve, reject) => this.#streamWaiters.add({ predicate, resolve, reject }))
@@ -184,7 +191,7 @@ class TaskSession {
     for (const ref of this.#streams.values()) {
       if (ref.descriptor.localDirection === 'outbound') continue
       try {
-        out.push(await ref.open(options))
+        out.push(ref.open(options))
       } catch {
         // unavailable streams are skipped
       }
@@ -204,7 +211,7 @@ class TaskSession {
     for (const ref of fresh) {
       this.#listeners.emit('onStream', [ref], { entryPoint: 'taskSession', event: ref.descriptor })
       for (const w of [...this.#streamWaiters]) {
-        if (w.predicate(ref.descriptor)) {
+        if (w.predicate(ref)) {
           this.#streamWaiters.delete(w)
           w.resolve(ref)
         }
@@ -212,11 +219,13 @@ class TaskSession {
     }
   }
 
-  async #openStream(streamId, reorderTimeoutMs) {
+  #openStream(streamId, reorderTimeoutMs) {
     if (reorderTimeoutMs !== undefined && !(typeof reorderTimeoutMs === 'number' && reorderTimeoutMs >= 0)) {
       throw new InvalidArgumentError('reorderTimeoutMs must be a non-negative number of milliseconds')
     }
-    const handle = new StreamHandle(await this.#native.openStream(streamId, reorderTimeoutMs, this.ownerId || this.agentName || 'blocks'))
+    const r = this.#native.openStream(streamId, reorderTimeoutMs, this.ownerId || this.agentName || 'blocks')
+    if (r && typeof r.propsJson === 'string') throw makeError(r.kind, r.message, r.propsJson)
+    const handle = new StreamHandle(r)
     this.#opened.set(streamId, handle)
     return handle
   }
@@ -234,6 +243,18 @@ class TaskSession {
     return this.#native.downloadFile(ref)
   }
 
+  /** @internal The download URL of a file artifact (it carries the read token). */
+  _fileUrl(ref) {
+    const r = this.#native.fileUrl(ref)
+    if (typeof r !== 'string') throw makeError(r.kind, r.message, r.propsJson)
+    return r
+  }
+
+  #addArtifact(event) {
+    this.#artifacts.push(event)
+    if (event && event.artifactRef && typeof event.artifactRef === 'object') parts.rememberArtifact(event.artifactRef, this)
+  }
+
   /**
    * Write every artifact into `dir` (created if needed) and resolve with the absolute paths, in
    * `listArtifacts()` order. Names come from the artifact's `fileName` reduced to a safe base name
@@ -246,8 +267,7 @@ class TaskSession {
     await fs.promises.mkdir(root, { recursive: true })
     const used = new Set()
     const written = []
-    for (const [i, event] of this.listArtifacts().entries()) {
-      const ref = parts.refOf(event)
+    for (const [i, ref] of this.listArtifacts().entries()) {
       let name = parts.safeFileName(ref.fileName, i)
       const ext = path.extname(name)
       const stem = name.slice(0, name.length - ext.length)
@@ -267,9 +287,13 @@ class TaskSession {
     return written
   }
 
-  /** Artifacts so far (a fresh array each call). */
+  /**
+   * The artifacts so far as `ArtifactRef`s, in order (a fresh array each call). Each ref also
+   * carries, not enumerable, `outputId` and `artifactRef` (itself), so code written for the
+   * artifact events this returned before keeps working.
+   */
   listArtifacts() {
-    return [...this.#artifacts]
+    return this.#artifacts.map((e) => parts.refWithEvent(e))
   }
 
   /** Typed events seen by this session (history events for connect sessions, then live ones). */
@@ -309,9 +333,12 @@ class TaskSession {
     return this.#client.terminateTask(this.taskId)
   }
 
-  /** Stop listening and release the realtime client. Idempotent. */
+  /**
+   * Stop listening and release the realtime client; opened streams are ended. Resolves once they
+   * have (never rejects). Idempotent: later calls return the same promise.
+   */
   close() {
-    if (this.#closed) return
+    if (this.#closing) return this.#closing
     this.#closed = true
     this.#native.close()
     for (const w of this.#waiters) {
@@ -322,23 +349,26 @@ class TaskSession {
     for (const w of this.#streamWaiters) w.reject(new ClosedError('TaskSession closed'))
     this.#streamWaiters.clear()
     this.#listeners.clear()
-    this.#closing = Promise.all([...this.#opened.values()].map((h) => h.end()))
+    this.#closing = Promise.allSettled([...this.#opened.values()].map((h) => h.end())).then(() => undefined)
+    return this.#closing
   }
 
-  /** Close and wait until every opened stream has ended. */
+  /** Close and wait until every opened stream has ended (the same as `await close()`). */
   async asyncClose() {
-    this.close()
-    await this.#closing
+    await this.close()
   }
 
   async [Symbol.asyncDispose]() {
     await this.asyncClose()
   }
 
-  /** After the terminal: let opened streams finish (up to the drain window), then close. */
+  /**
+   * After the terminal: let opened streams finish (up to the drain window), then close;
+   * `autoDrain: false` closes at once (ending the streams).
+   */
   #drainThenClose() {
     const active = [...this.#opened.values()].filter((h) => h.isActive && h.direction !== 'outbound')
-    if (active.length === 0) return this.close()
+    if (active.length === 0 || !this.#autoDrain) return this.close()
     const done = active.map((h) => new Promise((resolve) => h.onInboundDone(resolve)))
     const timer = setTimeout(() => this.close(), this.#drainWindowMs)
     Promise.all(done).then(() => {
@@ -378,7 +408,7 @@ class TaskSession {
         this.#listeners.emit('onProgress', [event], ctx)
         break
       case 'artifact':
-        this.#artifacts.push(event)
+        this.#addArtifact(event)
         this.#listeners.emit('onArtifact', [event], ctx)
         break
       case 'cancel_requested':

@@ -165,7 +165,14 @@ class StreamHandle {
   }
 }
 
-/** A stream announced by the agent; `open()` gives a StreamHandle. */
+/** The descriptor fields a StreamRef also exposes directly (so `ref.streamId` works like `ref.descriptor.streamId`). */
+const DESCRIPTOR_FIELDS = ['taskId', 'streamId', 'agentName', 'channel', 'token', 'agentDirection', 'localDirection', 'format', 'affinity', 'metadata', 'declaredStream']
+
+/**
+ * A stream announced by the agent. `open()` returns the stream client at once (it connects in the
+ * background; errors surface from its iterators and writes). The descriptor's fields are readable
+ * on the ref itself too, so a predicate written for a descriptor works on a ref.
+ */
 class StreamRef {
   #open
   #handle = null
@@ -178,12 +185,25 @@ class StreamRef {
   get isOpen() {
     return Boolean(this.#handle && this.#handle.isActive)
   }
-  /** Open (or return the already-open) stream. `reorderTimeoutMs`: gap wait (default 750; 0 = arrival order). */
-  async open(options = {}) {
+  /**
+   * The stream client (the same one while it is active). `reorderTimeoutMs`: how long a gap is
+   * waited for (default 750; 0 = arrival order). Throws `StreamUnavailableError` for a
+   * never-opened stream of a finished task, and for a stream that has already ended.
+   */
+  open(options = {}) {
     if (this.#handle && this.#handle.isActive) return this.#handle
-    this.#handle = await this.#open(this.descriptor.streamId, options.reorderTimeoutMs)
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('open(options) takes an options object, e.g. { reorderTimeoutMs: 750 }')
+    this.#handle = this.#open(this.descriptor.streamId, options.reorderTimeoutMs)
     return this.#handle
   }
+}
+for (const field of DESCRIPTOR_FIELDS) {
+  Object.defineProperty(StreamRef.prototype, field, {
+    get() {
+      return this.descriptor[field]
+    },
+    enumerable: false,
+  })
 }
 
 module.exports = { StreamHandle, StreamRef }

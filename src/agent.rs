@@ -264,6 +264,22 @@ impl NativeAgent {
         self.inner.active_tasks() as u32
     }
 
+    /// A caller client acting as this agent (its token, keys and network): `ctx.taskClient`.
+    #[napi]
+    pub fn task_client(&self) -> Result<crate::client::NativeTaskClient> {
+        let c = self
+            .inner
+            .task_client()
+            .map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        Ok(crate::client::NativeTaskClient::from_core(c))
+    }
+
+    /// The instance's backend identity.
+    #[napi(getter)]
+    pub fn agent_auth(&self) -> crate::auth::NativeAgentAuth {
+        crate::auth::NativeAgentAuth::from_core(self.inner.agent_auth())
+    }
+
     /// Stop taking tasks; running handlers get `graceMs` (default 10000) to finish. Idempotent.
     #[napi]
     pub async fn stop(&self, grace_ms: Option<u32>) -> Result<()> {

@@ -48,6 +48,73 @@ impl TokenSource for JsTokenSource {
     }
 }
 
+/// `() => Promise<string | null>`: the JS provider's `getAuthHeader()`.
+pub type HeaderFn = ThreadsafeFunction<(), Promise<Option<String>>, (), Status, false, true>;
+/// `() => Promise<boolean>`: the JS provider's `onAuthFailure()`.
+pub type RefreshFn = ThreadsafeFunction<(), Promise<bool>, (), Status, false, true>;
+/// `() => Promise<void>`: the JS provider's optional `ensureReady()`.
+pub type ReadyFn = ThreadsafeFunction<(), Promise<()>, (), Status, false, true>;
+
+/// A JS object implementing the reference's AuthProvider interface, called from the engine
+/// whenever a request needs a token (lib/auth.js adapts the object to these three functions).
+struct JsExternalAuth {
+    header: HeaderFn,
+    refresh: RefreshFn,
+    ready: Option<ReadyFn>,
+}
+
+fn provider_error(what: &str, e: napi::Error) -> blocks_core::Error {
+    blocks_core::Error::AuthRefreshFailed(format!("the authProvider's {what} failed: {}", e.reason))
+}
+
+#[async_trait::async_trait]
+impl blocks_core::ExternalAuth for JsExternalAuth {
+    async fn header(&self) -> blocks_core::Result<Option<String>> {
+        let p = self
+            .header
+            .call_async_catch(())
+            .await
+            .map_err(|e| provider_error("getAuthHeader()", e))?;
+        let h = p.await.map_err(|e| provider_error("getAuthHeader()", e))?;
+        Ok(h.filter(|h| !h.is_empty()).map(|h| {
+            if h.starts_with("Bearer ") {
+                h
+            } else {
+                format!("Bearer {h}")
+            }
+        }))
+    }
+
+    async fn refresh(&self) -> blocks_core::Result<bool> {
+        let p = self
+            .refresh
+            .call_async_catch(())
+            .await
+            .map_err(|e| provider_error("onAuthFailure()", e))?;
+        p.await.map_err(|e| provider_error("onAuthFailure()", e))
+    }
+
+    async fn ensure_ready(&self) -> blocks_core::Result<()> {
+        let Some(ready) = &self.ready else { return Ok(()) };
+        let p = ready
+            .call_async_catch(())
+            .await
+            .map_err(|e| provider_error("ensureReady()", e))?;
+        p.await.map_err(|e| provider_error("ensureReady()", e))
+    }
+}
+
+/// The functions of a JS auth provider (`NativeAuth.external`).
+#[napi(object, object_to_js = false)]
+pub struct NativeExternalAuthOptions {
+    #[napi(ts_type = "() => Promise<string | null>")]
+    pub get_header: HeaderFn,
+    #[napi(ts_type = "() => Promise<boolean>")]
+    pub refresh: RefreshFn,
+    #[napi(ts_type = "() => Promise<void>")]
+    pub ensure_ready: Option<ReadyFn>,
+}
+
 /// The auth fields shared by `create` options and `NativeAuth.consumer`.
 pub struct AuthFields {
     pub api_key: Option<String>,
@@ -160,6 +227,30 @@ impl NativeAuth {
         Ok(NativeAuth { inner })
     }
 
+    /// A JS object implementing the AuthProvider interface (`getAuthHeader`, `onAuthFailure`,
+    /// optional `ensureReady`), asked for its header on every request.
+    #[napi(factory)]
+    pub fn external(opts: NativeExternalAuthOptions) -> Result<NativeAuth> {
+        let http = HttpClient::new().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let ext = Arc::new(JsExternalAuth {
+            header: opts.get_header,
+            refresh: opts.refresh,
+            ready: opts.ensure_ready,
+        });
+        Ok(NativeAuth {
+            inner: ConsumerAuth::new(AuthMode::External(ext), "", http),
+        })
+    }
+
+    /// An agent's identity (`AgentAuth`) as the auth of a caller client.
+    #[napi(factory)]
+    pub fn agent(agent: &NativeAgentAuth) -> Result<NativeAuth> {
+        let http = HttpClient::new().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        Ok(NativeAuth {
+            inner: ConsumerAuth::new(AuthMode::External(agent.inner.clone()), agent.inner.base_url(), http),
+        })
+    }
+
     /// A fixed token that cannot be refreshed.
     #[napi(factory)]
     pub fn static_token(token: String) -> Result<NativeAuth> {
@@ -201,5 +292,53 @@ impl NativeAuth {
     #[napi]
     pub fn destroy(&self) {
         self.inner.destroy();
+    }
+}
+
+/// Internal: an agent's backend identity (wrapped by the JS `AgentAuth`).
+#[napi]
+pub struct NativeAgentAuth {
+    pub(crate) inner: Arc<blocks_core::AgentAuth>,
+}
+
+#[napi]
+impl NativeAgentAuth {
+    /// `apiKey` and `baseUrl` are required (errors name which is missing).
+    #[napi(constructor)]
+    pub fn new(api_key: String, base_url: String) -> Result<NativeAgentAuth> {
+        let http = HttpClient::new().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let inner = blocks_core::AgentAuth::new(&api_key, &base_url, http)
+            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        Ok(NativeAgentAuth { inner })
+    }
+
+    /// Register with `payload`; resolves with the connect answer.
+    #[napi(ts_args_type = "payload: any", ts_return_type = "Promise<any>")]
+    pub async fn init(&self, payload: Value) -> Result<Value> {
+        self.inner.init(payload).await.or_js().await
+    }
+
+    /// Get a new access token (concurrent calls share one request).
+    #[napi]
+    pub async fn refresh(&self) -> Result<()> {
+        self.inner.refresh().await.or_js().await
+    }
+
+    /// The current access token, or null before `init`.
+    #[napi(getter)]
+    pub fn access_token(&self) -> Option<String> {
+        self.inner.access_token()
+    }
+
+    /// The backend root URL.
+    #[napi(getter)]
+    pub fn base_url(&self) -> String {
+        self.inner.base_url().to_string()
+    }
+}
+
+impl NativeAgentAuth {
+    pub(crate) fn from_core(inner: Arc<blocks_core::AgentAuth>) -> Self {
+        NativeAgentAuth { inner }
     }
 }

@@ -34,6 +34,8 @@ pub struct NativeClientOptions {
     pub on_auth_error: Option<AuthErrorFn>,
     /// Give up on a silent subscribe long-poll after this many ms (default 310000).
     pub long_poll_timeout_ms: Option<f64>,
+    /// `ownerId` sent when `sendMessage` names none.
+    pub default_owner_id: Option<String>,
 }
 
 /// Options of `NativeTaskClient.direct`.
@@ -44,12 +46,19 @@ pub struct NativeDirectOptions {
     pub publish_key: Option<String>,
     pub base_url: Option<String>,
     pub realtime_origin: Option<String>,
+    pub default_owner_id: Option<String>,
 }
 
 /// Internal caller client.
 #[napi]
 pub struct NativeTaskClient {
     inner: Arc<TaskClient>,
+}
+
+impl NativeTaskClient {
+    pub(crate) fn from_core(inner: TaskClient) -> Self {
+        NativeTaskClient { inner: Arc::new(inner) }
+    }
 }
 
 fn str_field(v: &Value, k: &str) -> Option<String> {
@@ -81,7 +90,7 @@ fn send_request(v: &Value) -> std::result::Result<SendMessageRequest, String> {
         None | Some(Value::Null) => None,
         Some(d) => Some(
             d.as_f64()
-                .ok_or_else(|| "Pipe tasks require an integer duration between 1 and 43200 minutes".to_string())?,
+                .ok_or_else(|| "Pipe tasks require a duration between 1 and 43200 minutes (a number of minutes)".to_string())?,
         ),
     };
     Ok(SendMessageRequest {
@@ -126,6 +135,8 @@ impl NativeTaskClient {
                 .long_poll_timeout_ms
                 .filter(|ms| ms.is_finite() && *ms >= 0.0)
                 .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0)),
+            default_owner_id: opts.default_owner_id,
+            external_auth: None,
         };
         let inner = TaskClient::create(options).await.or_js().await?;
         Ok(NativeTaskClient { inner })
@@ -150,9 +161,23 @@ impl NativeTaskClient {
             auth.map(|a| a.inner.clone()),
         )
         .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        client.set_default_owner_id(opts.default_owner_id);
         Ok(NativeTaskClient {
             inner: Arc::new(client),
         })
+    }
+
+    /// Swap the keys used for sessions created afterwards (and the key-based RPC URL).
+    #[napi]
+    pub fn update_keys(&self, subscribe_key: String, publish_key: Option<String>) {
+        self.inner.update_keys(&subscribe_key, publish_key.as_deref());
+    }
+
+    /// The current keys: `{ subscribeKey, publishKey }`.
+    #[napi(getter, ts_return_type = "{ subscribeKey: string; publishKey: string }")]
+    pub fn keys(&self) -> Value {
+        let k = self.inner.keys();
+        serde_json::json!({ "subscribeKey": k.subscribe_key, "publishKey": k.publish_key })
     }
 
     /// User id of the latest token acquisition.

@@ -53,6 +53,24 @@ pub(crate) async fn js_error(e: EngineError) -> napi::Error {
     rx.await.unwrap_or(fallback)
 }
 
+/// An engine error as data, for synchronous calls: JS turns it into its class with `makeError`.
+#[napi(object)]
+pub struct NativeErrorInfo {
+    pub kind: String,
+    pub message: String,
+    pub props_json: String,
+}
+
+impl From<EngineError> for NativeErrorInfo {
+    fn from(e: EngineError) -> Self {
+        NativeErrorInfo {
+            kind: e.kind().to_string(),
+            message: e.to_string(),
+            props_json: e.props().to_string(),
+        }
+    }
+}
+
 /// `engine_result.or_js().await?` inside async fns.
 pub(crate) trait OrJs<T> {
     /// Map the engine error to its JS class.

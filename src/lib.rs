@@ -8,6 +8,7 @@ mod client;
 mod devnet;
 mod errors;
 mod log;
+mod registry;
 mod session;
 mod stream;
 
@@ -17,5 +18,6 @@ pub use client::*;
 pub use devnet::*;
 pub use errors::*;
 pub use log::*;
+pub use registry::*;
 pub use session::*;
 pub use stream::*;

@@ -9,7 +9,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::{json, Value};
 
-use crate::errors::OrJs;
+use crate::errors::{NativeErrorInfo, OrJs};
 
 /// Keeps the event loop alive (not weak) while the session is live; dropped at the end.
 type EventSink = ThreadsafeFunction<Value, (), Value, Status, false, false>;
@@ -103,21 +103,32 @@ impl NativeSession {
         Value::Array(self.inner.snapshot().streams)
     }
 
-    /// Open an announced stream (by runtime id or declared name).
+    /// Open an announced stream (by runtime id or declared name), synchronously: the stream
+    /// connects in the background. An error comes back as data (JS throws it as its class).
     #[napi]
-    pub async fn open_stream(
+    pub fn open_stream(
         &self,
         stream_id: String,
         reorder_timeout_ms: Option<f64>,
         uuid_prefix: String,
-    ) -> Result<crate::stream::NativeStream> {
+    ) -> Either<crate::stream::NativeStream, NativeErrorInfo> {
         let timeout = std::time::Duration::from_secs_f64(reorder_timeout_ms.unwrap_or(750.0).max(0.0) / 1000.0);
-        let s = self
-            .inner
-            .open_stream(&stream_id, timeout, &uuid_prefix)
-            .or_js()
-            .await?;
-        Ok(crate::stream::NativeStream::new(s))
+        let inner = self.inner.clone();
+        napi::bindgen_prelude::within_runtime_if_available(move || {
+            match inner.open_stream(&stream_id, timeout, &uuid_prefix) {
+                Ok(s) => Either::A(crate::stream::NativeStream::new(s)),
+                Err(e) => Either::B(e.into()),
+            }
+        })
+    }
+
+    /// The download URL of a file artifact (carries the read token).
+    #[napi(ts_args_type = "artifactRef: any")]
+    pub fn file_url(&self, artifact_ref: Value) -> Either<String, NativeErrorInfo> {
+        match self.inner.file_url(&artifact_ref) {
+            Ok(u) => Either::A(u),
+            Err(e) => Either::B(e.into()),
+        }
     }
 
     /// Stop the live subscription. Idempotent.

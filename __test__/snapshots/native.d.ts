@@ -20,14 +20,39 @@ export declare class NativeAgent {
   /** `free` or `paid`, from the registry. */
   get billingMode(): string
   get activeTasks(): number
+  /** A caller client acting as this agent (its token, keys and network): `ctx.taskClient`. */
+  taskClient(): NativeTaskClient
+  /** The instance's backend identity. */
+  get agentAuth(): NativeAgentAuth
   /** Stop taking tasks; running handlers get `graceMs` (default 10000) to finish. Idempotent. */
   stop(graceMs?: number | undefined | null): Promise<void>
+}
+
+/** Internal: an agent's backend identity (wrapped by the JS `AgentAuth`). */
+export declare class NativeAgentAuth {
+  /** `apiKey` and `baseUrl` are required (errors name which is missing). */
+  constructor(apiKey: string, baseUrl: string)
+  /** Register with `payload`; resolves with the connect answer. */
+  init(payload: any): Promise<any>
+  /** Get a new access token (concurrent calls share one request). */
+  refresh(): Promise<void>
+  /** The current access token, or null before `init`. */
+  get accessToken(): string | null
+  /** The backend root URL. */
+  get baseUrl(): string
 }
 
 /** Internal: a consumer auth provider. */
 export declare class NativeAuth {
   /** API key, token endpoint or token provider. */
   static consumer(opts: NativeAuthOptions): NativeAuth
+  /**
+   * A JS object implementing the AuthProvider interface (`getAuthHeader`, `onAuthFailure`,
+   * optional `ensureReady`), asked for its header on every request.
+   */
+  static external(opts: NativeExternalAuthOptions): NativeAuth
+  /** An agent's identity (`AgentAuth`) as the auth of a caller client. */
+  static agent(agent: NativeAgentAuth): NativeAuth
   /** A fixed token that cannot be refreshed. */
   static staticToken(token: string): NativeAuth
   /** Acquire the first token (idempotent). */
@@ -73,8 +98,13 @@ export declare class NativeSession {
   start(sink: (events: Array<{ timetoken: string | null; event: any }>) => void): void
   /** Stream descriptors announced so far. */
   streams(): any[]
-  /** Open an announced stream (by runtime id or declared name). */
-  openStream(streamId: string, reorderTimeoutMs: number | undefined | null, uuidPrefix: string): Promise<NativeStream>
+  /**
+   * Open an announced stream (by runtime id or declared name), synchronously: the stream
+   * connects in the background. An error comes back as data (JS throws it as its class).
+   */
+  openStream(streamId: string, reorderTimeoutMs: number | undefined | null, uuidPrefix: string): NativeStream | NativeErrorInfo
+  /** The download URL of a file artifact (carries the read token). */
+  fileUrl(artifactRef: any): string | NativeErrorInfo
   /** Stop the live subscription. Idempotent. */
   close(): void
 }
@@ -108,6 +138,10 @@ export declare class NativeTaskClient {
   static create(opts: NativeClientOptions): Promise<NativeTaskClient>
   /** Direct construction without a CDM fetch (advanced path). */
   static direct(opts: NativeDirectOptions, auth?: NativeAuth | undefined | null): NativeTaskClient
+  /** Swap the keys used for sessions created afterwards (and the key-based RPC URL). */
+  updateKeys(subscribeKey: string, publishKey?: string | undefined | null): void
+  /** The current keys: `{ subscribeKey, publishKey }`. */
+  get keys(): { subscribeKey: string; publishKey: string }
   /** User id of the latest token acquisition. */
   get userId(): string | null
   /** Billing mode. */
@@ -148,6 +182,24 @@ export declare class NativeTaskContext {
   /** Call `cb` once when the task's cancel signal fires. */
   onCancel(cb: () => void): void
 }
+
+/**
+ * Channel names and the rules about them (from blocks-wire): `{ task, control, stream, setup,
+ * skill, all, public, private, log }`; a missing id comes back as `{ error }`.
+ */
+export declare function channelName(kind: string, a?: string, b?: string): { channel?: string; error?: string }
+
+/** The CDM document (explicit URL, else `BLOCKS_CDM_URL`, else the hosted default), validated. */
+export declare function fetchCdmConfig(url?: string | undefined | null): Promise<any>
+
+/** True for a protocol version this SDK speaks. */
+export declare function isProtocolVersionSupported(version: string): boolean
+
+/** True for an owner id reserved for system namespaces. */
+export declare function isReservedOwnerId(id: string): boolean
+
+/** The legacy Blocks config document. */
+export declare function loadBlocksConfig(url: string): Promise<any>
 
 /** Options of `NativeAgent.start`. */
 export interface NativeAgentOptions {
@@ -196,6 +248,8 @@ export interface NativeClientOptions {
   onAuthError?: (kind: string, message: string, propsJson: string) => void
   /** Give up on a silent subscribe long-poll after this many ms (default 310000). */
   longPollTimeoutMs?: number
+  /** `ownerId` sent when `sendMessage` names none. */
+  defaultOwnerId?: string
 }
 
 /** Options of `NativeTaskClient.direct`. */
@@ -205,6 +259,21 @@ export interface NativeDirectOptions {
   publishKey?: string
   baseUrl?: string
   realtimeOrigin?: string
+  defaultOwnerId?: string
+}
+
+/** An engine error as data, for synchronous calls: JS turns it into its class with `makeError`. */
+export interface NativeErrorInfo {
+  kind: string
+  message: string
+  propsJson: string
+}
+
+/** The functions of a JS auth provider (`NativeAuth.external`). */
+export interface NativeExternalAuthOptions {
+  getHeader: () => Promise<string | null>
+  refresh: () => Promise<boolean>
+  ensureReady?: () => Promise<void>
 }
 
 /** Options of `NativeLocalNetwork.start`. */
@@ -229,6 +298,18 @@ export interface NativeNetworkOptions {
   maxUploadBytes?: number
 }
 
+/** Where and how a registry call goes. */
+export interface NativeRegistryOptions {
+  baseUrl: string
+  apiKey?: string
+  limit?: number
+  cursor?: string
+  skill?: string
+  tag?: string
+  listing?: string
+  reason?: string
+}
+
 /** One large file of a `sendMessage` call (internal). */
 export interface NativeUpload {
   /** Index of its part in `requestParts`. */
@@ -248,8 +329,20 @@ export declare function registerErrorFactory(factory: (kind: string, message: st
 /** Internal: route engine logs to `sink(level, target, message)`; `level` is the threshold. */
 export declare function registerLogSink(sink: (level: string, target: string, message: string) => void, level: string): void
 
+/** One agent's registry record, or null. */
+export declare function registryGetAgent(agentName: string, opts: NativeRegistryOptions): Promise<any>
+
+/** A page of the registry. */
+export declare function registryList(opts: NativeRegistryOptions): Promise<any>
+
+/** Remove an agent: true when removed, false when unknown. */
+export declare function registryRemove(agentName: string, opts: NativeRegistryOptions): Promise<boolean>
+
 /** Internal: change the threshold (`error`, `warn`, `info`, `debug`). */
 export declare function setLogLevel(level: string): void
+
+/** A skill name as a registry channel segment. */
+export declare function skillSlug(skill: string): string
 
 /** One inbound item or error. */
 export interface StreamItem {
@@ -267,6 +360,9 @@ export interface StreamItem {
   message?: string
   fatal?: boolean
 }
+
+/** Every protocol version this SDK speaks. */
+export declare function supportedProtocolVersions(): Array<string>
 
 /** Internal: validate an agent card. Returns `{ card }` (the runtime fields) or `{ error }`. */
 export declare function validateCard(card: any): { card?: { agentName: string; displayName: string; taskKinds: string[]; handler: string; handlerExport: string | null; concurrency: number; expectedInstances: number; maxPendingBacklog: number | null; maxRunningTimeSec: number | null }; error?: string }

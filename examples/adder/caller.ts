@@ -6,6 +6,6 @@ const client = await TaskClient.create({ billingMode: 'free', apiKey: process.en
 const session = await client.sendMessage({ agentName: 'adder', requestParts: [textPart(JSON.stringify({ a: Number(a), b: Number(b) }), 'numbers')] })
 session.onProgress((e) => e.message && console.log(`Progress: ${e.message}`))
 const t = await session.waitForTerminal(30_000)
-if (t.state === 'completed') console.log(`Sum: ${JSON.parse(decodeInlineArtifact(session.listArtifacts()[0].artifactRef).toString()).sum}`)
+if (t.state === 'completed') console.log(`Sum: ${JSON.parse(decodeInlineArtifact(session.listArtifacts()[0]).toString()).sum}`)
 else console.log(`Failed: ${t.error}`)
 client.destroy()

@@ -10,6 +10,6 @@ let n = 0
 for await (const e of (await ref.open()).events<{ text: string }>()) console.log(`[chunk ${++n}] ${e.text}`)
 console.log('--- Stream ended ---')
 const t = await session.waitForTerminal(30_000)
-console.log(`Artifact: ${decodeInlineArtifact(session.listArtifacts()[0].artifactRef)}`)
+console.log(`Artifact: ${decodeInlineArtifact(session.listArtifacts()[0])}`)
 console.log(`Terminal: ${t.state}`)
 client.destroy()

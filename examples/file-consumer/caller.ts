@@ -4,7 +4,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { TaskClient, filePartFromPath } from '../../index.js'
+import { TaskClient, filePartFromPath, type ArtifactRef } from '../../index.js'
 
 let [file, outDir]: (string | undefined)[] = process.argv.slice(2)
 if (!file) {
@@ -19,11 +19,14 @@ console.log(`Attaching file: ${part.fileName} (${part.file instanceof Blob ? par
 const session = await client.sendMessage({ agentName: 'file_report', requestParts: [part] })
 console.log(`Task created: ${session.taskId}`)
 session.onProgress((e) => e.message && console.log(`Progress: ${e.message}`))
-session.onArtifact((e) => console.log(`Artifact: ${e.outputId} ${e.artifactRef.kind} ${e.artifactRef.mimeType} ${e.artifactRef.fileName} (${e.artifactRef.size} bytes)`))
+let report: ArtifactRef | undefined
+session.onArtifact((e) => {
+  console.log(`Artifact: ${e.outputId} ${e.artifactRef.kind} ${e.artifactRef.mimeType} ${e.artifactRef.fileName} (${e.artifactRef.size} bytes)`)
+  if (e.outputId === 'report') report = e.artifactRef
+})
 const terminal = await session.waitForTerminal(60_000)
 console.log(`Terminal: ${terminal.state}${terminal.error ? ` (${terminal.error})` : ''}`)
 for (const saved of await session.saveArtifacts(outDir)) console.log(`Saved: ${saved}`)
-const report = session.listArtifacts().find((a) => a.outputId === 'report')
 if (report) console.log((await session.downloadArtifact(report)).data.toString('utf8'))
 client.destroy()
 process.exitCode = terminal.state === 'completed' ? 0 : 1

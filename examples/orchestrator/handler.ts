@@ -11,7 +11,7 @@ async function call(client: TaskClient, agentName: string, text: string): Promis
   try {
     const t = await session.waitForTerminal(SUBTASK_TIMEOUT_MS)
     const art = session.listArtifacts()[0]
-    const artifact = art ? decodeInlineArtifact(art.artifactRef).toString('utf8') : null
+    const artifact = art ? decodeInlineArtifact(art).toString('utf8') : null
     return { status: t.state, artifact, error: t.error }
   } catch (err) {
     session.close()

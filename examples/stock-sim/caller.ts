@@ -14,5 +14,5 @@ for await (const q of stream.events<Quote>()) {
   console.log(`[${q.at}] ${q.symbol} $${q.price.toFixed(2)} (${q.change >= 0 ? '+' : ''}${q.change.toFixed(2)})`)
 }
 await session.waitForTerminal(90_000)
-console.log('Final summary:', JSON.parse(decodeInlineArtifact(session.listArtifacts().at(-1)!.artifactRef).toString()))
+console.log('Final summary:', JSON.parse(decodeInlineArtifact(session.listArtifacts().at(-1)!).toString()))
 client.destroy()

@@ -10,7 +10,7 @@ export async function send(client: TaskClient): Promise<string[]> {
   await session.waitForTerminal()
   const first = session.listArtifacts()[0]
   const got: DownloadedArtifact = await session.downloadArtifact(first)
-  const again = await downloadArtifact(first.artifactRef, session)
+  const again = await downloadArtifact(first, session)
   const n: number = got.data.length + again.data.byteLength + BLOCKS_MAX_UPLOAD_BYTES
   const ref: ArtifactRef = buildArtifactRef({ data: 'x', mimeType: 'text/plain' })
   if (ref.kind === 'inline') decodeInlineArtifact(ref).toString('utf8')

@@ -208,7 +208,7 @@ pub struct TaskContext {
     /// The task no longer holds a unit of the instance's capacity (its handler returned, or it
     /// was ended without the handler after a TerminateTask grace period).
     slot_released: AtomicBool,
-    uploader: Arc<AgentUploader>,
+    uploader: Arc<crate::agent_auth::AgentAuth>,
     http: HttpClient,
 }
 
@@ -582,7 +582,7 @@ impl TaskContext {
     /// publishes the `artifact` event).
     pub async fn publish_artifact(&self, artifact: ArtifactOut) -> Result<()> {
         if artifact.data.len() > blocks_wire::INLINE_LIMIT_BYTES {
-            if self.uploader.backend.base_url().is_empty() {
+            if !self.uploader.has_backend() {
                 return Err(Error::Config(
                     "a backend base URL is required for artifacts larger than 16 KB".into(),
                 ));
@@ -631,71 +631,6 @@ impl TaskContext {
     }
 }
 
-/// The instance's backend identity for the agent-JWT calls (provider-output uploads): the access
-/// token from connect, refreshed reactively on 401 (spec §4.4); a refused refresh token repeats
-/// the connect call.
-pub struct AgentUploader {
-    backend: Backend,
-    api_key: String,
-    connect_body: Value,
-    /// (access, refresh)
-    tokens: tokio::sync::Mutex<(String, String)>,
-}
-
-impl AgentUploader {
-    async fn refresh(&self, stale: &str) -> Result<()> {
-        let mut t = self.tokens.lock().await;
-        if t.0 != stale {
-            return Ok(()); // someone else refreshed meanwhile
-        }
-        let refreshed = self
-            .backend
-            .post_json(
-                "/api/v1/auth/agent/refresh",
-                &json!({ "refreshToken": t.1 }),
-                Some(&self.api_key),
-                "agent token refresh failed",
-            )
-            .await;
-        let v = match refreshed {
-            Ok(v) => v,
-            Err(Error::Http { status: 401, body, .. }) if body.contains("REFRESH_TOKEN_INVALID") => {
-                self.backend
-                    .post_json(
-                        "/api/v1/auth/agent/connect",
-                        &self.connect_body,
-                        Some(&self.api_key),
-                        "Agent registration failed",
-                    )
-                    .await?
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(a) = v.get("accessToken").and_then(Value::as_str) {
-            t.0 = a.to_string();
-        }
-        if let Some(r) = v.get("refreshToken").and_then(Value::as_str) {
-            t.1 = r.to_string();
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::files::AuthedPost for AgentUploader {
-    async fn post(&self, path: &str, body: &Value, context: &str) -> Result<Value> {
-        let access = self.tokens.lock().await.0.clone();
-        match self.backend.post_json(path, body, Some(&access), context).await {
-            Err(e) if e.is_unauthorized() => {
-                self.refresh(&access).await?;
-                let access = self.tokens.lock().await.0.clone();
-                self.backend.post_json(path, body, Some(&access), context).await
-            }
-            other => other,
-        }
-    }
-}
-
 /// Shared state of a running instance.
 struct Instance {
     agent_name: String,
@@ -719,7 +654,7 @@ struct Instance {
     billing: BillingMode,
     terminate_grace: Duration,
     declared: Arc<Vec<DeclaredStream>>,
-    uploader: Arc<AgentUploader>,
+    uploader: Arc<crate::agent_auth::AgentAuth>,
     presence_busy: AtomicBool,
     presence_dirty: AtomicBool,
 }
@@ -832,20 +767,8 @@ impl AgentInstance {
                 o.insert("cliVersion".into(), json!(c));
             }
         }
-        let connect = backend
-            .post_json(
-                "/api/v1/auth/agent/connect",
-                &body,
-                Some(&api_key),
-                "Agent registration failed",
-            )
-            .await
-            .map_err(|e| match e {
-                Error::Http { status, body, .. } if status == 401 || status == 403 => {
-                    Error::AgentAuthFatal(format!("Agent registration failed: HTTP {status} {body}"))
-                }
-                other => other,
-            })?;
+        let agent_auth = crate::agent_auth::AgentAuth::new(&api_key, &base_url, http.clone())?;
+        let connect = agent_auth.init(body.clone()).await?;
         let control_channel = connect
             .get("controlChannel")
             .and_then(Value::as_str)
@@ -887,23 +810,7 @@ impl AgentInstance {
             declared: Arc::new(opts.streams.clone()),
             presence_busy: AtomicBool::new(false),
             presence_dirty: AtomicBool::new(false),
-            uploader: Arc::new(AgentUploader {
-                backend: backend.clone(),
-                api_key: api_key.clone(),
-                connect_body: body.clone(),
-                tokens: tokio::sync::Mutex::new((
-                    connect
-                        .get("accessToken")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    connect
-                        .get("refreshToken")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                )),
-            }),
+            uploader: agent_auth,
         });
         let stream = control.subscribe(std::slice::from_ref(&control_channel), None);
         let weak = Arc::downgrade(&inner);
@@ -953,6 +860,26 @@ impl AgentInstance {
     /// The agent's billing mode (from the registry).
     pub fn billing_mode(&self) -> BillingMode {
         self.inner.billing
+    }
+    /// The instance's backend identity (its access token from connect).
+    pub fn agent_auth(&self) -> Arc<crate::agent_auth::AgentAuth> {
+        self.inner.uploader.clone()
+    }
+    /// A caller client that acts as this agent (its access token, its keyset and network): what
+    /// handlers get as `ctx.taskClient` for agent-to-agent calls.
+    pub fn task_client(&self) -> Result<crate::client::TaskClient> {
+        let auth = crate::auth::ConsumerAuth::new(
+            crate::auth::AuthMode::External(self.inner.uploader.clone()),
+            self.inner.uploader.base_url(),
+            self.inner.http.clone(),
+        );
+        crate::client::TaskClient::new_direct(
+            self.inner.billing.as_str(),
+            self.inner.keys.clone(),
+            &self.inner.origin,
+            self.inner.uploader.base_url(),
+            Some(auth),
+        )
     }
     /// Handlers running now.
     pub fn active_tasks(&self) -> usize {

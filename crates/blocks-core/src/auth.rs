@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::http::{capture_write_affinity, error_body, HttpClient};
+use crate::http::{capture_write_affinity, error_body, error_code, HttpClient};
 
 /// What a token source returns.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +28,26 @@ pub struct TokenResult {
 pub trait TokenSource: Send + Sync {
     /// Fetch a fresh token.
     async fn fetch(&self) -> Result<TokenResult>;
+}
+
+/// An auth provider implemented outside the engine (a JS object with `getAuthHeader()` /
+/// `onAuthFailure()`, or an [`crate::agent_auth::AgentAuth`]): asked for the header before every
+/// request, and to refresh on a 401.
+#[async_trait::async_trait]
+pub trait ExternalAuth: Send + Sync {
+    /// The full `Authorization` value (`Bearer …`), or none.
+    async fn header(&self) -> Result<Option<String>>;
+    /// Try to get a new token; true when one is available. A fatal error (an agent's key refused)
+    /// is an `Err`.
+    async fn refresh(&self) -> Result<bool>;
+    /// Lazy first acquisition (idempotent).
+    async fn ensure_ready(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The user id, if the provider knows one.
+    fn user_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A customer token endpoint (auth mode 2).
@@ -59,6 +79,8 @@ pub enum AuthMode {
     Provider(Arc<dyn TokenSource>),
     /// A fixed token that cannot be refreshed.
     Static(String),
+    /// A provider outside the engine, asked for its header on every request.
+    External(Arc<dyn ExternalAuth>),
 }
 
 /// Called once when proactive refresh has failed three times in a row.
@@ -131,6 +153,12 @@ impl ConsumerAuth {
 
     /// First acquisition (idempotent: a second call is a no-op once a token exists).
     pub async fn init(self: &Arc<Self>) -> Result<()> {
+        if let AuthMode::External(ext) = &self.mode {
+            ext.ensure_ready().await?;
+            let h = ext.header().await?;
+            self.cache_header(h);
+            return Ok(());
+        }
         let _guard = self.refresh_lock.lock().await;
         if self.header().is_some() {
             return Ok(());
@@ -142,6 +170,9 @@ impl ConsumerAuth {
 
     /// Acquire the first token if none exists yet (for providers built without `init`).
     pub async fn ensure_ready(self: &Arc<Self>) -> Result<()> {
+        if let AuthMode::External(ext) = &self.mode {
+            return ext.ensure_ready().await;
+        }
         if self.header().is_some() {
             return Ok(());
         }
@@ -160,9 +191,56 @@ impl ConsumerAuth {
         })
     }
 
+    /// The header to send now: an external provider is asked each time; the others answer from
+    /// the current token.
+    pub async fn current_header(&self) -> Result<Option<String>> {
+        if let AuthMode::External(ext) = &self.mode {
+            let h = ext.header().await?;
+            self.cache_header(h.clone());
+            return Ok(h);
+        }
+        Ok(self.header())
+    }
+
+    fn cache_header(&self, h: Option<String>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.token = h;
+        }
+    }
+
     /// User id of the latest acquisition.
     pub fn user_id(&self) -> Option<String> {
+        if let AuthMode::External(ext) = &self.mode {
+            if let Some(u) = ext.user_id() {
+                return Some(u);
+            }
+        }
         self.state.lock().ok()?.user_id.clone()
+    }
+
+    /// The refresh before a retry: like [`ConsumerAuth::on_auth_failure`], but a fatal error of an
+    /// external provider (an agent's key refused or forced offline) is returned, not swallowed.
+    pub async fn refresh_for_retry(self: &Arc<Self>) -> Result<bool> {
+        if let AuthMode::External(ext) = &self.mode {
+            return self.external_refresh(ext).await;
+        }
+        Ok(self.on_auth_failure().await)
+    }
+
+    async fn external_refresh(&self, ext: &Arc<dyn ExternalAuth>) -> Result<bool> {
+        {
+            if self.destroyed.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            match ext.refresh().await {
+                Ok(b) => Ok(b),
+                Err(e @ Error::AgentAuthFatal(_)) => Err(e),
+                Err(e) => {
+                    tracing::warn!(target: "blocks::auth", "token refresh failed: {e}");
+                    Ok(false)
+                }
+            }
+        }
     }
 
     /// The recorded permanent failure, if any.
@@ -189,6 +267,9 @@ impl ConsumerAuth {
         if self.destroyed.load(Ordering::SeqCst) {
             return false;
         }
+        if let AuthMode::External(ext) = &self.mode {
+            return self.external_refresh(ext).await.unwrap_or(false);
+        }
         let seen = self.generation.load(Ordering::SeqCst);
         let _guard = self.refresh_lock.lock().await;
         if self.generation.load(Ordering::SeqCst) != seen {
@@ -200,8 +281,9 @@ impl ConsumerAuth {
                 true
             }
             Err(e) => {
+                // a failed reactive refresh keeps the old token and records nothing: only the
+                // proactive loop's third failure is permanent (AUTH-13, AUTH-09)
                 tracing::warn!(target: "blocks::auth", "token refresh failed: {e}");
-                self.record_error(&e);
                 false
             }
         }
@@ -242,7 +324,7 @@ impl ConsumerAuth {
             *slot = None;
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if !matches!(self.mode, AuthMode::Static(_)) {
+        if !matches!(self.mode, AuthMode::Static(_) | AuthMode::External(_)) {
             self.arm_timer(expires_in.unwrap_or(60.0));
         }
     }
@@ -275,7 +357,8 @@ impl ConsumerAuth {
                 if refresh {
                     if let Some(rt) = refresh_token {
                         match self.refresh_with_api_key(key, &rt).await {
-                            Err(Error::Http { status: 401, body, .. }) if body.contains("REFRESH_TOKEN_INVALID") => {}
+                            Err(Error::Http { status: 401, body, .. })
+                                if error_code(&body).as_deref() == Some("REFRESH_TOKEN_INVALID") => {}
                             other => return other,
                         }
                     }
@@ -293,6 +376,21 @@ impl ConsumerAuth {
                 }
                 Ok(TokenResult {
                     token: token.clone(),
+                    ..TokenResult::default()
+                })
+            }
+            AuthMode::External(ext) => {
+                if !ext.refresh().await? {
+                    return Err(Error::Http {
+                        context: "the auth provider could not refresh".into(),
+                        status: 401,
+                        body: String::new(),
+                    });
+                }
+                let token = ext.header().await?.unwrap_or_default();
+                Ok(TokenResult {
+                    token,
+                    user_id: ext.user_id(),
                     ..TokenResult::default()
                 })
             }
@@ -335,7 +433,7 @@ impl ConsumerAuth {
         capture_write_affinity(resp.headers());
         if resp.status().as_u16() == 401 {
             let body = error_body(resp).await;
-            if body.contains("API_KEY_INVALID") {
+            if error_code(&body).as_deref() == Some("API_KEY_INVALID") {
                 let msg = serde_json::from_str::<Value>(&body)
                     .ok()
                     .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
@@ -361,15 +459,31 @@ impl ConsumerAuth {
         headers: &[(String, String)],
         body: Option<&Value>,
     ) -> Result<TokenResult> {
-        let mut b = self
+        // the user's headers win over the JSON content type (replace it, never sent beside it)
+        let mut map = reqwest::header::HeaderMap::new();
+        map.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
+        for (k, v) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "tokenEndpoint header name {k:?} is not a valid HTTP header name"
+                ))
+            })?;
+            let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "tokenEndpoint header {k} has a value that is not valid in HTTP"
+                ))
+            })?;
+            map.insert(name, value);
+        }
+        let b = self
             .http
             .inner()
             .post(url)
             .timeout(Duration::from_secs(30))
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            b = b.header(k.as_str(), v.as_str());
-        }
+            .headers(map);
         let body = body.cloned().unwrap_or_else(|| json!({}));
         let resp = b
             .body(body.to_string())

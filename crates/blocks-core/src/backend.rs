@@ -25,6 +25,31 @@ pub struct Backend {
     http: HttpClient,
     base_url: String,
     auth: Option<Arc<ConsumerAuth>>,
+    /// Where RPCs go when no base URL is configured: the realtime plane's RPC endpoint of the
+    /// subscribe key (`<origin>/v1/blocks/sub-key/<key>/rpc`, CFG-08).
+    rpc_fallback: Arc<std::sync::RwLock<Option<String>>>,
+}
+
+/// Attempts of an RPC whose request failed on the network in a way worth repeating (ERR-09).
+const RPC_ATTEMPTS: u32 = 3;
+
+/// A network failure worth one more try: a reset or aborted connection, a timeout, a name that
+/// did not resolve. A refused connection is not (nothing listens there; waiting will not help).
+fn transient(e: &reqwest::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => return false,
+                ConnectionReset | ConnectionAborted | TimedOut | UnexpectedEof | BrokenPipe => return true,
+                _ => {}
+            }
+        }
+        source = s.source();
+    }
+    e.is_timeout() || e.is_connect()
 }
 
 impl Backend {
@@ -34,7 +59,30 @@ impl Backend {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             auth,
+            rpc_fallback: Arc::new(std::sync::RwLock::new(None)),
         }
+    }
+
+    /// Set the RPC endpoint used when there is no base URL (from the realtime origin and key).
+    pub fn set_rpc_fallback(&self, origin: &str, subscribe_key: &str) {
+        if let Ok(mut f) = self.rpc_fallback.write() {
+            *f = (!subscribe_key.is_empty()).then(|| {
+                format!(
+                    "{}/v1/blocks/sub-key/{}/rpc",
+                    origin.trim_end_matches('/'),
+                    crate::realtime::encode_path(subscribe_key)
+                )
+            });
+        }
+    }
+
+    fn rpc_url(&self) -> Result<String> {
+        if self.base_url.is_empty() {
+            if let Some(f) = self.rpc_fallback.read().ok().and_then(|f| f.clone()) {
+                return Ok(f);
+            }
+        }
+        self.url("/api/v1/rpc")
     }
 
     /// Backend root URL.
@@ -50,6 +98,14 @@ impl Backend {
     /// The HTTP client.
     pub fn http(&self) -> &HttpClient {
         &self.http
+    }
+
+    /// The `Authorization` value to send now, if the client has credentials.
+    pub async fn header(&self) -> Result<Option<String>> {
+        match &self.auth {
+            Some(a) => a.current_header().await,
+            None => Ok(None),
+        }
     }
 
     fn url(&self, path: &str) -> Result<String> {
@@ -70,7 +126,7 @@ impl Backend {
         match self.rpc_once(method, &params).await {
             Err(e) if self.should_refresh(&e) => {
                 let refreshed = match &self.auth {
-                    Some(a) => a.on_auth_failure().await,
+                    Some(a) => a.refresh_for_retry().await?,
                     None => false,
                 };
                 if refreshed {
@@ -98,17 +154,34 @@ impl Backend {
     }
 
     async fn rpc_once(&self, method: &str, params: &Value) -> Result<Value> {
-        let url = self.url("/api/v1/rpc")?;
+        let url = self.rpc_url()?;
         let body = json!({ "jsonrpc": "2.0", "id": rpc_id(), "method": method, "params": params });
-        let mut req = self.http.backend(reqwest::Method::POST, &url).json(&body);
-        if let Some(h) = self.auth.as_ref().and_then(|a| a.header()) {
-            req = req.header("authorization", h);
-        }
-        let resp = req.send().await.map_err(|e| Error::Rpc {
-            code: None,
-            message: format!("{method}: {e}"),
-            data: None,
-        })?;
+        let header = self.header().await?;
+        let mut attempt = 0;
+        let resp = loop {
+            let mut req = self.http.backend(reqwest::Method::POST, &url).json(&body);
+            if let Some(h) = &header {
+                req = req.header("authorization", h);
+            }
+            match req.send().await {
+                Ok(r) => break r,
+                Err(e) if transient(&e) && attempt + 1 < RPC_ATTEMPTS => {
+                    // 0.5 s × 2^attempt + up to 0.1 s of jitter (consumer spec §3.4)
+                    let jitter = rand::rng().random_range(0..100);
+                    let delay = std::time::Duration::from_millis(500 * (1 << attempt) + jitter);
+                    tracing::debug!(target: "blocks::rpc", "{method}: network error ({}), retrying in {delay:?}", e.without_url());
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::Rpc {
+                        code: None,
+                        message: format!("{method}: {}", e.without_url()),
+                        data: None,
+                    })
+                }
+            }
+        };
         capture_write_affinity(resp.headers());
         let status = resp.status();
         if !status.is_success() {
@@ -218,17 +291,17 @@ impl Backend {
             auth.ensure_ready().await?;
             auth.preflight().await?;
         }
-        let header = self.auth.as_ref().and_then(|a| a.header());
+        let header = self.header().await?;
         match self.post_json(path, body, header.as_deref(), context).await {
             Err(e) if e.is_unauthorized() && self.auth.is_some() => {
                 let refreshed = match &self.auth {
-                    Some(a) => a.on_auth_failure().await,
+                    Some(a) => a.refresh_for_retry().await?,
                     None => false,
                 };
                 if !refreshed {
                     return Err(e);
                 }
-                let header = self.auth.as_ref().and_then(|a| a.header());
+                let header = self.header().await?;
                 self.post_json(path, body, header.as_deref(), context).await
             }
             other => other,

@@ -41,6 +41,11 @@ pub struct ClientOptions {
     pub on_auth_error: Option<AuthErrorCallback>,
     /// Give up on a silent subscribe long-poll after this long (default 310 s).
     pub long_poll_timeout: Option<Duration>,
+    /// `ownerId` sent when `sendMessage` gives none (else `""`: the backend takes the caller).
+    pub default_owner_id: Option<String>,
+    /// An auth provider from outside (a custom JS provider or an agent's identity); exclusive
+    /// with the three modes above.
+    pub external_auth: Option<Arc<dyn crate::auth::ExternalAuth>>,
 }
 
 /// What [`TaskClient::send_message`] sends.
@@ -84,6 +89,7 @@ pub struct TaskClient {
     backend: Backend,
     auth: Option<Arc<ConsumerAuth>>,
     anon_fingerprint: Option<String>,
+    default_owner_id: RwLock<Option<String>>,
 }
 
 /// Validation message of `billingMode` in `TaskClient.create()`.
@@ -102,6 +108,7 @@ impl TaskClient {
             opts.token_endpoint.is_some(),
             opts.token_provider.is_some(),
             opts.anon_fingerprint.is_some(),
+            opts.external_auth.is_some(),
         ];
         if modes.iter().filter(|m| **m).count() > 1 {
             return Err(Error::InvalidArgument(
@@ -147,6 +154,10 @@ impl TaskClient {
         let base_url = config::pick(opts.base_url.as_deref(), "BLOCKS_BACKEND_URL", Some(&cdm.base_url)).ok_or_else(|| {
             Error::Config("could not resolve the backend baseUrl: pass baseUrl, set BLOCKS_BACKEND_URL, or serve api.baseUrl in the CDM".into())
         })?;
+        if let Some(e) = &opts.external_auth {
+            // the provider's first token before the client is returned, as the built-in modes do
+            e.ensure_ready().await?;
+        }
         let origin = match opts.realtime_origin.as_deref().filter(|s| !s.is_empty()) {
             Some(o) => o.trim_end_matches('/').to_string(),
             None => config::realtime_origin(cdm.pubnub_origin.as_deref()),
@@ -155,8 +166,10 @@ impl TaskClient {
             Some(AuthMode::ApiKey(k))
         } else if let Some(TokenEndpoint { url, headers, body }) = opts.token_endpoint {
             Some(AuthMode::TokenEndpoint { url, headers, body })
+        } else if let Some(p) = opts.token_provider {
+            Some(AuthMode::Provider(p))
         } else {
-            opts.token_provider.map(AuthMode::Provider)
+            opts.external_auth.map(AuthMode::External)
         };
         let auth = match mode {
             Some(mode) => {
@@ -167,7 +180,7 @@ impl TaskClient {
             }
             None => None,
         };
-        Ok(Arc::new(Self::assemble(
+        let client = Self::assemble(
             http,
             billing_mode,
             Keyset {
@@ -178,7 +191,9 @@ impl TaskClient {
             &base_url,
             auth,
             opts.anon_fingerprint,
-        )))
+        );
+        client.set_default_owner_id(opts.default_owner_id);
+        Ok(Arc::new(client))
     }
 
     /// Direct construction without a CDM fetch (advanced path).
@@ -216,6 +231,7 @@ impl TaskClient {
         anon_fingerprint: Option<String>,
     ) -> TaskClient {
         let backend = Backend::new(http.clone(), base_url, auth.clone());
+        backend.set_rpc_fallback(&origin, &keys.subscribe_key);
         TaskClient {
             http,
             billing_mode,
@@ -224,7 +240,19 @@ impl TaskClient {
             backend,
             auth,
             anon_fingerprint,
+            default_owner_id: RwLock::new(None),
         }
+    }
+
+    /// Set the `ownerId` sent when `sendMessage` names none.
+    pub fn set_default_owner_id(&self, owner: Option<String>) {
+        if let Ok(mut d) = self.default_owner_id.write() {
+            *d = owner.filter(|o| !o.is_empty());
+        }
+    }
+
+    fn default_owner(&self) -> Option<String> {
+        self.default_owner_id.read().ok().and_then(|d| d.clone())
     }
 
     /// Billing mode the client was created with.
@@ -246,6 +274,7 @@ impl TaskClient {
             k.subscribe_key = subscribe_key.to_string();
             k.publish_key = publish_key.unwrap_or_default().to_string();
         }
+        self.backend.set_rpc_fallback(&self.origin, subscribe_key);
     }
 
     /// Realtime origin.
@@ -333,6 +362,8 @@ impl TaskClient {
             .owner_id
             .clone()
             .filter(|s| !s.is_empty())
+            .or_else(|| self.default_owner())
+            .or_else(|| result.get("orgId").and_then(Value::as_str).map(str::to_string))
             .or_else(|| self.user_id())
             .unwrap_or_default();
         let org_id = result
@@ -397,7 +428,7 @@ impl TaskClient {
             },
             &self.http,
         )?;
-        TaskSession::open(info, realtime, None, true)
+        TaskSession::open(info, realtime, None, true, false)
             .await
             .map_err(|e| match e {
                 Error::Realtime(m) => Error::Realtime(format!(
@@ -424,11 +455,16 @@ impl TaskClient {
             Some("pipe") => {
                 let d = req
                     .duration
-                    .filter(|d| d.fract() == 0.0 && (1.0..=43_200.0).contains(d))
+                    .filter(|d| d.fract() == 0.0 && (1.0..=blocks_wire::MAX_PIPE_DURATION_MIN as f64).contains(d))
                     .ok_or_else(|| {
-                        Error::InvalidArgument(
-                            "Pipe tasks require an integer duration between 1 and 43200 minutes".into(),
-                        )
+                        let got = match req.duration {
+                            Some(d) if d.fract() != 0.0 => format!(" (whole minutes; got {d})"),
+                            _ => String::new(),
+                        };
+                        Error::InvalidArgument(format!(
+                            "Pipe tasks require a duration between 1 and {} minutes{got}",
+                            blocks_wire::MAX_PIPE_DURATION_MIN
+                        ))
                     })?;
                 blocks.insert("taskKind".into(), json!("pipe"));
                 blocks.insert("duration".into(), json!(d as i64));
@@ -456,11 +492,12 @@ impl TaskClient {
         if let Some(k) = &req.consumer_public_key {
             blocks.insert("consumerPublicKey".into(), json!(k));
         }
+        // explicit > defaultOwnerId > "" (the backend then takes the authenticated caller)
         let owner_id = req
             .owner_id
             .clone()
             .filter(|s| !s.is_empty())
-            .or_else(|| self.user_id())
+            .or_else(|| self.default_owner())
             .unwrap_or_default();
         let mut params = Map::new();
         params.insert("agentName".into(), json!(req.agent_name));
@@ -572,17 +609,45 @@ impl TaskClient {
             &self.http,
         )?;
         let state = task.get("state").and_then(Value::as_str).map(str::to_string);
-        TaskSession::open(info, realtime, state, true).await
+        TaskSession::open(info, realtime, state, true, true).await
     }
 
-    /// The registry card of an agent, or `None` when the agent is unknown.
+    /// The registry card of an agent, or `None` when the agent is unknown. The client's
+    /// credential is sent (read fresh each call); "not found" or 401 with a refreshable credential
+    /// is retried once after a refresh (a private agent may be hidden from an expired token).
     pub async fn get_agent_card(&self, agent_name: &str) -> Result<Option<Value>> {
-        if let Some(a) = &self.auth {
-            a.preflight().await?;
+        let card = |a: Option<Value>| a.map(|a| a.get("card").cloned().unwrap_or(Value::Null));
+        let Some(auth) = &self.auth else {
+            return Ok(card(self.backend.registry_agent(agent_name, None).await?));
+        };
+        let no_credential =
+            |e: Error| Error::AuthRefreshFailed(format!("no credential could be produced for the registry read: {e}"));
+        auth.ensure_ready().await.map_err(no_credential)?;
+        auth.preflight().await?;
+        let header = auth.current_header().await.map_err(no_credential)?;
+        if header.is_none() {
+            return Err(Error::AuthRefreshFailed(
+                "the auth provider gave no credential for the registry read".into(),
+            ));
         }
-        let header = self.auth.as_ref().and_then(|a| a.header());
-        let agent = self.backend.registry_agent(agent_name, header.as_deref()).await?;
-        Ok(agent.map(|a| a.get("card").cloned().unwrap_or(Value::Null)))
+        match self.backend.registry_agent(agent_name, header.as_deref()).await {
+            Ok(Some(a)) => Ok(card(Some(a))),
+            Ok(None) => {
+                if !auth.refresh_for_retry().await? {
+                    return Ok(None);
+                }
+                let header = auth.current_header().await.map_err(no_credential)?;
+                Ok(card(self.backend.registry_agent(agent_name, header.as_deref()).await?))
+            }
+            Err(e) if e.is_unauthorized() => {
+                if !auth.refresh_for_retry().await? {
+                    return Err(e);
+                }
+                let header = auth.current_header().await.map_err(no_credential)?;
+                Ok(card(self.backend.registry_agent(agent_name, header.as_deref()).await?))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `GetTask` → the unwrapped TaskInfo.

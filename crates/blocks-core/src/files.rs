@@ -218,30 +218,38 @@ fn file_fields(r: &Value) -> Result<(&str, &str, &str)> {
     }
 }
 
-/// GET the PubNub file URL (307 → storage) and return the storage response.
-async fn open_download(http: &HttpClient, access: &FileAccess, r: &Value) -> Result<reqwest::Response> {
+/// The download URL of a file ref (the realtime plane's file endpoint, with the token as `auth=`).
+pub fn download_url(access: &FileAccess, r: &Value) -> Result<String> {
     let (channel, id, name) = file_fields(r)?;
-    let url = format!(
+    let mut url = reqwest::Url::parse(&format!(
         "{}/v1/files/{}/channels/{}/files/{}/{}",
         access.origin.trim_end_matches('/'),
         access.subscribe_key,
         encode_path(channel),
         encode_path(id),
         encode_path(name)
-    );
-    let mut q = vec![
-        ("uuid", access.user_id.clone()),
-        ("pnsdk", concat!("Blocks-Rust/", env!("CARGO_PKG_VERSION")).to_string()),
-    ];
-    if let Some(t) = &access.token {
-        q.push(("auth", t.clone()));
+    ))
+    .map_err(|e| Error::Config(format!("bad realtime origin {:?}: {e}", access.origin)))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("uuid", &access.user_id);
+        q.append_pair("pnsdk", concat!("Blocks-Rust/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = &access.token {
+            q.append_pair("auth", t);
+        }
     }
+    Ok(url.into())
+}
+
+/// GET the PubNub file URL (307 → storage) and return the storage response.
+async fn open_download(http: &HttpClient, access: &FileAccess, r: &Value) -> Result<reqwest::Response> {
+    let (_, _, name) = file_fields(r)?;
+    let url = download_url(access, r)?;
     let context = format!("download of {name}");
     // reqwest follows the 307 itself, without our query (the Location carries its own)
     let resp = http
         .inner()
         .get(&url)
-        .query(&q)
         .timeout(Duration::from_secs(30))
         .send()
         .await

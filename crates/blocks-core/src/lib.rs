@@ -3,6 +3,7 @@
 //! workspace root) only adapts these types to JS.
 
 pub mod agent;
+pub mod agent_auth;
 pub mod auth;
 pub mod backend;
 pub mod card;
@@ -12,11 +13,13 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod realtime;
+pub mod registry;
 pub mod session;
 pub mod stream;
 
 pub use agent::{AgentInstance, AgentOptions, ArtifactOut, CancelReason, HandlerResult, TaskContext, TaskHandler};
-pub use auth::{AuthMode, ConsumerAuth, TokenResult, TokenSource};
+pub use agent_auth::AgentAuth;
+pub use auth::{AuthMode, ConsumerAuth, ExternalAuth, TokenResult, TokenSource};
 pub use client::{ClientOptions, SendMessageRequest, TaskClient};
 pub use error::{Error, Result};
 pub use session::{SessionEvent, SessionInfo, Snapshot, TaskSession};

@@ -258,6 +258,9 @@ pub struct TaskSession {
     files: Option<(crate::http::HttpClient, crate::files::FileAccess)>,
 }
 
+/// A subscribe cursor older than any message: the server answers from its replay cache.
+const CACHE_REPLAY_TIMETOKEN: u64 = 1000;
+
 impl TaskSession {
     /// A session that is already finished and has no realtime client (idempotent hit on a terminal task).
     pub fn pre_closed(info: SessionInfo, state: &str) -> Self {
@@ -297,6 +300,12 @@ impl TaskSession {
         crate::files::download(http, access, artifact_ref).await
     }
 
+    /// The download URL of a file artifact (it carries the session's read token).
+    pub fn file_url(&self, artifact_ref: &Value) -> Result<String> {
+        let (_, access) = self.file_access()?;
+        crate::files::download_url(access, artifact_ref)
+    }
+
     /// Download a file artifact to `path`, streamed. Returns the byte count.
     pub async fn download_file_to(&self, artifact_ref: &Value, path: &std::path::Path) -> Result<u64> {
         let (http, access) = self.file_access()?;
@@ -305,12 +314,15 @@ impl TaskSession {
 
     /// Open a session: read server time and the full history, then (unless the task is already
     /// terminal) subscribe from the history high-water mark so nothing published in between is lost.
-    /// `keep_history_events` fills `listEvents()` (connect sessions).
+    /// `keep_history_events` fills `listEvents()` (connect sessions). A refused history read is an
+    /// error when `history_refusal_fatal` (connect: the history is the session); otherwise (a
+    /// task just created) a warning, and the session starts live (SEND-09).
     pub async fn open(
         info: SessionInfo,
         realtime: Arc<Realtime>,
         initial_state: Option<String>,
         keep_history_events: bool,
+        history_refusal_fatal: bool,
     ) -> Result<Self> {
         // time strictly before history: anything published after the time read is either in the
         // history or newer than the cursor (reading both at once lost events published in between)
@@ -318,6 +330,7 @@ impl TaskSession {
         let history = realtime.history(&info.status_channel).await;
         // a failed history read still yields a usable (live) session
         // a refusal (bad key, no access) is the caller's to see; a transient failure is not fatal
+        let mut replay = false;
         let history = match history {
             Ok(h) => h,
             Err(
@@ -325,9 +338,13 @@ impl TaskSession {
                     status: 400 | 401 | 403 | 404,
                     ..
                 },
-            ) => return Err(e),
+            ) if history_refusal_fatal => return Err(e),
             Err(e) => {
-                tracing::warn!(target: "blocks::session", "history of {} unavailable ({e}); the session starts live from now", info.status_channel);
+                // without the history, the live subscription starts from the channel's replay
+                // cache (the oldest timetoken it holds), so what was published since the task
+                // was created still arrives; timetoken dedup drops anything seen twice
+                tracing::warn!(target: "blocks::session", "history of {} unavailable ({e}); the session replays the channel's recent messages instead", info.status_channel);
+                replay = true;
                 Vec::new()
             }
         };
@@ -336,7 +353,11 @@ impl TaskSession {
         if keep_history_events {
             st.snapshot.events = events;
         }
-        let cursor = history.iter().map(|e| e.timetoken).max().unwrap_or(server_time);
+        let cursor = if replay {
+            CACHE_REPLAY_TIMETOKEN
+        } else {
+            history.iter().map(|e| e.timetoken).max().unwrap_or(server_time)
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let terminal = st.is_terminal();
         let initial = st.snapshot().clone();

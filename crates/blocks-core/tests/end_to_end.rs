@@ -158,7 +158,7 @@ async fn a_task_that_finished_before_the_session_opened_is_terminal_from_history
     ] {
         publisher.publish(channel, ev, None, true).await.expect("publish");
     }
-    let session = TaskSession::open(info(channel), realtime(&net, "caller"), None, true)
+    let session = TaskSession::open(info(channel), realtime(&net, "caller"), None, true, true)
         .await
         .expect("open");
     let init = session.initial();
@@ -186,7 +186,7 @@ async fn events_after_the_history_read_arrive_live_exactly_once() {
         )
         .await
         .expect("publish");
-    let session = TaskSession::open(info(channel), realtime(&net, "caller"), None, false)
+    let session = TaskSession::open(info(channel), realtime(&net, "caller"), None, false, true)
         .await
         .expect("open");
     assert_eq!(session.initial().state.as_deref(), Some("running"));
@@ -240,7 +240,7 @@ async fn client_validation_happens_before_the_network() {
                 task_kind: Some("pipe".into()),
                 ..Default::default()
             },
-            "Pipe tasks require an integer duration between 1 and 43200 minutes",
+            "Pipe tasks require a duration between 1 and 43200 minutes",
         ),
         (
             SendMessageRequest {
@@ -289,7 +289,8 @@ async fn client_validation_happens_before_the_network() {
         })
         .expect("valid");
     assert!(plain.get("extensions").is_none());
-    assert_eq!(plain["ownerId"], "user_default");
+    // CFG-09: no ownerId and no defaultOwnerId: "" (the backend takes the authenticated caller)
+    assert_eq!(plain["ownerId"], "");
     assert_eq!(plain["billingMode"], "free");
     net.stop().await;
 }

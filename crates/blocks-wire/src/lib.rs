@@ -73,6 +73,36 @@ pub fn is_valid_stream_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 92 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Owner ids that name system namespaces and can never be a task owner (any case).
+pub const RESERVED_OWNER_IDS: &[&str] = &["agent", "obs", "sys", "u", "anonymous", "system"];
+
+/// True for a reserved owner id ([`RESERVED_OWNER_IDS`], any case).
+pub fn is_reserved_owner_id(id: &str) -> bool {
+    RESERVED_OWNER_IDS.iter().any(|r| r.eq_ignore_ascii_case(id))
+}
+
+/// A skill name as a registry channel segment: lower-case, `-` and spaces become `_`, dots
+/// kept, runs of `_` collapsed, `_` trimmed from both ends.
+pub fn skill_slug(skill: &str) -> String {
+    let mut out = String::with_capacity(skill.len());
+    for c in skill.trim().chars().flat_map(char::to_lowercase) {
+        let c = if c == '-' || c.is_whitespace() { '_' } else { c };
+        if c == '_' && out.ends_with('_') {
+            continue;
+        }
+        out.push(c);
+    }
+    out.trim_matches('_').to_string()
+}
+
+/// Registry channels: `registry.all`, `registry.public`, `registry.private`, `registry.log`.
+pub const REGISTRY_CHANNELS: &[&str] = &["registry.all", "registry.public", "registry.private", "registry.log"];
+
+/// The registry channel of one skill: `registry.skill.<slug>`.
+pub fn registry_skill_channel(skill: &str) -> String {
+    format!("registry.skill.{}", skill_slug(skill))
+}
+
 /// Parse a timetoken string (17-digit decimal) for numeric comparison.
 pub fn parse_timetoken(tt: &str) -> Option<u64> {
     tt.trim().parse::<u64>().ok()
@@ -103,6 +133,16 @@ mod tests {
         assert!(is_valid_stream_id("t_1-1"));
         assert!(!is_valid_stream_id("t.1"));
         assert!(!is_valid_stream_id(&"a".repeat(93)));
+    }
+
+    #[test]
+    fn skill_slugs_and_reserved_owners() {
+        assert_eq!(skill_slug("  Text-Summary  v2.1 "), "text_summary_v2.1");
+        assert_eq!(skill_slug("--a  --b--"), "a_b");
+        assert_eq!(registry_skill_channel("Code Review"), "registry.skill.code_review");
+        assert!(is_reserved_owner_id("SyStem"));
+        assert!(is_reserved_owner_id("u"));
+        assert!(!is_reserved_owner_id("user_1"));
     }
 
     #[test]
