@@ -68,8 +68,8 @@ export interface TaskClientOptions {
   billingMode: BillingMode
   /** Long-lived API key (`bk_…`), exchanged for a short-lived token. */
   apiKey?: string
-  /** A token endpoint returning `{ token, expiresIn, userId? }`: a URL, or `{ url, headers, body }`. */
-  tokenEndpoint?: string | { url: string; headers?: Record<string, string>; body?: unknown }
+  /** A token endpoint returning `{ token, expiresIn, userId? }`: a URL, or `{ url, headers, body, credentials }`. */
+  tokenEndpoint?: string | TokenEndpointConfig
   /** CDM document URL. Default: `BLOCKS_CDM_URL`, else the hosted network's. */
   cdmUrl?: string
   /** Override the keyset's subscribe key (else `BLOCKS_SUBSCRIBE_KEY`, else the CDM). */
@@ -96,6 +96,17 @@ export interface TaskClientOptions {
    * detect a silently dead (blackholed) connection sooner; it must exceed the server's hold time.
    */
   longPollTimeoutMs?: number
+  /** `ownerId` sent when `sendMessage` names none (default: none, and the backend takes the caller). */
+  defaultOwnerId?: string
+}
+
+/** A token endpoint: POSTed `body` (default `{}`) as JSON; `headers` win over the JSON content type. */
+export interface TokenEndpointConfig {
+  url: string
+  headers?: Record<string, string>
+  body?: unknown
+  /** Accepted for compatibility with browser code; Node sends no cookies, so it has no effect. */
+  credentials?: 'omit' | 'same-origin' | 'include'
 }
 
 /** What a token source returns. */
@@ -121,7 +132,54 @@ export interface DirectTaskClientOptions {
   publishKey?: string
   baseUrl?: string
   realtimeOrigin?: string
-  authProvider?: ConsumerAuth | StaticAuthProvider
+  /** Any auth provider: a ConsumerAuth, a StaticAuthProvider, or your own object. */
+  authProvider?: AuthProvider
+  /** Act as an agent (its access token); its backend URL serves when `baseUrl` is not given. */
+  agentAuth?: AgentAuth
+  /** `ownerId` sent when `sendMessage` names none. */
+  defaultOwnerId?: string
+}
+
+/**
+ * What a TaskClient needs from an auth provider. The SDK asks for the header before each request
+ * and calls `onAuthFailure()` once on an HTTP 401 (true: retry with the new header).
+ */
+export interface AuthProvider {
+  /** The full `Authorization` value (`Bearer …`; a bare token gets the prefix), or null. */
+  getAuthHeader(): string | null | Promise<string | null>
+  /** Try to get a new token; true when one is available. */
+  onAuthFailure(): boolean | Promise<boolean>
+  /** Lazy first acquisition (idempotent), called before the first request. */
+  ensureReady?(): void | Promise<void>
+  getLastAuthError?(): Error | null
+}
+
+/**
+ * An agent's backend identity: the API key exchanged at `/api/v1/auth/agent/connect` for an access
+ * token, refreshed at `/api/v1/auth/agent/refresh` (a used-up refresh token registers again with
+ * the same payload; a refused key or a forced-offline agent rejects with AgentAuthFatalError).
+ */
+export declare class AgentAuth {
+  /** Throws "apiKey is required" / "baseUrl is required". */
+  constructor(apiKey: string, baseUrl: string)
+  /** Register; resolves with the connect answer (`accessToken`, `refreshToken`, `expiresIn`, `pamToken`, `controlChannel`, …). */
+  init(payload: Record<string, unknown>): Promise<AgentConnectResponse>
+  /** A new access token; concurrent calls share one request. */
+  refresh(): Promise<void>
+  getAccessToken(): string | null
+  getAuthHeader(): string | null
+  /** `fetch` with the agent's bearer; on HTTP 401 one refresh and one retry. Rejects "AgentAuth not initialized" before `init`. */
+  authenticatedFetch(url: string | URL, init?: RequestInit): Promise<Response>
+}
+
+export interface AgentConnectResponse {
+  accessToken: string
+  refreshToken: string
+  expiresIn: number
+  pamToken?: string
+  agentId?: string
+  controlChannel?: string
+  [extra: string]: unknown
 }
 
 /** API-key, token-endpoint or token-provider auth with proactive and single-flight reactive refresh. */
@@ -147,7 +205,7 @@ export declare class ConsumerAuth {
 }
 
 /** A fixed bearer token that cannot be refreshed. */
-export declare class StaticAuthProvider {
+export declare class StaticAuthProvider implements AuthProvider {
   constructor(token: string)
   getAuthHeader(): string
   onAuthFailure(): Promise<false>
@@ -484,10 +542,105 @@ export declare class TaskClient {
   /** Run a failed or canceled task again; resolves with the new attempt's id. */
   retryTask(taskId: string): Promise<{ taskId: string; retryOf?: string }>
   terminateTask(taskId: string): Promise<void>
+  /** Swap the keys used by sessions created afterwards (and the key-based RPC URL without baseUrl). */
+  updateKeys(subscribeKey: string, publishKey?: string): void
+  /**
+   * Low-level: plain callbacks for one task's events; returns at once, the subscription is set up
+   * in the background (failures go to `onError`).
+   */
+  subscribeToTask(taskId: string, ownerId: string | undefined, callbacks: TaskEventCallbacks): TaskSubscription
   /** Stop background token refresh; live sessions keep working. Idempotent. */
   destroy(): void
   [Symbol.dispose](): void
 }
+
+/** Callbacks of `subscribeToTask`. */
+export interface TaskEventCallbacks {
+  onProgress?: (event: ProgressEvent) => void
+  onArtifact?: (event: ArtifactEvent) => void
+  onTerminal?: (event: TerminalEvent) => void
+  onCancelRequested?: (event: CancelRequestedEvent) => void
+  onSystem?: (event: TaskEvent) => void
+  /** Every event, before the typed callback. */
+  onEvent?: (event: TaskEvent) => void
+  onError?: (error: unknown, context: { entryPoint: 'subscribeToTask'; callbackType: string }) => void
+}
+export interface TaskSubscription {
+  unsubscribe(): void
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry, config documents, channels
+
+/** An agent's registry record. */
+export interface AgentEntry {
+  agentName: string
+  displayName?: string
+  description?: string
+  tags?: unknown[]
+  listing: 'public' | 'private'
+  billingMode: BillingMode
+  card?: Record<string, unknown>
+  skills?: unknown
+  scaling?: unknown
+  createdAt?: string
+  [extra: string]: unknown
+}
+export interface AgentRegistryPage {
+  agents: AgentEntry[]
+  totalCount: number
+  next?: string
+}
+/** Where a registry call goes; `apiKey` is sent as a bearer token when given. */
+export interface RegistryOptions {
+  baseUrl: string
+  apiKey?: string
+}
+export interface RegistryPageOptions extends RegistryOptions {
+  limit?: number
+  cursor?: string
+}
+/** One agent's record, or null when the registry does not know it. */
+export declare function getAgent(agentName: string, options: RegistryOptions): Promise<AgentEntry | null>
+export declare function fetchAgentRegistry(options: RegistryPageOptions): Promise<AgentRegistryPage>
+export declare function fetchAgentsBySkill(skill: string, options: RegistryPageOptions): Promise<AgentRegistryPage>
+export declare function fetchAgentsByTag(tag: string, options: RegistryPageOptions): Promise<AgentRegistryPage>
+export declare function fetchAgentsByListing(listing: 'public' | 'private', options: RegistryPageOptions): Promise<AgentRegistryPage>
+/** Remove an agent (its owner's API key): true when removed, false when it was not registered. */
+export declare function removeAgent(agentName: string, options: RegistryOptions & { reason?: string }): Promise<boolean>
+
+/** The CDM document. */
+export interface CdmConfig {
+  playground: { publishKey: string; subscribeKey: string }
+  network: { publishKey: string; subscribeKey: string }
+  api?: { baseUrl?: string; [extra: string]: unknown }
+  pubnub?: { origin?: string }
+  [extra: string]: unknown
+}
+/** The CDM document: `url`, else `BLOCKS_CDM_URL`, else the hosted default. */
+export declare function fetchCdmConfig(url?: string): Promise<CdmConfig>
+/** The legacy Blocks config document (missing optional fields as `''`). */
+export declare function loadBlocksConfig(url: string): Promise<{ publishKey: string; subscribeKey: string; blocksBackendUrl: string }>
+
+/** Channel names of the network, and the rules about them. */
+export declare const channels: {
+  task(orgId: string, taskId: string): string
+  setup(orgId: string, taskId: string): string
+  control(agentId: string): string
+  stream(agentName: string, streamId: string): string
+  registrySkill(skill: string): string
+  registryAll(): string
+  registryPublic(): string
+  registryPrivate(): string
+  registryLog(): string
+  skillSlug(skill: string): string
+  isReservedOwnerId(id: string): boolean
+}
+/** `u.<orgId>.<taskId>`; throws "orgId required" / "taskId required". */
+export declare function taskChannel(orgId: string, taskId: string): string
+export declare function controlChannel(agentId: string): string
+export declare function streamChannel(agentName: string, streamId: string): string
+export declare function setupChannel(orgId: string, taskId: string): string
 
 /** A text request part `{ partId, text }`; `partId` defaults to `"text"`. */
 export declare function textPart(text: string, options?: string | { partId?: string; contentType?: string }): RequestPart
@@ -638,8 +791,12 @@ export interface AgentInstanceHandle {
   /** Tasks holding capacity now (a handler that ignored TerminateTask stops counting once the runtime ends its task). */
   readonly activeTasks: number
   readonly billingMode: BillingMode
-  /** The agent-to-agent client (also `ctx.taskClient`). */
+  /** The agent-to-agent client (also `ctx.taskClient`); it acts as this agent. */
   readonly taskClient: TaskClient
+  /** The instance's backend identity. */
+  readonly agentAuth: AgentAuth
+  /** Publish a terminal for one of this instance's tasks with its cached credentials (e.g. a pipe task whose handler returned). */
+  publishTerminal(taskId: string, terminal: { state: TerminalState; reason?: string; error?: string; [extra: string]: unknown }): Promise<void>
   /** Stop taking tasks; running handlers get `graceMs` (default 10000) to finish. Idempotent. */
   stop(graceMs?: number): Promise<void>
 }
@@ -716,6 +873,11 @@ export declare function setLogger(logger: Logger | null): void
 export declare function setLogLevel(level: 'error' | 'warn' | 'info' | 'debug'): void
 
 export declare const PROTOCOL_VERSION: '2026-05-01'
+/** The wire protocol version this SDK sends. */
+export declare const CURRENT_PROTOCOL_VERSION: '2026-05-01'
+export declare const SUPPORTED_PROTOCOL_VERSIONS: readonly string[]
+export declare const PROTOCOL_VERSION_HEADER: 'Blocks-Protocol-Version'
+export declare function isProtocolVersionSupported(version: unknown): boolean
 export declare const DEFAULT_CDM_URL: string
 export declare const ARTIFACT_INLINE_LIMIT_BYTES: 16384
 /** Largest file the SDK uploads by default (25 MiB); see `maxUploadBytes`. */

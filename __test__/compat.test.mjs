@@ -611,3 +611,24 @@ test('FILE-04 a large in-memory Blob is spooled to a private temporary file and 
   assert.equal(artifactText(s.listArtifacts()[0]), '300000:true')
   assert.deepEqual(temps(), before, 'the spool file is gone')
 })
+
+test('PIPE-08 handle.publishTerminal(taskId, { state }) ends a pipe task whose handler returned; an unknown task rejects "No cached credentials"', async () => {
+  const card = { identity: { agentName: 'x' }, capabilities: { taskKinds: ['pipe'] }, runtime: { handler: './h.js' } }
+  let ran
+  const started = new Promise((resolve) => (ran = resolve))
+  const handle = await env.agent('pipe_done', async (task) => {
+    ran(task.taskId)
+    return {}
+  }, { card })
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'pipe_done', taskKind: 'pipe', duration: 30, requestParts: [] })
+  assert.equal(await started, s.taskId)
+  // the handler's return publishes no terminal (PIPE-04); the handle can
+  await handle.publishTerminal(s.taskId, { state: 'completed', reason: 'done_early' })
+  const t = await s.waitForTerminal(15_000)
+  assert.equal(t.state, 'completed')
+  assert.equal(t.reason, 'done_early')
+  await assert.rejects(handle.publishTerminal(s.taskId, { state: 'completed' }), /No cached credentials/)
+  await assert.rejects(handle.publishTerminal('t_unknown', { state: 'failed' }), /No cached credentials/)
+  await assert.rejects(handle.publishTerminal(s.taskId, { state: 'running' }), /needs a terminal state/)
+})

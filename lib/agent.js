@@ -3,6 +3,7 @@
 
 const native = require('../native.js')
 const { InvalidArgumentError } = require('./errors.js')
+const { jsonData } = require('./json.js')
 const { setLogger } = require('./log.js')
 
 function toBuffer(data) {
@@ -197,6 +198,16 @@ async function startAgentInstance(options) {
     taskClient,
     /** The instance's backend identity (its access token from registration, refreshed as needed). */
     agentAuth: require('./auth.js').AgentAuth.fromNative(agent.agentAuth),
+    /**
+     * Publish a terminal (`{ state: 'completed' | 'failed' | 'canceled', reason?, error?, ... }`)
+     * for a task of this instance with its cached credentials, e.g. a pipe task whose handler has
+     * returned. Rejects for a task this instance holds no credentials for.
+     */
+    publishTerminal: (taskId, terminal) => {
+      if (typeof taskId !== 'string' || taskId === '') return Promise.reject(new InvalidArgumentError('publishTerminal(taskId, { state }) needs a taskId'))
+      if (terminal === null || typeof terminal !== 'object') return Promise.reject(new InvalidArgumentError('publishTerminal(taskId, { state }) needs the terminal object'))
+      return agent.publishTerminal(taskId, jsonData(terminal, 'publishTerminal', 'terminal'))
+    },
     /** Stop taking tasks; running handlers get `graceMs` (default 10 s) to finish. Idempotent. */
     stop: async (graceMs) => {
       await agent.stop(graceMs)

@@ -4,7 +4,7 @@
 // listeners replay.
 
 const { Listeners } = require('./callbacks.js')
-const { BlocksError, ClosedError, InvalidArgumentError, TimeoutError, makeError } = require('./errors.js')
+const { BlocksError, ClosedError, InvalidArgumentError, TimeoutError, TransportError, makeError } = require('./errors.js')
 const { log } = require('./log.js')
 const { StreamHandle, StreamRef } = require('./stream.js')
 const fs = require('node:fs')
@@ -395,6 +395,11 @@ class TaskSession {
       // skipped by the engine; the session carries on
       const err = new BlocksError(`skipped ${event.$malformed} on ${this.statusChannel}: ${event.message}`)
       this.#reportError(err, { entryPoint: 'taskSession', callbackType: 'malformedMessage', event: { raw: event.message } })
+      return
+    }
+    if (event && typeof event.$lost === 'string') {
+      // the subscription stopped reconnecting (RETRY-01: a session's retries are bounded)
+      this.#reportError(new TransportError(event.$lost, { code: 'ENETDOWN' }), { entryPoint: 'taskSession', callbackType: 'subscription', event: {} })
       return
     }
     if (this.#closed || !event || typeof event.type !== 'string') return

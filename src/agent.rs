@@ -274,6 +274,12 @@ impl NativeAgent {
         Ok(crate::client::NativeTaskClient::from_core(c))
     }
 
+    /// Publish a terminal for one of this instance's tasks with its cached credentials.
+    #[napi(ts_args_type = "taskId: string, terminal: any")]
+    pub async fn publish_terminal(&self, task_id: String, terminal: Value) -> Result<()> {
+        self.inner.publish_terminal(&task_id, terminal).await.or_js().await
+    }
+
     /// The instance's backend identity.
     #[napi(getter)]
     pub fn agent_auth(&self) -> crate::auth::NativeAgentAuth {

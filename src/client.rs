@@ -88,10 +88,9 @@ fn send_request(v: &Value) -> std::result::Result<SendMessageRequest, String> {
     };
     let duration = match v.get("duration") {
         None | Some(Value::Null) => None,
-        Some(d) => Some(
-            d.as_f64()
-                .ok_or_else(|| "Pipe tasks require a duration between 1 and 43200 minutes (a number of minutes)".to_string())?,
-        ),
+        Some(d) => Some(d.as_f64().ok_or_else(|| {
+            "Pipe tasks require a duration between 1 and 43200 minutes (a number of minutes)".to_string()
+        })?),
     };
     Ok(SendMessageRequest {
         agent_name: str_field(v, "agentName").unwrap_or_default(),

@@ -22,6 +22,8 @@ export declare class NativeAgent {
   get activeTasks(): number
   /** A caller client acting as this agent (its token, keys and network): `ctx.taskClient`. */
   taskClient(): NativeTaskClient
+  /** Publish a terminal for one of this instance's tasks with its cached credentials. */
+  publishTerminal(taskId: string, terminal: any): Promise<void>
   /** The instance's backend identity. */
   get agentAuth(): NativeAgentAuth
   /** Stop taking tasks; running handlers get `graceMs` (default 10000) to finish. Idempotent. */

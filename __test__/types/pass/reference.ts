@@ -19,3 +19,23 @@ export async function reference(client: TaskClient): Promise<void> {
   const closed: Promise<void> = session.close()
   await closed
 }
+
+// the official SDK's caller surface, as its users write it
+import { AgentAuth, StaticAuthProvider, getAgent, fetchAgentRegistry, fetchCdmConfig, channels, taskChannel, isProtocolVersionSupported, CURRENT_PROTOCOL_VERSION, type AuthProvider, type AgentEntry } from '../../../index.js'
+
+export async function ported(): Promise<void> {
+  const provider: AuthProvider = { getAuthHeader: () => 'Bearer t', onAuthFailure: async () => false }
+  const direct = new TaskClient({ billingMode: 'free', subscribeKey: 'sub', authProvider: provider, defaultOwnerId: 'me' })
+  direct.updateKeys('sub2')
+  const sub = direct.subscribeToTask('t_1', 'me', { onTerminal: (t) => console.log(t.state), onEvent: (e) => console.log(e.type) })
+  sub.unsubscribe()
+  const agentAuth = new AgentAuth('bk_x', 'http://127.0.0.1:4700')
+  const answer = await agentAuth.init({ agentName: 'a', instanceId: 'AG-a-1' })
+  console.log(answer.accessToken, (await agentAuth.authenticatedFetch('http://x')).status)
+  const asAgent = new TaskClient({ billingMode: 'paid', subscribeKey: 'sub', agentAuth })
+  await asAgent.getAgentCard('echo')
+  const entry: AgentEntry | null = await getAgent('echo', { baseUrl: 'http://x', apiKey: 'k' })
+  console.log(entry?.billingMode, (await fetchAgentRegistry({ baseUrl: 'http://x', limit: 10 })).totalCount)
+  console.log((await fetchCdmConfig()).playground.subscribeKey, channels.registrySkill('x'), taskChannel('o', 't'))
+  console.log(isProtocolVersionSupported(CURRENT_PROTOCOL_VERSION), new StaticAuthProvider('t').getAuthHeader())
+}

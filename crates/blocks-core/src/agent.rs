@@ -522,6 +522,7 @@ impl TaskContext {
                 filter: (decl.direction == "bidirectional").then(|| format!("meta.sender != '{uuid}'")),
                 presence_timeout: None,
                 leave_on_close: true,
+                give_up_after: Some(crate::realtime::SHORT_LIVED_GIVE_UP),
             },
             self.publisher.http(),
         )?;
@@ -785,6 +786,7 @@ impl AgentInstance {
                 filter: (expected != 0).then(|| blocks_wire::instance_filter(&instance_id)),
                 presence_timeout: Some(blocks_wire::CONTROL_PRESENCE_TIMEOUT_SEC),
                 leave_on_close: true,
+                give_up_after: None,
             },
             &http,
         )?;
@@ -861,6 +863,34 @@ impl AgentInstance {
     pub fn billing_mode(&self) -> BillingMode {
         self.inner.billing
     }
+    /// Publish a terminal for a task of this instance with its cached credentials (a pipe task
+    /// whose handler returned, or one still running): `terminal` is `{ state, reason?, error?, … }`.
+    /// Errors for a task this instance holds no credentials for.
+    pub async fn publish_terminal(&self, task_id: &str, terminal: Value) -> Result<()> {
+        let state = terminal.get("state").and_then(Value::as_str).unwrap_or_default();
+        if !blocks_wire::is_terminal_state(state) {
+            return Err(Error::InvalidArgument(format!(
+                "publishTerminal needs a terminal state (completed, failed or canceled), got {state:?}"
+            )));
+        }
+        let parked = self.inner.parked.lock().ok().and_then(|mut p| p.remove(task_id));
+        let ctx = parked.or_else(|| self.inner.running.lock().ok().and_then(|r| r.get(task_id).cloned()));
+        let Some(ctx) = ctx else {
+            return Err(Error::InvalidArgument(format!(
+                "No cached credentials for task {task_id}: this instance is not running it (or its terminal was already published)"
+            )));
+        };
+        let mut t = terminal;
+        if let Some(o) = t.as_object_mut() {
+            o.insert("type".into(), json!("terminal"));
+        }
+        ctx.end_streams().await;
+        if !ctx.publish_terminal(t).await {
+            return Err(Error::InvalidArgument(format!("task {task_id} already has a terminal")));
+        }
+        Ok(())
+    }
+
     /// The instance's backend identity (its access token from connect).
     pub fn agent_auth(&self) -> Arc<crate::agent_auth::AgentAuth> {
         self.inner.uploader.clone()
@@ -1077,6 +1107,7 @@ impl Instance {
                 filter: None,
                 presence_timeout: None,
                 leave_on_close: false,
+                give_up_after: Some(crate::realtime::SHORT_LIVED_GIVE_UP),
             },
             &self.http,
         ) {

@@ -425,6 +425,7 @@ impl TaskClient {
                 filter: None,
                 presence_timeout: None,
                 leave_on_close: false,
+                give_up_after: Some(crate::realtime::SHORT_LIVED_GIVE_UP),
             },
             &self.http,
         )?;
@@ -605,6 +606,7 @@ impl TaskClient {
                 filter: None,
                 presence_timeout: None,
                 leave_on_close: false,
+                give_up_after: Some(crate::realtime::SHORT_LIVED_GIVE_UP),
             },
             &self.http,
         )?;

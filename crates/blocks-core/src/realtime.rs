@@ -8,7 +8,9 @@
 //! crate's stream), it never sends `filter-expr`, gives up for good on a dropped connection, and
 //! stores the handshake cursor in a way that drops catch-up messages. The long-poll loop below is
 //! the classic PubNub protocol (`tt`/`tr` cursor, `filter-expr`, `heartbeat`), with reconnect
-//! forever (backoff 0.5 s doubling to 5 s), fatal 400/403 reported through [`Realtime::faults`].
+//! (backoff 0.5 s doubling to 5 s; forever for an agent's control client, up to
+//! [`SHORT_LIVED_GIVE_UP`] of continuous failure for sessions and stream readers, reported through
+//! [`Realtime::gave_up`]), fatal 400/403 reported through [`Realtime::faults`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -124,7 +126,15 @@ pub struct RealtimeConfig {
     /// Send a presence `leave` for the subscribed channels when the subscription ends (the spec's
     /// control client and stream readers do; task-status sessions do not).
     pub leave_on_close: bool,
+    /// Stop reconnecting once the subscription has failed without a break for this long
+    /// (short-lived clients: task sessions, stream readers). `None`: never give up (an agent's
+    /// control client).
+    pub give_up_after: Option<Duration>,
 }
+
+/// How long a task session or stream reader keeps reconnecting through an outage: the realtime
+/// plane's replay window (what it missed beyond that is gone from the live path anyway).
+pub const SHORT_LIVED_GIVE_UP: Duration = Duration::from_secs(600);
 
 /// A message received on a subscription.
 #[derive(Debug, Clone)]
@@ -164,6 +174,8 @@ struct Shared {
     cfg: RealtimeConfig,
     token: Mutex<Option<String>>,
     faults: watch::Sender<Option<u16>>,
+    /// Why a subscription stopped reconnecting (its `give_up_after` passed).
+    gave_up: watch::Sender<Option<String>>,
     closed: watch::Sender<bool>,
     /// Presence state per channel, echoed in every heartbeat.
     state: Mutex<serde_json::Map<String, Value>>,
@@ -182,6 +194,7 @@ impl Realtime {
             token: Mutex::new(cfg.token.clone()),
             cfg,
             faults: watch::channel(None).0,
+            gave_up: watch::channel(None).0,
             closed: watch::channel(false).0,
             state: Mutex::new(serde_json::Map::new()),
         });
@@ -265,6 +278,11 @@ impl Realtime {
         let status = resp.status().as_u16();
         let body = resp.json::<Value>().await.unwrap_or(Value::Null);
         Ok((status, body))
+    }
+
+    /// Watch for a subscription that stopped reconnecting (`give_up_after` of continuous failure).
+    pub fn gave_up(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.shared.gave_up.subscribe()
     }
 
     /// Watch for fatal subscribe answers (HTTP 403 access denied, 400 bad request).
@@ -525,6 +543,7 @@ async fn subscribe_loop(
         .map(|t| AbortOnDrop(tokio::spawn(heartbeat_loop(s.clone(), list.clone(), t))));
     let (mut tt, mut tr): (u64, Option<String>) = (cursor.unwrap_or(0), None);
     let mut failures: u32 = 0;
+    let mut failing_since: Option<std::time::Instant> = None;
     'poll: while !*closed.borrow() {
         let mut q = s.common_query();
         q.push(("tt", tt.to_string()));
@@ -554,6 +573,7 @@ async fn subscribe_loop(
                     if failures > 0 {
                         tracing::info!(target: "blocks::realtime", "subscription to {list} reconnected after {failures} failed attempt(s)");
                         failures = 0;
+                        failing_since = None;
                     }
                     // A handshake (tt=0) only yields the cursor; a cursor of 0 would restart it.
                     if next != 0 {
@@ -580,6 +600,15 @@ async fn subscribe_loop(
             Err(e) => format!("network error: {}", e.without_url()),
         };
         failures = failures.saturating_add(1);
+        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+        if s.cfg.give_up_after.is_some_and(|limit| since.elapsed() >= limit) {
+            tracing::warn!(target: "blocks::realtime", "subscription to {list} gave up after {failures} failed attempt(s) over {:?} ({problem})", since.elapsed());
+            s.gave_up.send_replace(Some(format!(
+                "{failures} attempts over {}s failed; last: {problem}",
+                since.elapsed().as_secs()
+            )));
+            break;
+        }
         let delay = Duration::from_millis(500u64.saturating_mul(1 << failures.min(4)).min(5_000));
         if failures == 1 {
             tracing::warn!(target: "blocks::realtime", "subscription to {list} lost ({problem}); reconnecting");

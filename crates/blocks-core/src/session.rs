@@ -377,8 +377,18 @@ impl TaskSession {
             });
             let channel = info.status_channel.clone();
             let weak = Arc::downgrade(&shared);
+            let gave_up = realtime.gave_up();
             let pump = tokio::spawn(async move {
                 let mut stream = Box::pin(stream);
+                let tx_lost = tx.clone();
+                let lost = move |reason: String| {
+                    // the JS session reports it to onError; the session stays usable for its
+                    // history (listArtifacts, downloads) and `connect()` can attach again
+                    let _ = tx_lost.send(SessionEvent {
+                        timetoken: None,
+                        event: json!({ "$lost": reason }),
+                    });
+                };
                 while let Some(msg) = stream.next().await {
                     if msg.channel != channel || msg.timetoken <= cursor {
                         continue;
@@ -419,6 +429,10 @@ impl TaskSession {
                         shared.finish();
                         return;
                     }
+                }
+                let reason = gave_up.borrow().clone();
+                if let Some(reason) = reason {
+                    lost(format!("the live subscription to {channel} stopped reconnecting ({reason}); reattach with client.connect(taskId) once the network is back"));
                 }
             });
             if let Ok(mut p) = shared.pump.lock() {

@@ -292,7 +292,18 @@ impl StreamReader {
                         m = sub.next() => m,
                     },
                 };
-                let Some(msg) = msg else { return };
+                let Some(msg) = msg else {
+                    let reason = rt.gave_up().borrow().clone();
+                    if let Some(reason) = reason {
+                        let ev = ReaderEvent::Error {
+                            category: "network_down".into(),
+                            message: format!("stream subscription on {channel} stopped reconnecting: {reason}"),
+                            fatal: true,
+                        };
+                        let _ = tx.send(ev).await;
+                    }
+                    return;
+                };
                 if msg.channel != channel {
                     continue;
                 }
