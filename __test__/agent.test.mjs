@@ -26,11 +26,22 @@ after(async () => {
 
 const json = (event) => JSON.parse(artifactText(event))
 async function running(client, taskId) {
+  let state
   for (let i = 0; i < 5000; i++) {
-    if ((await client.getTask(taskId)).state === 'running') return
+    state = (await client.getTask(taskId)).state
+    if (state === 'running') return
     await new Promise((r) => setImmediate(r))
   }
-  throw new Error(`task ${taskId} never started`)
+  throw new Error(`task ${taskId} never started (last state: ${state})`)
+}
+
+/** Resolve with what `promise` gives, or fail with `describe()` once `ms` pass first. */
+function within(ms, promise, describe) {
+  let timer
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no result within ${ms} ms: ${describe()}`)), ms)
+  })
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
 }
 
 test('concurrency 1 queues the second task until the first ends; concurrency 3 runs three at once', { timeout: 30_000 }, async () => {
@@ -112,19 +123,47 @@ test('terminate ends a handler that ignores cancellation, and frees its capacity
 
 test('pipe tasks: a voluntary return publishes no terminal; a later cancel ends it canceled', async () => {
   const client = await env.client()
+  const seen = deferred()
+  const returned = deferred()
+  const lines = []
+  // the engine logs when it parks a pipe task whose handler returned: the point after which a
+  // terminal would have been published
+  const logger = {
+    error: () => {}, warn: () => {}, debug: () => {},
+    info: (m) => {
+      lines.push(m)
+      if (/^pipe task \S+ handler returned; the task stays open$/.test(m)) returned.resolve(m)
+    },
+  }
   await env.agent('pipe_quick', (task, ctx) => {
-    assert.equal(ctx.taskKind, 'pipe')
-    assert.equal(task.duration, 5)
-    assert.ok(task.durationExpiresAtMs > Date.now())
+    seen.resolve({ taskKind: ctx.taskKind, duration: task.duration, expiresAt: task.durationExpiresAtMs, now: Date.now() })
     return { artifacts: [{ data: 'started', mimeType: 'text/plain' }] }
-  })
-  const s = await client.sendMessage({ agentName: 'pipe_quick', taskKind: 'pipe', duration: 5, requestParts: [] })
-  const art = deferred()
-  s.onArtifact(() => art.resolve())
-  await art.promise
-  await assert.rejects(s.waitForTerminal(300), sdk.TimeoutError) // still open after the handler returned
-  await s.cancel()
-  assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
+  }, { logger })
+  try {
+    // 60 devnet minutes (24 s here): the task cannot expire before the cancel below
+    const s = await client.sendMessage({ agentName: 'pipe_quick', taskKind: 'pipe', duration: 60, requestParts: [] })
+    const early = deferred()
+    s.onTerminal((t) => early.resolve(t))
+    const artifact = deferred()
+    s.onArtifact((a) => artifact.resolve(a))
+    const seenByHandler = await within(15_000, seen.promise, () => 'the handler never ran')
+    assert.equal(seenByHandler.taskKind, 'pipe')
+    assert.equal(seenByHandler.duration, 60)
+    assert.ok(seenByHandler.expiresAt > seenByHandler.now, JSON.stringify(seenByHandler))
+    const first = await within(15_000, Promise.race([returned.promise.then((line) => ({ line })), early.promise.then((terminal) => ({ terminal }))]),
+      () => `neither a terminal nor the parked-task log line; info lines: ${JSON.stringify(lines)}`)
+    assert.equal(first.terminal, undefined, `a terminal was published after the handler returned: ${JSON.stringify(first.terminal)}`)
+    assert.equal(first.line, `pipe task ${s.taskId} handler returned; the task stays open`)
+    // what the handler returned is published, and reaches the caller, before any terminal
+    assert.equal(artifactText(await within(15_000, artifact.promise, () => 'the artifact never reached the caller')), 'started')
+    assert.equal((await client.getTask(s.taskId)).state, 'running', 'the backend still has the task open')
+    assert.equal(s.listEvents().filter((e) => e.type === 'terminal').length, 0)
+    await s.cancel()
+    assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
+    assert.equal(s.listEvents().filter((e) => e.type === 'terminal').length, 1)
+  } finally {
+    sdk.setLogger(null)
+  }
 })
 
 test('pipe tasks expire: completed with completionReason duration_expired, with isExpired set', async () => {
@@ -176,6 +215,20 @@ async function firstEvent(channel) {
   return (await r.json()).m[0]?.d
 }
 
+/** Every event on `channel` (service token, from the start), read until a terminal arrives. */
+async function untilTerminal(channel, limitMs = 15_000) {
+  const events = []
+  const deadline = Date.now() + limitMs
+  let tt = '1000' // replays the cache, then holds until something is published
+  while (!events.some((e) => e?.type === 'terminal')) {
+    assert.ok(Date.now() < deadline, `no terminal on ${channel} within ${limitMs} ms; events: ${JSON.stringify(events)}`)
+    const r = await (await fetch(`${env.net.url}/v2/subscribe/sub-c-devnet-free/${channel}/0?tt=${tt}&uuid=observer&auth=${env.net.serviceToken}`)).json()
+    events.push(...r.m.map((m) => m.d))
+    tt = r.t.t
+  }
+  return events
+}
+
 test('admission: unsupported version, invalid pipe and capacity are refused with the spec errors; broadcast is ignored', async () => {
   const gate = deferred()
   const busyStarted = deferred()
@@ -203,8 +256,10 @@ test('admission: unsupported version, invalid pipe and capacity are refused with
   const hist = await (await fetch(`${env.net.url}/v3/history/sub-key/sub-c-devnet-free/channel/u.user_x.adm_broadcast?auth=${env.net.serviceToken}`)).json()
   assert.deepEqual(hist.channels['u.user_x.adm_broadcast'], [])
   gate.resolve()
-  const done = await firstEvent('u.user_x.busy_1')
-  assert.equal(done.type, 'progress')
+  // the task that held the slot runs to its end: read its channel until the terminal
+  const events = await untilTerminal('u.user_x.busy_1')
+  assert.equal(events[0].type, 'progress')
+  assert.deepEqual(events.at(-1), { type: 'terminal', taskId: 'busy_1', state: 'completed', protocolVersion: '2026-05-01' })
 })
 
 test('examples: adder sums and explains bad input; orchestrator calls echo and adder through ctx.taskClient', async () => {
@@ -253,13 +308,22 @@ test('example lifecycle: pause/resume reach the caller, cancel ends the pipe tas
 
 test('the logger option receives the engine logs', async () => {
   const lines = []
-  const logger = { error: (m) => lines.push(['error', m]), warn: (m) => lines.push(['warn', m]), info: (m) => lines.push(['info', m]), debug: (m) => lines.push(['debug', m]) }
+  const completedLine = deferred()
+  let taskId = null
+  const check = () => taskId && lines.some(([, m]) => m.startsWith(`task ${taskId} completed in `)) && completedLine.resolve()
+  const record = (level) => (m) => {
+    lines.push([level, m])
+    check()
+  }
+  const logger = { error: record('error'), warn: record('warn'), info: record('info'), debug: record('debug') }
   await env.agent('logged', () => ({}), { logger })
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'logged', requestParts: [] })
+  taskId = s.taskId
+  check()
   await s.waitForTerminal(15_000)
   // engine records are forwarded asynchronously: wait for the "completed" line
-  for (let i = 0; i < 1000 && !lines.some(([, m]) => m.includes(`task ${s.taskId} completed`)); i++) await new Promise((r) => setTimeout(r, 5))
+  await within(15_000, completedLine.promise, () => `no "completed" line; got ${JSON.stringify(lines)}`)
   assert.ok(lines.some(([l, m]) => l === 'info' && m === `task ${s.taskId} accepted`), JSON.stringify(lines))
   assert.ok(lines.some(([l, m]) => l === 'info' && m.startsWith(`task ${s.taskId} completed in `)))
   sdk.setLogger(null)
@@ -271,34 +335,73 @@ function agentFolder(files) {
   return dir
 }
 
-function runBlocksRun(dir, extraEnv = {}) {
-  const child = spawn(process.execPath, [path.join(root, 'bin', 'blocks-run.js')], { cwd: dir, env: { ...process.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * Watch a child's output: `waitFor(pattern)` resolves with the match once stdout matches, and
+ * fails with everything the child printed if it exits first or `ms` pass.
+ */
+function watchChild(child) {
   const out = { stdout: '', stderr: '' }
-  child.stdout.on('data', (d) => (out.stdout += d))
+  const watchers = new Set()
+  const look = () => {
+    for (const w of watchers) {
+      const m = w.pattern.exec(out.stdout)
+      if (m) {
+        watchers.delete(w)
+        w.done(null, m)
+      }
+    }
+  }
+  child.stdout.on('data', (d) => {
+    out.stdout += d
+    look()
+  })
   child.stderr.on('data', (d) => (out.stderr += d))
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
-  return { child, out, exited }
+  exited.then(({ code, signal }) => {
+    for (const w of watchers) w.done(new Error(`the child exited (${code ?? signal}) before printing ${w.pattern}\nstdout: ${out.stdout}\nstderr: ${out.stderr}`))
+    watchers.clear()
+  })
+  const waitFor = (pattern, ms = 20_000) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        watchers.delete(w)
+        reject(new Error(`the child did not print ${pattern} within ${ms} ms\nstdout: ${out.stdout}\nstderr: ${out.stderr}`))
+      }, ms)
+      const w = { pattern, done: (err, m) => (clearTimeout(timer), err ? reject(err) : resolve(m)) }
+      watchers.add(w)
+      look()
+      if (child.exitCode !== null || child.signalCode !== null) w.done(new Error(`the child has exited before printing ${pattern}\nstdout: ${out.stdout}\nstderr: ${out.stderr}`))
+    })
+  return { child, out, exited, waitFor }
+}
+
+function runBlocksRun(dir, extraEnv = {}) {
+  const child = spawn(process.execPath, [path.join(root, 'bin', 'blocks-run.js')], { cwd: dir, env: { ...process.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] })
+  return watchChild(child)
 }
 
 test('blocks-run: loads .env, card and handler; SIGTERM drains the running task and exits 0', async () => {
   const dir = agentFolder({
     'agent-card.json': JSON.stringify({ identity: { agentName: 'runner', displayName: 'Runner' }, runtime: { handler: './handler.ts' } }),
     // a TypeScript handler (Node 22 strips the types)
+    // it says when it runs, and finishes only once the process got SIGTERM: the drain must wait
     'handler.ts': `export default async function handler(task: { taskId: string }, ctx: { reportStatus(m: string): void }): Promise<object> {
+      const terminated = new Promise((r) => process.once('SIGTERM', r))
       ctx.reportStatus('working')
-      await new Promise((r) => setTimeout(r, 300))
+      console.log('handler running ' + task.taskId)
+      await terminated
       return { artifacts: [{ data: 'finished after SIGTERM', mimeType: 'text/plain' }] }
     }`,
     '.env': `BLOCKS_CDM_URL=${env.net.cdmUrl}\nBLOCKS_API_KEY=${env.net.apiKey}\n`,
   })
-  const { child, out, exited } = runBlocksRun(dir, { BLOCKS_CDM_URL: '', BLOCKS_API_KEY: '' })
-  for (let i = 0; i < 2000 && !out.stdout.includes('press Ctrl+C'); i++) await new Promise((r) => setTimeout(r, 5))
+  const { child, out, exited, waitFor } = runBlocksRun(dir, { BLOCKS_CDM_URL: '', BLOCKS_API_KEY: '' })
+  await waitFor(/press Ctrl\+C/)
   assert.match(out.stdout, /\[blocks-run\] starting "Runner" \(runner\)/)
   assert.match(out.stdout, /\[blocks-run\] instance AG-runner-[0-9a-f-]+ running/)
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'runner', requestParts: [] })
-  await running(client, s.taskId)
-  child.kill('SIGTERM')
+  await waitFor(new RegExp(`handler running ${s.taskId}`))
+  child.kill('SIGTERM') // mid-task: the handler is waiting for exactly this
   const t = await s.waitForTerminal(15_000)
   assert.equal(t.state, 'completed')
   assert.equal(artifactText(s.listArtifacts()[0]), 'finished after SIGTERM')
@@ -383,19 +486,33 @@ test('an agent reconnects after its connections drop, without losing the control
   }
 })
 
-test('an agent process killed mid-task: the devnet notices by presence and fails the task', { timeout: 90_000 }, async () => {
-  const dir = agentFolder({
-    'agent-card.json': JSON.stringify({ identity: { agentName: 'doomed' }, runtime: { handler: './handler.mjs' } }),
-    'handler.mjs': 'export default () => new Promise(() => {})',
-  })
-  const { child, out, exited } = runBlocksRun(dir, { BLOCKS_CDM_URL: env.net.cdmUrl, BLOCKS_API_KEY: env.net.apiKey })
-  for (let i = 0; i < 2000 && !out.stdout.includes('press Ctrl+C'); i++) await new Promise((r) => setTimeout(r, 5))
+test('an agent process killed mid-task: the devnet notices by presence and fails the task', { timeout: 60_000 }, async () => {
+  const indexPath = path.join(root, 'index.js')
+  const source = `
+    const { startAgentInstance } = await import(${JSON.stringify(indexPath)})
+    const agent = await startAgentInstance({
+      agentName: 'doomed', apiKey: process.env.BLOCKS_API_KEY, cdmUrl: process.env.BLOCKS_CDM_URL,
+      handler: (task) => {
+        console.log('running ' + task.taskId)
+        return new Promise(() => {})
+      },
+    })
+    console.log('ready ' + JSON.stringify({ instanceId: agent.instanceId, controlChannel: agent.controlChannel }))
+  `
+  const child = spawn(process.execPath, ['--input-type=module', '-e', source], { env: { ...process.env, ...env.net.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const { exited, waitFor } = watchChild(child)
+  const { instanceId, controlChannel } = JSON.parse((await waitFor(/ready (\{.*\})\n/))[1])
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'doomed', requestParts: [] })
-  await running(client, s.taskId)
+  await waitFor(new RegExp(`running ${s.taskId}`))
   child.kill('SIGKILL')
   await exited
-  const t = await s.waitForTerminal(60_000)
+  // The instance declared a 20 s presence timeout; the devnet drops an instance 5 s after its
+  // timeout ran out. Instead of waiting 25 s, one last heartbeat in the dead instance's name
+  // declares a 1 s timeout, as an agent with a 1 s heartbeat would: its silence is noticed ~6 s on.
+  const hb = await fetch(`${env.net.url}/v2/presence/sub-key/sub-c-devnet-free/channel/${controlChannel}/heartbeat?uuid=${instanceId}&heartbeat=1&auth=${env.net.serviceToken}`)
+  assert.equal(hb.status, 200)
+  const t = await s.waitForTerminal(30_000)
   assert.equal(t.state, 'failed')
   assert.equal(t.error, 'agent_instance_lost')
 })
@@ -404,9 +521,11 @@ test('a duplicate StartTask for a task in flight is ignored; consumerPublicKey r
   const calls = {}
   const gate = deferred()
   const started = deferred()
+  const secondTask = deferred()
   const agent = await env.agent('dedup', async (task, ctx) => {
     calls[task.taskId] = (calls[task.taskId] ?? 0) + 1
     started.resolve()
+    if (task.taskId === 'dup_2') secondTask.resolve()
     await gate.promise
     return { artifacts: [{ data: ctx.consumerPublicKey ?? 'none', mimeType: 'text/plain' }] }
   }, { concurrency: 4 })
@@ -417,7 +536,7 @@ test('a duplicate StartTask for a task in flight is ignored; consumerPublicKey r
   // the second copy is ignored: prove the agent processed it by sending a third message after it
   const later = { ...start, taskId: 'dup_2' }
   await publishControl(agent, later, { instance: agent.instanceId })
-  for (let i = 0; i < 2000 && !calls.dup_2; i++) await new Promise((r) => setTimeout(r, 2))
+  await within(15_000, secondTask.promise, () => `dup_2 never ran; calls: ${JSON.stringify(calls)}`)
   assert.deepEqual(calls, { dup_1: 1, dup_2: 1 })
   gate.resolve()
   const client = await env.client()

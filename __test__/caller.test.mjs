@@ -7,14 +7,25 @@ const { TaskClient, textPart, RpcError, BillingModeMismatchError, AuthRefreshFai
 
 let env
 let gate = deferred()
+// taskId -> deferred resolved when the waiter agent's handler runs that task
+const waiterStarted = new Map()
+const startedOf = (taskId) => {
+  if (!waiterStarted.has(taskId)) waiterStarted.set(taskId, deferred())
+  return waiterStarted.get(taskId).promise
+}
 before(async () => {
   env = await startNetwork({ paidAgents: ['premium'], apiKeys: [['bk_devnet_default', 'user_default'], ['bk_second', 'user_second']] })
   await env.agent('echo', async (task, ctx) => ({ artifacts: [{ data: `Echo: ${ctx.requestParts.map((p) => p.text).join(' ')}`, mimeType: 'text/plain' }] }))
   await env.agent('waiter', async (task, ctx) => {
+    startedOf(task.taskId)
+    waiterStarted.get(task.taskId).resolve()
     // runs until canceled/terminated, or until the test opens the gate
     await Promise.race([gate.promise, new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))])
     return { artifacts: [{ data: ctx.isCancelled ? 'stopped' : 'released', mimeType: 'text/plain' }] }
   }, { concurrency: 8 })
+  await env.agent('failer', () => {
+    throw new Error('fails on purpose')
+  })
 })
 after(async () => {
   gate.resolve()
@@ -30,6 +41,18 @@ async function consumerToken(apiKey = env.net.apiKey) {
   assert.equal(r.status, 200)
   return r.json()
 }
+
+/** Resolve with what `promise` gives, or fail with `describe()` once `ms` pass first. */
+function within(ms, promise, describe) {
+  let timer
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no result within ${ms} ms: ${describe()}`)), ms)
+  })
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
+}
+
+/** Resolves once the waiter agent's handler runs `taskId`; fails the test after 15 s. */
+const waiterRuns = (taskId) => within(15_000, startedOf(taskId), () => `the waiter agent never started ${taskId}`)
 
 test('tokenEndpoint as a URL object with body and headers', async () => {
   const client = await TaskClient.create({
@@ -79,18 +102,59 @@ test('a static token that stays invalid fails with RpcError code 401 after one r
   client.destroy()
 })
 
-test('proactive refresh at 80% of expiresIn keeps the client working past the token lifetime', async () => {
-  const short = await startNetwork({ tokenTtlSec: 2 })
+test('proactive refresh at 80% of expiresIn: an idle client gets a new token before the old one expires, and uses it', async () => {
+  // devnet tokens live 4 s and the provider says so: the refresh is due at 3.2 s, with no request
+  // in flight (nothing can get a 401, so only the timer can ask for the second token)
+  const EXPIRES_IN = 4
+  const short = await startNetwork({ tokenTtlSec: EXPIRES_IN })
+  const token = async () => {
+    const r = await fetch(`${short.net.url}/api/v1/auth/agent/consumer-token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ apiKey: short.net.apiKey }),
+    })
+    assert.equal(r.status, 200)
+    return r.json()
+  }
+  const calls = []
+  const tokens = []
+  const second = deferred()
+  const client = await TaskClient.create({
+    billingMode: 'free',
+    cdmUrl: short.net.cdmUrl,
+    tokenProvider: async () => {
+      calls.push(Date.now())
+      const t = await token()
+      tokens.push(t.accessToken)
+      if (calls.length === 2) second.resolve()
+      return { token: t.accessToken, expiresIn: EXPIRES_IN, userId: t.userId }
+    },
+  })
   try {
-    const client = await short.client()
-    const seen = deferred()
-    // the devnet tokens live 2 s; after 3 s only a refreshed token is accepted
-    setTimeout(seen.resolve, 3000)
-    await seen.promise
-    const info = await client.getTask('t_missing').catch((e) => e)
-    assert.ok(info instanceof RpcError)
-    assert.notEqual(info.code, 401, `expected an application error, got ${info.message}`)
+    assert.equal(calls.length, 1)
+    await within(EXPIRES_IN * 1000 + 10_000, second.promise, () => `the provider was called ${calls.length} time(s): no proactive refresh`)
+    const after = calls[1] - calls[0]
+    assert.ok(after < EXPIRES_IN * 1000, `refreshed ${after} ms after the first token, not before its ${EXPIRES_IN} s expiry`)
+    assert.ok(after >= EXPIRES_IN * 1000 * 0.6, `refreshed already after ${after} ms: expected about 80% of ${EXPIRES_IN} s`)
+    // wait until the devnet refuses the first token, then call: the client must already hold the
+    // new one (a 401 would show up as one more provider call)
+    const statuses = []
+    for (let i = 0; statuses.at(-1) !== 401; i++) {
+      assert.ok(i < 800, `the first token was never refused; HTTP statuses: ${[...new Set(statuses)].join(', ')}`)
+      if (i > 0) await new Promise((r) => setTimeout(r, 25))
+      const r = await fetch(`${short.net.url}/api/v1/rpc`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${tokens[0]}` },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'GetTask', params: { taskId: 't_missing' } }),
+      })
+      statuses.push(r.status)
+    }
+    const before = calls.length
+    const r = await client.getTask('t_missing').catch((e) => e)
+    assert.ok(r instanceof RpcError && r.code !== 401, `expected an application error past the first token's lifetime, got ${r?.message}`)
+    assert.equal(calls.length, before, 'the call needed no reactive refresh')
   } finally {
+    client.destroy()
     await short.stop()
   }
 })
@@ -161,7 +225,7 @@ test('BillingModeMismatchError for a paid agent called as free', async () => {
 test('pipe duration rules are checked before any network call', async () => {
   const client = await env.client()
   for (const duration of [undefined, 0, 43201, 1.5, '5']) {
-    await assert.rejects(client.sendMessage({ agentName: 'echo', taskKind: 'pipe', duration }), /Pipe tasks require an integer duration between 1 and 43200 minutes/)
+    await assert.rejects(client.sendMessage({ agentName: 'echo', taskKind: 'pipe', duration }), /Pipe tasks require a duration between 1 and 43200 minutes/)
   }
   await assert.rejects(client.sendMessage({ agentName: 'echo', duration: 5 }), /Request tasks must not include a duration/)
   await assert.rejects(client.sendMessage({ agentName: 'echo', taskKind: 'stream' }), /taskKind must be 'request' or 'pipe'/)
@@ -235,8 +299,7 @@ test('connect() to a finished task rebuilds it from history', async () => {
 test('connect() to an active task is live; cancel reaches the handler and ends it canceled', async () => {
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
-  // wait for the agent to accept the task
-  for (let i = 0; i < 2000 && (await client.getTask(s.taskId)).state !== 'running'; i++) await new Promise((r) => setImmediate(r))
+  await waiterRuns(s.taskId)
   const c = await client.connect({ taskId: s.taskId })
   assert.equal(c.state, 'running')
   const cancelAck = deferred()
@@ -253,7 +316,7 @@ test('connect() to an active task is live; cancel reaches the handler and ends i
 test('terminate ends a task canceled with reason terminated', async () => {
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
-  for (let i = 0; i < 2000 && (await client.getTask(s.taskId)).state !== 'running'; i++) await new Promise((r) => setImmediate(r))
+  await waiterRuns(s.taskId)
   await s.terminate()
   const t = await s.waitForTerminal(15_000)
   assert.equal(t.state, 'canceled')
@@ -263,7 +326,7 @@ test('terminate ends a task canceled with reason terminated', async () => {
 test('pause and resume publish system events', async () => {
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
-  for (let i = 0; i < 2000 && (await client.getTask(s.taskId)).state !== 'running'; i++) await new Promise((r) => setImmediate(r))
+  await waiterRuns(s.taskId)
   const statuses = []
   const both = deferred()
   s.onEvent((e) => {
@@ -299,8 +362,35 @@ test('listTasks filters and pages with cursors', async () => {
   assert.ok(pages >= 3, `expected several pages, got ${pages}`)
   for (const id of ids) assert.ok(seen.includes(id), `${id} listed`)
   assert.equal(new Set(seen).size, seen.length, 'no task twice across pages')
-  const done = await client.listTasks({ state: 'completed', limit: 100 })
-  assert.ok(done.tasks.every((t) => t.state === 'completed'))
+  // tasks of this user in three more states: failed, canceled, and one still running
+  const failed = await client.sendMessage({ agentName: 'failer', requestParts: [] })
+  assert.equal((await failed.waitForTerminal(15_000)).state, 'failed')
+  const canceled = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
+  await waiterRuns(canceled.taskId)
+  await canceled.cancel()
+  assert.equal((await canceled.waitForTerminal(15_000)).state, 'canceled')
+  const running = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
+  await waiterRuns(running.taskId)
+  try {
+    const expected = { completed: ids, failed: [failed.taskId], canceled: [canceled.taskId], running: [running.taskId] }
+    const listed = {}
+    for (const state of Object.keys(expected)) {
+      const page = await client.listTasks({ state, limit: 100 })
+      assert.ok(page.tasks.every((t) => t.state === state), `state ${state}: ${JSON.stringify(page.tasks.map((t) => t.state))}`)
+      listed[state] = page.tasks.map((t) => t.taskId)
+    }
+    // each task is listed under its own state and under no other
+    for (const [state, mine] of Object.entries(expected)) {
+      for (const [filter, got] of Object.entries(listed)) {
+        for (const id of mine) assert.equal(got.includes(id), filter === state, `${state} task ${id} ${filter === state ? 'missing from' : 'listed under'} state ${filter}`)
+      }
+    }
+    const all = await client.listTasks({ limit: 100 })
+    assert.equal(all.tasks.length, Object.values(listed).flat().length, 'the filters split the unfiltered list')
+  } finally {
+    await running.cancel()
+    await running.waitForTerminal(15_000)
+  }
   // the first user's tasks are not in the second user's list
   const mine = await (await env.client()).listTasks({ limit: 100 })
   assert.ok(!mine.tasks.some((t) => ids.includes(t.taskId)))
@@ -308,7 +398,9 @@ test('listTasks filters and pages with cursors', async () => {
 
 test('getAgentCard returns the registry card or null', async () => {
   const client = await env.client()
-  assert.notEqual(await client.getAgentCard('echo'), undefined)
+  const card = await client.getAgentCard('echo')
+  assert.ok(card !== null && typeof card === 'object', `expected a card object, got ${JSON.stringify(card)}`)
+  assert.equal(card.identity?.agentName, 'echo', JSON.stringify(card))
   assert.equal(await client.getAgentCard('never_registered_agent'), null)
 })
 
@@ -321,10 +413,23 @@ test('destroy() is idempotent and live sessions keep working', async () => {
 })
 
 test('errors from ESM and CJS are the same classes', async () => {
-  const esm = await import('../index.js')
-  assert.equal(esm.RpcError, RpcError)
-  const e = await (await env.client()).getTask('t_nope').catch((x) => x)
+  // the ESM entry (what `import` resolves to through package.json "exports") and the CommonJS one
+  const esm = await import('../index.mjs')
+  const cjs = sdk
+  const names = ['BlocksError', 'RpcError', 'BillingModeMismatchError', 'AuthRefreshFailedError', 'AgentAuthFatalError', 'AnonTaskAccessDeniedError',
+    'StreamUnavailableError', 'TransportError', 'ConfigError', 'InvalidArgumentError', 'TimeoutError', 'ClosedError', 'FileUploadError']
+  for (const n of names) {
+    assert.equal(typeof esm[n], 'function', `index.mjs exports ${n}`)
+    assert.equal(esm[n], cjs[n], `${n} is the same class from index.mjs and index.js`)
+  }
+  assert.equal(esm.TaskClient, cjs.TaskClient)
+  assert.equal(esm.default.RpcError, cjs.RpcError)
+  // an error raised by a client made through the ESM entry is an instance of the CommonJS class
+  const viaEsm = await esm.TaskClient.create({ billingMode: 'free', apiKey: env.net.apiKey, cdmUrl: env.net.cdmUrl })
+  const e = await viaEsm.getTask('t_nope').catch((x) => x)
+  viaEsm.destroy()
   assert.ok(e instanceof esm.RpcError)
+  assert.ok(e instanceof RpcError)
   assert.ok(e instanceof BlocksError)
   assert.equal(e.name, 'RpcError')
 })

@@ -19,7 +19,7 @@ test('blocks-devnet CLI: flags, exports, send and tasks subcommands, clean Ctrl-
   assert.match(unknown.stderr, /unknown flag --frobnicate/)
 
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'devnet-cli-'))
-  const { child, env } = await startCli(['--port', '0', '--api-key', 'bk_cli:cli_user', '--agent', 'premium:paid', '--data-dir', dataDir])
+  const { child, env, port } = await startCli(['--port', '0', '--api-key', 'bk_cli:cli_user', '--agent', 'premium:paid', '--data-dir', dataDir])
   assert.equal(env.BLOCKS_API_KEY, 'bk_cli')
   assert.match(env.BLOCKS_CDM_URL, /^http:\/\/127\.0\.0\.1:\d+\/config\.json$/)
   assert.ok(fs.existsSync(path.join(dataDir, 'files')), 'the file store lives in --data-dir')
@@ -33,6 +33,19 @@ test('blocks-devnet CLI: flags, exports, send and tasks subcommands, clean Ctrl-
     },
   })
   try {
+    // --agent premium:paid registers premium as a paid agent; other agents are free
+    const registry = async (name) => {
+      const r = await fetch(`http://127.0.0.1:${port}/api/v1/registry/agents?agentName=${name}`, { headers: { authorization: `Bearer ${env.BLOCKS_API_KEY}` } })
+      assert.equal(r.status, 200)
+      return (await r.json()).agent
+    }
+    assert.equal((await registry('premium')).billingMode, 'paid')
+    assert.equal((await registry('cli_echo')).billingMode, 'free')
+    assert.equal((await registry('not_flagged')).billingMode, 'free', 'an agent first seen through the registry, not named by --agent')
+    const free = await sdk.TaskClient.create({ billingMode: 'free', apiKey: env.BLOCKS_API_KEY, cdmUrl: env.BLOCKS_CDM_URL })
+    await assert.rejects(free.sendMessage({ agentName: 'premium', requestParts: [] }), (e) => e instanceof sdk.BillingModeMismatchError && e.expected === 'paid' && e.got === 'free')
+    free.destroy()
+
     const sent = await runNodeArgs([cli, 'send', 'cli_echo', 'hello', 'cli'], { env: { ...env, LOG_LEVEL: 'warn' } })
     assert.equal(sent.code, 0, sent.stderr)
     assert.match(sent.stdout, /^task t_[a-z0-9]+/m)
@@ -240,7 +253,11 @@ test('access control: callers read only their own task channels, agents only the
     assert.equal(bad.status, 401)
     assert.match(await bad.text(), /API_KEY_INVALID/)
     const rpc = await fetch(`${net.url}/api/v1/rpc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'GetTask', params: { taskId: mine.taskId } }) })
-    assert.match(JSON.stringify(await rpc.json()), /401|Unauthorized/)
+    assert.equal(rpc.status, 401, 'an RPC without a token is refused with HTTP 401')
+    const rpcBody = await rpc.json()
+    assert.equal(rpcBody.result, undefined)
+    assert.equal(rpcBody.error?.code, 401)
+    assert.match(rpcBody.error?.message, /^Unauthorized/)
     await assert.rejects(bob.getTask(mine.taskId), /not found/i)
 
     // the network's service token passes every rule (for tests and tools)

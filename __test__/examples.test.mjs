@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { sdk, startNetwork, runNodeArgs } from './helpers.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
+const MINUTE_MS = 6000
 let env
 
 async function startExample(name) {
@@ -23,8 +24,11 @@ function caller(name, args = [], timeoutMs = 60_000) {
 }
 
 before(async () => {
-  // a pipe "minute" lasts 1.5 s here so the one-minute examples end quickly
-  env = await startNetwork({ minuteMs: 1500 })
+  // A pipe "minute" lasts MINUTE_MS here so the one-minute examples end in seconds, with room:
+  // the lifecycle caller cancels about 1.2 s after it starts its one-minute task (it must be
+  // before the expiry), and stock-sim's one-minute task sends a quote per symbol every second
+  // until it expires (about six ticks).
+  env = await startNetwork({ minuteMs: MINUTE_MS })
   for (const name of ['echo', 'adder', 'orchestrator', 'lifecycle', 'stock-sim', 'echo-stream', 'bidi-chat', 'file-consumer']) await startExample(name)
 })
 after(async () => {
@@ -80,7 +84,9 @@ test('stock-sim caller: quotes stream live until the pipe duration expires', asy
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /Opened stream t_[a-z0-9]+-1/)
   const quotes = r.stdout.split('\n').filter((l) => /\] (AAPL|MSFT) \$\d+\.\d\d \([+-]\d+\.\d\d\)$/.test(l))
-  assert.ok(quotes.length >= 2, r.stdout)
+  // one quote per symbol per second for MINUTE_MS: at least two ticks' worth must get through
+  assert.ok(quotes.length >= 4, `expected quotes of at least two ticks, got ${quotes.length}:\n${r.stdout}`)
+  for (const symbol of ['AAPL', 'MSFT']) assert.ok(quotes.some((l) => l.includes(`] ${symbol} $`)), `no ${symbol} quote:\n${r.stdout}`)
   assert.match(r.stdout, /completionReason: 'duration_expired'/)
 })
 

@@ -82,10 +82,11 @@ for (const size of [0, 16384, 16385, 3 * 1024 * 1024]) {
       agentName: 'mirror',
       requestParts: [filePart(data, { partId: 'in', fileName: 'in.bin' })],
     })
-    const progress = []
-    session.onProgress((e) => progress.push(e.message))
     const terminal = await session.waitForTerminal(30_000)
     assert.equal(terminal.state, 'completed')
+    // from the session's record, not a listener: a task that ended before sendMessage() resolved
+    // has its terminal at once and its caught-up progress delivered to listeners a tick later
+    const progress = session.listEvents().filter((e) => e.type === 'progress' && e.message).map((e) => e.message)
     assert.ok(progress.some((m) => m === `in ${inline ? 'inline' : 'file'} ${size} ${sha(data)}`), `agent saw: ${progress}`)
     const [artifact] = session.listArtifacts()
     assert.equal(artifact.outputId, 'in')

@@ -28,12 +28,19 @@ after(async () => {
   await env.stop()
 })
 
+/**
+ * null when `f` returns or throws a BlocksError that says what is wrong; otherwise what went wrong.
+ * A TimeoutError is a hang (a task that never ended, a wait that never came back), not an answer.
+ */
 async function outcome(f) {
   try {
     await f()
     return null
   } catch (e) {
-    return e instanceof sdk.BlocksError ? null : `${e?.constructor?.name}: ${e?.message}`
+    if (!(e instanceof sdk.BlocksError)) return `${e?.constructor?.name}: ${e?.message}`
+    if (e instanceof sdk.TimeoutError) return `hang: ${e.message}`
+    if (typeof e.message !== 'string' || e.message.trim() === '') return `${e.name} without a message`
+    return null
   }
 }
 

@@ -32,6 +32,46 @@ after(async () => {
   await env.stop()
 })
 
+/** Resolve with what `promise` gives, or fail with `describe()` once `ms` pass first. */
+function within(ms, promise, describe) {
+  let timer
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no result within ${ms} ms: ${describe()}`)), ms)
+  })
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Resolves when the proxy accepts its next connection (a client reconnecting). The proxy only
+ * counts them (`connections++`); an accessor on that count turns the increments into an event.
+ */
+function nextConnection() {
+  return new Promise((resolve) => {
+    let count = proxy.connections
+    Object.defineProperty(proxy, 'connections', {
+      configurable: true,
+      enumerable: true,
+      get: () => count,
+      set: (n) => {
+        count = n
+        Object.defineProperty(proxy, 'connections', { value: n, writable: true, configurable: true, enumerable: true })
+        resolve(n)
+      },
+    })
+  })
+}
+
+/** A plain caller (straight to the devnet) follows the task to its terminal: proof it was published. */
+async function publishedToTheEnd(taskId) {
+  const observer = await env.client()
+  const s = await observer.connect(taskId)
+  const t = await s.waitForTerminal(30_000)
+  const ticks = s.listEvents().filter((e) => e.message?.startsWith('tick ')).map((e) => e.message)
+  s.close()
+  observer.destroy()
+  return { terminal: t.state, ticks }
+}
+
 /** A caller whose backend and realtime traffic goes through the proxy. */
 function callerViaProxy(extra = {}) {
   return env.client({ baseUrl: proxy.url, realtimeOrigin: proxy.url, ...extra })
@@ -64,10 +104,11 @@ async function tickingTask(client, name, beforeStart = () => {}) {
 test('a caller keeps every event, once and in order, across connection resets', { timeout: 60_000 }, async () => {
   const client = await callerViaProxy()
   const { session, seen, release } = await tickingTask(client, 'reset')
+  const reconnected = nextConnection()
   proxy.reset() // the held long-poll and every pooled connection die
   release()
-  await new Promise((r) => setTimeout(r, 200))
-  proxy.reset() // and again, while the client reconnects
+  await within(15_000, reconnected, () => 'the client never reconnected through the proxy')
+  proxy.reset() // and again, as soon as the client has reconnected
   const t = await session.waitForTerminal(45_000)
   assert.equal(t.state, 'completed')
   assert.deepEqual(seen, [1, 2, 3, 4])
@@ -81,8 +122,13 @@ test('a caller rides out a link that is down for a while (connections refused), 
   proxy.refuse = true
   proxy.reset()
   release() // ticks 2.. are published while the caller cannot reach the network
-  await new Promise((r) => setTimeout(r, 2500))
-  proxy.refuse = false
+  try {
+    // the whole rest of the task goes out while the link is down
+    assert.deepEqual(await publishedToTheEnd(session.taskId), { terminal: 'completed', ticks: ['tick 1', 'tick 2', 'tick 3', 'tick 4'] })
+    assert.deepEqual(seen, [1], 'nothing reached the caller while the link was down')
+  } finally {
+    proxy.refuse = false
+  }
   const t = await session.waitForTerminal(45_000)
   assert.equal(t.state, 'completed')
   assert.deepEqual(seen, [1, 2, 3, 4], 'events published while the link was down arrive after it returns')
@@ -111,8 +157,13 @@ test('a blackholed long-poll (silence, no reset) is given up after longPollTimeo
   const { session, seen, release } = await tickingTask(client, 'hole')
   proxy.blackhole() // the held poll and every pooled connection go silent for good
   release()
-  await new Promise((r) => setTimeout(r, 1500))
-  proxy.restore() // new connections work again; the silent ones never will
+  try {
+    // the rest of the task is published while the caller's poll hangs
+    assert.deepEqual(await publishedToTheEnd(session.taskId), { terminal: 'completed', ticks: ['tick 1', 'tick 2', 'tick 3', 'tick 4'] })
+    assert.deepEqual(seen, [1], 'nothing reached the caller through the silent link')
+  } finally {
+    proxy.restore() // new connections work again; the silent ones never will
+  }
   const t = await session.waitForTerminal(45_000)
   assert.equal(t.state, 'completed')
   assert.deepEqual(seen, [1, 2, 3, 4], 'events published while the poll hung arrive once, in order')

@@ -31,6 +31,9 @@ class TaskSession {
   #drainWindowMs = DRAIN_WINDOW_MS
   #autoDrain = true
   #closing = null
+  /** Resolves once the catch-up events went to the listeners (see the constructor). */
+  #caughtUp = Promise.resolve()
+  #pendingCatchUp = false
 
   /**
    * @internal `catchUp`: events the task published before the session went live (read from
@@ -72,10 +75,15 @@ class TaskSession {
       goLive()
       return
     }
-    setImmediate(() => {
-      for (const event of early) this.#deliverEarly(event)
-      goLive()
-    })
+    this.#caughtUp = new Promise((resolve) =>
+      setImmediate(() => {
+        this.#pendingCatchUp = false
+        for (const event of early) this.#deliverEarly(event)
+        goLive()
+        resolve()
+      }),
+    )
+    this.#pendingCatchUp = true
   }
 
   /** A catch-up event: its effects (state, artifacts, terminal) are already applied and replay to late listeners. */
@@ -106,7 +114,9 @@ class TaskSession {
   /** The terminal event (first one wins); replayed at once if the task already ended. */
   onTerminal(cb) {
     const off = this.#listeners.add('onTerminal', cb)
-    if (this.#terminal) this.#listeners.invoke('onTerminal', cb, [this.#terminal], this.#context(this.#terminal))
+    const replay = () => this.#listeners.invoke('onTerminal', cb, [this.#terminal], this.#context(this.#terminal))
+    if (this.#terminal && this.#pendingCatchUp) this.#caughtUp.then(replay)
+    else if (this.#terminal) replay()
     return off
   }
 
@@ -309,7 +319,9 @@ class TaskSession {
     if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs >= 0 && Number.isFinite(timeoutMs))) {
       return Promise.reject(new InvalidArgumentError(`waitForTerminal(timeoutMs) needs a non-negative number of milliseconds, got ${timeoutMs}`))
     }
-    if (this.#terminal) return Promise.resolve(this.#terminal)
+    // after the catch-up events reached the listeners, so a caller that awaits the terminal and
+    // then reads what its listeners collected misses nothing
+    if (this.#terminal) return this.#caughtUp.then(() => this.#terminal)
     if (this.#closed) return Promise.reject(new ClosedError('TaskSession closed'))
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject, timer: null }
