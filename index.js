@@ -41,6 +41,8 @@ exports.taskChannel = registry.taskChannel
 exports.controlChannel = registry.controlChannel
 exports.streamChannel = registry.streamChannel
 exports.setupChannel = registry.setupChannel
+exports.validateStreamId = registry.validateStreamId
+exports.ExternalStreamHandle = require('./lib/stream.js').ExternalStreamHandle
 exports.StaticAuthProvider = require('./lib/auth.js').StaticAuthProvider
 
 exports.BlocksError = errors.BlocksError

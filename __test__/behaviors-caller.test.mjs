@@ -855,7 +855,8 @@ test('SESS-10 a throwing callback: others still run; onError gets {callbackType,
   const warns = []
   const realWarn = console.warn
   console.warn = (...args) => {
-    warns.push(args.join(' '))
+    // LOG-02: (tag, { level, message, ts, ...meta })
+    warns.push(typeof args[1] === 'object' && args[1] ? `${args[0]} ${args[1].message}` : args.join(' '))
   }
   try {
     const s1 = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('e1')] })
@@ -875,7 +876,7 @@ test('SESS-10 a throwing callback: others still run; onError gets {callbackType,
       throw new Error('boom-2')
     })
     await s2.waitForTerminal(15_000)
-    assert.deepEqual(warns.filter((w) => w.includes(s2.taskId)), [`[blocks] onTerminal callback of task ${s2.taskId} threw: boom-2`])
+    assert.deepEqual(warns.filter((w) => w.includes(s2.taskId)), [`[Blocks] onTerminal callback of task ${s2.taskId} threw: boom-2`])
 
     const s3 = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('e3')] })
     let onErrorCalls = 0
@@ -888,7 +889,7 @@ test('SESS-10 a throwing callback: others still run; onError gets {callbackType,
     })
     await s3.waitForTerminal(15_000)
     assert.equal(onErrorCalls, 1)
-    assert.deepEqual(warns.filter((w) => w.includes(s3.taskId)), [`[blocks] onError callback of task ${s3.taskId} threw: onError broke`])
+    assert.deepEqual(warns.filter((w) => w.includes(s3.taskId)), [`[Blocks] onError callback of task ${s3.taskId} threw: onError broke`])
   } finally {
     console.warn = realWarn
   }

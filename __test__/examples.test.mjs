@@ -82,7 +82,8 @@ test('lifecycle caller', async () => {
 test('stock-sim caller: quotes stream live until the pipe duration expires', async () => {
   const r = await caller('stock-sim', ['AAPL', 'MSFT'])
   assert.equal(r.code, 0, r.stderr)
-  assert.match(r.stdout, /Opened stream t_[a-z0-9]+-1/)
+  // a shared stream (card affinity "shared"): its id is the declared key, one channel for every task
+  assert.match(r.stdout, /Opened stream prices\n/)
   const quotes = r.stdout.split('\n').filter((l) => /\] (AAPL|MSFT) \$\d+\.\d\d \([+-]\d+\.\d\d\)$/.test(l))
   // one quote per symbol per second for MINUTE_MS: at least two ticks' worth must get through
   assert.ok(quotes.length >= 4, `expected quotes of at least two ticks, got ${quotes.length}:\n${r.stdout}`)

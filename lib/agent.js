@@ -4,7 +4,7 @@
 const native = require('../native.js')
 const { InvalidArgumentError } = require('./errors.js')
 const { jsonData } = require('./json.js')
-const { setLogger } = require('./log.js')
+const { log, setLogger } = require('./log.js')
 
 function toBuffer(data) {
   if (Buffer.isBuffer(data)) return data
@@ -28,11 +28,14 @@ class TaskContext {
   #abortHooked = false
 
   #taskClient
+  #failStream
+  #streams = new Map()
 
   /** @internal */
-  constructor(nativeCtx, taskClient) {
+  constructor(nativeCtx, taskClient, failStream) {
     this.#native = nativeCtx
     this.#taskClient = taskClient
+    this.#failStream = failStream
     this.taskId = nativeCtx.taskId
     this.requestParts = nativeCtx.requestParts ?? []
     this.hasStream = nativeCtx.hasStream
@@ -69,14 +72,34 @@ class TaskContext {
 
   /**
    * Open a stream to the caller (needs `hasStream`): `{ declaredStream?, direction?, format?,
-   * metadata?, bundleSizeBytes?, maxLatencyMs? }`. Resolves with a StreamHandle.
+   * metadata?, external?, onActivate?, bundleSizeBytes?, maxLatencyMs?, maxMessageSize?,
+   * subscribeGraceMs? }`. Resolves with a StreamHandle (an ExternalStreamHandle for `external:
+   * true`). A shared-affinity stream (card `affinity: "shared"`) is one channel written for every
+   * pipe task that holds it: asking again from the same task gives the same handle. `onActivate(stream)`
+   * runs once the stream is active, off the handler; if it throws, the stream is failed
+   * (`stream_crashed`) for every task that holds it.
    */
   async createStream(options = {}) {
     if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-      throw new TypeError('createStream(options) takes an options object, e.g. { declaredStream: "tokens" }')
+      throw new TypeError('createStream(options) takes an options object with declaredStream, e.g. { declaredStream: "tokens" }')
     }
-    const { StreamHandle } = require('./stream.js')
-    return new StreamHandle(await this.#native.createStream(options))
+    const { onActivate, ...rest } = options
+    if (onActivate !== undefined && typeof onActivate !== 'function') throw new InvalidArgumentError('onActivate must be a function (stream) => void')
+    const { StreamHandle, ExternalStreamHandle } = require('./stream.js')
+    const n = await this.#native.createStream(jsonData(rest, 'createStream', 'options'))
+    const known = this.#streams.get(n.streamId)
+    if (known && known.isActive) return known
+    const handle = typeof n.activate === 'function' ? new ExternalStreamHandle(n) : new StreamHandle(n)
+    this.#streams.set(n.streamId, handle)
+    if (onActivate) {
+      Promise.resolve()
+        .then(() => onActivate(handle))
+        .catch((err) => {
+          log('warn', `onActivate of stream ${handle.streamId} threw: ${err && err.message}; failing the stream`, { taskId: this.taskId })
+          return this.#failStream(handle.streamId, 'stream_crashed')
+        })
+    }
+    return handle
   }
 
   /** Publish a status line (throttled to one per second; the latest is never dropped). */
@@ -152,8 +175,9 @@ async function startAgentInstance(options) {
   const runtime = card?.runtime ?? {}
   const agentName = options.agentName ?? card?.identity?.agentName
   let taskClient = null
+  let agent = null
   const run = async (nctx) => {
-    const ctx = new TaskContext(nctx, taskClient)
+    const ctx = new TaskContext(nctx, taskClient, (id, reason) => (agent ? agent.failStream(id, reason) : Promise.resolve()))
     try {
       const result = await handler(nctx.task, ctx)
       const artifacts = result && Array.isArray(result.artifacts) ? result.artifacts : []
@@ -163,7 +187,7 @@ async function startAgentInstance(options) {
       return (err && err.message) || String(err) || 'Agent instance error'
     }
   }
-  const agent = await native.NativeAgent.start(
+  agent = await native.NativeAgent.start(
     {
       agentName: agentName ?? '',
       apiKey: options.apiKey,
@@ -207,6 +231,14 @@ async function startAgentInstance(options) {
       if (typeof taskId !== 'string' || taskId === '') return Promise.reject(new InvalidArgumentError('publishTerminal(taskId, { state }) needs a taskId'))
       if (terminal === null || typeof terminal !== 'object') return Promise.reject(new InvalidArgumentError('publishTerminal(taskId, { state }) needs the terminal object'))
       return agent.publishTerminal(taskId, jsonData(terminal, 'publishTerminal', 'terminal'))
+    },
+    /**
+     * End a stream for good: every task that holds it gets terminal `failed` with `error: reason`.
+     * An unknown stream id does nothing.
+     */
+    failStream: (streamId, reason) => {
+      if (typeof streamId !== 'string') return Promise.reject(new InvalidArgumentError('failStream(streamId, reason) needs a streamId'))
+      return agent.failStream(streamId, typeof reason === 'string' && reason ? reason : 'stream_failed')
     },
     /** Stop taking tasks; running handlers get `graceMs` (default 10 s) to finish. Idempotent. */
     stop: async (graceMs) => {

@@ -98,7 +98,14 @@ const channels = Object.freeze({
   isReservedOwnerId: (id) => native.isReservedOwnerId(String(id)),
 })
 
+/** Throws InvalidArgumentError unless `id` is a valid stream id (1..92 bytes of `[A-Za-z0-9_-]`). */
+function validateStreamId(id) {
+  const error = native.streamIdError(typeof id === 'string' ? id : '')
+  if (error) throw new InvalidArgumentError(error)
+}
+
 module.exports = {
+  validateStreamId,
   getAgent, fetchAgentRegistry, fetchAgentsBySkill, fetchAgentsByTag, fetchAgentsByListing, removeAgent,
   fetchCdmConfig, loadBlocksConfig, channels,
   taskChannel: channels.task, controlChannel: channels.control, streamChannel: channels.stream, setupChannel: channels.setup,

@@ -236,6 +236,7 @@ class TaskSession {
     const r = this.#native.openStream(streamId, reorderTimeoutMs, this.ownerId || this.agentName || 'blocks')
     if (r && typeof r.propsJson === 'string') throw makeError(r.kind, r.message, r.propsJson)
     const handle = new StreamHandle(r)
+    handle.affinity = this.#streams.get(streamId)?.descriptor.affinity ?? 'dedicated'
     this.#opened.set(streamId, handle)
     return handle
   }
@@ -379,7 +380,9 @@ class TaskSession {
    * `autoDrain: false` closes at once (ending the streams).
    */
   #drainThenClose() {
-    const active = [...this.#opened.values()].filter((h) => h.isActive && h.direction !== 'outbound')
+    // a shared stream outlives the task (other tasks keep it) and never sends an end marker:
+    // waiting for one would only hold the caller; it ends with the session
+    const active = [...this.#opened.values()].filter((h) => h.isActive && h.direction !== 'outbound' && h.affinity !== 'shared')
     if (active.length === 0 || !this.#autoDrain) return this.close()
     const done = active.map((h) => new Promise((resolve) => h.onInboundDone(resolve)))
     const timer = setTimeout(() => this.close(), this.#drainWindowMs)

@@ -25,11 +25,14 @@ class StreamHandle {
     this.format = nativeStream.format
     /** Direction from this side's point of view (`outbound` = this side writes). */
     this.direction = nativeStream.direction
+    /** `dedicated` or `shared` (a shared stream is written for every pipe task that holds it). */
+    this.affinity = nativeStream.affinity
     this.external = false
   }
 
+  /** True until this side ended it (for a shared stream: until this task released it). */
   get isActive() {
-    return this.#native.isActive
+    return this.#ended === null && this.#native.isActive
   }
 
   /** Write bytes/text (bytes streams) or a JSON value (events streams). */
@@ -49,10 +52,23 @@ class StreamHandle {
     return this.#native.flush()
   }
 
-  /** Flush, publish the end marker where due and stop. Idempotent. */
+  /**
+   * Flush, publish the end marker where due and stop. Idempotent. On the agent side it is
+   * task-scoped: a shared stream goes on until the last task that holds it ends it.
+   */
   end() {
-    this.#ended ??= this.#native.end()
+    if (this.#ended === null) {
+      this.#ended = this.#native.end()
+      this.#ended.then(() => this.#listeners.emit('onEnd', [], {}), () => this.#listeners.emit('onEnd', [], {}))
+    }
     return this.#ended
+  }
+
+  /** `cb()` once this side has ended the stream (at once if it already has). */
+  onEnd(cb) {
+    const off = this.#listeners.add('onEnd', cb)
+    if (this.#ended !== null) this.#ended.then(() => this.#listeners.invoke('onEnd', cb, [], {}), () => {})
+    return off
   }
 
   /** Errors of the stream: `cb({ category, fatal, error, channel, timestamp })`. */
@@ -165,6 +181,61 @@ class StreamHandle {
   }
 }
 
+/**
+ * An external stream (agent side): the SDK did the setup handshake; another process writes to
+ * `channel` with `token` (through a stream client of its own). `activate({ metadata })` completes
+ * the handshake, and the network then announces the stream to the caller. Reading and writing
+ * members throw: the SDK never touches the stream's data.
+ */
+class ExternalStreamHandle {
+  #native
+  #listeners
+  #ended = null
+  /** @internal */
+  constructor(nativeExternal) {
+    this.#native = nativeExternal
+    this.#listeners = new Listeners((err, ctx) => log('warn', `stream ${this.streamId} ${ctx.callbackType} callback threw: ${err && err.message}`))
+    this.streamId = nativeExternal.streamId
+    this.channel = nativeExternal.channel
+    /** The writer's stream token: hand it to the process that writes. */
+    this.token = nativeExternal.token
+    this.external = true
+  }
+  get isActive() {
+    return this.#ended === null
+  }
+  /** Complete the handshake (`phase: "activate"`); the caller then sees the stream announced. */
+  activate(options = {}) {
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('activate(options) takes { metadata? }')
+    return this.#native.activate(options.metadata)
+  }
+  /** Release this task's hold (fires `onEnd`). Idempotent. */
+  end() {
+    if (this.#ended === null) {
+      this.#ended = this.#native.end()
+      this.#ended.then(() => this.#listeners.emit('onEnd', [], {}), () => {})
+    }
+    return this.#ended
+  }
+  onEnd(cb) {
+    const off = this.#listeners.add('onEnd', cb)
+    if (this.#ended !== null) this.#ended.then(() => this.#listeners.invoke('onEnd', cb, [], {}), () => {})
+    return off
+  }
+}
+for (const member of ['write', 'flush', 'bytes', 'events', 'readable', 'onError', 'onInbound', 'onInboundDone']) {
+  ExternalStreamHandle.prototype[member] = function externalOnly() {
+    throw new InvalidArgumentError(`${member}() is not available on an external stream: its writer is another process (give it .token and .channel)`)
+  }
+}
+for (const member of ['inbound', 'uuid']) {
+  Object.defineProperty(ExternalStreamHandle.prototype, member, {
+    get() {
+      throw new InvalidArgumentError(`${member} is not available on an external stream: its writer is another process (give it .token and .channel)`)
+    },
+  })
+}
+
 /** The descriptor fields a StreamRef also exposes directly (so `ref.streamId` works like `ref.descriptor.streamId`). */
 const DESCRIPTOR_FIELDS = ['taskId', 'streamId', 'agentName', 'channel', 'token', 'agentDirection', 'localDirection', 'format', 'affinity', 'metadata', 'declaredStream']
 
@@ -206,4 +277,4 @@ for (const field of DESCRIPTOR_FIELDS) {
   })
 }
 
-module.exports = { StreamHandle, StreamRef }
+module.exports = { ExternalStreamHandle, StreamHandle, StreamRef }

@@ -140,9 +140,12 @@ impl NativeTaskContext {
 
     /// Open a stream to the caller (options as in `ctx.createStream`).
     #[napi(
-        ts_args_type = "opts: { declaredStream?: string; direction?: string; format?: string; metadata?: any; bundleSizeBytes?: number; maxLatencyMs?: number; external?: boolean }"
+        ts_args_type = "opts: { declaredStream?: string; direction?: string; format?: string; metadata?: any; bundleSizeBytes?: number; maxLatencyMs?: number; maxMessageSize?: number; external?: boolean; subscribeGraceMs?: number }"
     )]
-    pub async fn create_stream(&self, opts: Value) -> Result<crate::stream::NativeStream> {
+    pub async fn create_stream(
+        &self,
+        opts: Value,
+    ) -> Result<Either<crate::stream::NativeStream, crate::stream::NativeExternalStream>> {
         let s = |k: &str| opts.get(k).and_then(Value::as_str).map(str::to_string);
         let o = blocks_core::agent::CreateStreamOptions {
             declared_stream: s("declaredStream"),
@@ -159,9 +162,16 @@ impl NativeTaskContext {
                 .get("subscribeGraceMs")
                 .and_then(Value::as_f64)
                 .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
+            max_message_size: opts
+                .get("maxMessageSize")
+                .and_then(Value::as_f64)
+                .map(|m| m.max(0.0) as usize),
         };
-        let stream = self.ctx.create_stream(o).await.or_js().await?;
-        Ok(crate::stream::NativeStream::new(stream))
+        let lease = self.ctx.create_stream(o).await.or_js().await?;
+        Ok(match lease.stream.clone() {
+            Some(stream) => Either::A(crate::stream::NativeStream::leased(stream, lease)),
+            None => Either::B(crate::stream::NativeExternalStream::new(lease)),
+        })
     }
 
     /// Call `cb` once when the task's cancel signal fires.
@@ -272,6 +282,13 @@ impl NativeAgent {
             .task_client()
             .map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
         Ok(crate::client::NativeTaskClient::from_core(c))
+    }
+
+    /// End a stream for good: every task holding it gets terminal `failed` with `reason`.
+    #[napi]
+    pub async fn fail_stream(&self, stream_id: String, reason: String) -> Result<()> {
+        self.inner.fail_stream(&stream_id, &reason).await;
+        Ok(())
     }
 
     /// Publish a terminal for one of this instance's tasks with its cached credentials.

@@ -146,3 +146,9 @@ pub fn supported_protocol_versions() -> Vec<String> {
         .map(|s| s.to_string())
         .collect()
 }
+
+/// Stream-id rule (STRM-18): `null` when valid, else the message.
+#[napi]
+pub fn stream_id_error(id: String) -> Option<String> {
+    blocks_core::agent::validate_stream_id(&id).err().map(|e| e.to_string())
+}

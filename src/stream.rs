@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use blocks_core::agent::StreamLease;
 use blocks_core::stream::io::{ReaderEvent, Stream};
 use blocks_core::stream::{Item, Write};
 use napi::bindgen_prelude::*;
@@ -35,11 +36,66 @@ pub struct StreamItem {
 #[napi]
 pub struct NativeStream {
     inner: Arc<Stream>,
+    /// Agent side: the task's hold on the stream (`end()` releases it; a shared stream goes on
+    /// for the other tasks that hold it).
+    lease: Option<Arc<StreamLease>>,
 }
 
 impl NativeStream {
     pub fn new(inner: Arc<Stream>) -> Self {
-        NativeStream { inner }
+        NativeStream { inner, lease: None }
+    }
+
+    pub fn leased(inner: Arc<Stream>, lease: Arc<StreamLease>) -> Self {
+        NativeStream {
+            inner,
+            lease: Some(lease),
+        }
+    }
+}
+
+/// Internal: an external stream (agent side): the SDK did the handshake; another process writes
+/// with `token`.
+#[napi]
+pub struct NativeExternalStream {
+    lease: Arc<StreamLease>,
+}
+
+impl NativeExternalStream {
+    pub fn new(lease: Arc<StreamLease>) -> Self {
+        NativeExternalStream { lease }
+    }
+}
+
+#[napi]
+impl NativeExternalStream {
+    #[napi(getter)]
+    pub fn stream_id(&self) -> String {
+        self.lease.stream_id.clone()
+    }
+    #[napi(getter)]
+    pub fn channel(&self) -> String {
+        self.lease.channel.clone()
+    }
+    /// The writer's token (T7a).
+    #[napi(getter)]
+    pub fn token(&self) -> Option<String> {
+        self.lease.token.clone()
+    }
+    /// Complete the handshake: the network announces the stream to the caller.
+    #[napi(ts_args_type = "metadata?: any")]
+    pub async fn activate(&self, metadata: Option<Value>) -> Result<()> {
+        self.lease
+            .activate(metadata.filter(|m| !m.is_null()))
+            .await
+            .or_js()
+            .await
+    }
+    /// Release the task's hold (idempotent).
+    #[napi]
+    pub async fn end(&self) -> Result<()> {
+        self.lease.release().await;
+        Ok(())
     }
 }
 
@@ -68,7 +124,7 @@ impl NativeStream {
     }
     #[napi(getter)]
     pub fn is_active(&self) -> bool {
-        self.inner.is_active()
+        self.inner.is_active() && !self.lease.as_ref().is_some_and(|l| l.is_released())
     }
 
     /// Queue bytes (base64 on the wire; `{"$binary"}` on events streams).
@@ -148,10 +204,23 @@ impl NativeStream {
             },
         }))
     }
-    /// Flush, publish the end marker where due, stop reading. Idempotent.
+    /// Flush, publish the end marker where due, stop reading. Idempotent. On the agent side this
+    /// releases the task's hold: a shared stream ends with its last holder.
     #[napi]
     pub async fn end(&self) -> Result<()> {
-        self.inner.end().await;
+        match &self.lease {
+            Some(l) => l.release().await,
+            None => self.inner.end().await,
+        }
         Ok(())
+    }
+
+    /// `dedicated` or `shared` (agent side; caller side: `dedicated`).
+    #[napi(getter)]
+    pub fn affinity(&self) -> String {
+        self.lease
+            .as_ref()
+            .map(|l| l.affinity.clone())
+            .unwrap_or_else(|| "dedicated".into())
     }
 }

@@ -22,6 +22,8 @@ export declare class NativeAgent {
   get activeTasks(): number
   /** A caller client acting as this agent (its token, keys and network): `ctx.taskClient`. */
   taskClient(): NativeTaskClient
+  /** End a stream for good: every task holding it gets terminal `failed` with `reason`. */
+  failStream(streamId: string, reason: string): Promise<void>
   /** Publish a terminal for one of this instance's tasks with its cached credentials. */
   publishTerminal(taskId: string, terminal: any): Promise<void>
   /** The instance's backend identity. */
@@ -67,6 +69,21 @@ export declare class NativeAuth {
   get lastError(): string | null
   /** Stop refreshing. Idempotent. */
   destroy(): void
+}
+
+/**
+ * Internal: an external stream (agent side): the SDK did the handshake; another process writes
+ * with `token`.
+ */
+export declare class NativeExternalStream {
+  get streamId(): string
+  get channel(): string
+  /** The writer's token (T7a). */
+  get token(): string | null
+  /** Complete the handshake: the network announces the stream to the caller. */
+  activate(metadata?: any): Promise<void>
+  /** Release the task's hold (idempotent). */
+  end(): Promise<void>
 }
 
 /** Internal devnet handle. */
@@ -130,8 +147,13 @@ export declare class NativeStream {
   flush(): Promise<void>
   /** The next inbound item, in sequence order; null when the stream ended. */
   next(): Promise<StreamItem | null>
-  /** Flush, publish the end marker where due, stop reading. Idempotent. */
+  /**
+   * Flush, publish the end marker where due, stop reading. Idempotent. On the agent side this
+   * releases the task's hold: a shared stream ends with its last holder.
+   */
   end(): Promise<void>
+  /** `dedicated` or `shared` (agent side; caller side: `dedicated`). */
+  get affinity(): string
 }
 
 /** Internal caller client. */
@@ -180,7 +202,7 @@ export declare class NativeTaskContext {
   /** Download an input file (`artifactRef` of kind `file`) with the task's token. */
   downloadInput(artifactRef: any): Promise<Buffer>
   /** Open a stream to the caller (options as in `ctx.createStream`). */
-  createStream(opts: { declaredStream?: string; direction?: string; format?: string; metadata?: any; bundleSizeBytes?: number; maxLatencyMs?: number; external?: boolean }): Promise<NativeStream>
+  createStream(opts: { declaredStream?: string; direction?: string; format?: string; metadata?: any; bundleSizeBytes?: number; maxLatencyMs?: number; maxMessageSize?: number; external?: boolean; subscribeGraceMs?: number }): Promise<NativeStream | NativeExternalStream>
   /** Call `cb` once when the task's cancel signal fires. */
   onCancel(cb: () => void): void
 }
@@ -345,6 +367,9 @@ export declare function setLogLevel(level: string): void
 
 /** A skill name as a registry channel segment. */
 export declare function skillSlug(skill: string): string
+
+/** Stream-id rule (STRM-18): `null` when valid, else the message. */
+export declare function streamIdError(id: string): string | null
 
 /** One inbound item or error. */
 export interface StreamItem {

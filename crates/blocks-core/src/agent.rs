@@ -16,8 +16,8 @@ use crate::config::{self, BillingMode, Keyset};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::realtime::{Realtime, RealtimeConfig};
-use crate::stream::io::{stream_uuid, Stream, StreamSpec, WriterOptions};
-use crate::stream::Format;
+mod streams;
+pub use streams::{validate_stream_id, writer_options, StreamKind, StreamLease, StreamRegistry};
 
 /// Options of [`AgentInstance::start`].
 #[derive(Clone, Debug, Default)]
@@ -84,6 +84,9 @@ pub struct CreateStreamOptions {
     /// Wait this long after setup before returning, so the caller can subscribe before the first
     /// write (outbound and bidirectional streams; default 1 s as in the official SDKs, 0 disables).
     pub subscribe_grace: Option<Duration>,
+    /// Split frames above this many bytes into multipart messages (> 512; default 16384, or
+    /// `STREAM_MAX_MESSAGE_SIZE`).
+    pub max_message_size: Option<usize>,
 }
 
 /// One artifact a handler returns or publishes.
@@ -198,7 +201,12 @@ pub struct TaskContext {
     declared: Arc<Vec<DeclaredStream>>,
     duration: Option<i64>,
     stream_count: std::sync::atomic::AtomicU32,
-    streams: Mutex<Vec<Arc<Stream>>>,
+    /// The streams this task holds.
+    leases: Mutex<Vec<Arc<StreamLease>>>,
+    /// The instance's streams (shared ones are held by several tasks).
+    registry: Arc<StreamRegistry>,
+    /// The effective `maxRunningTimeSec` (stream token lifetime of request tasks).
+    max_running_time_sec: Option<u64>,
     cancel: Mutex<CancelState>,
     cancel_notify: Notify,
     cancel_fired: AtomicBool,
@@ -400,178 +408,6 @@ impl TaskContext {
         }
     }
 
-    /// Open a stream to the caller (agent spec §7.4, §9): resolves the card declaration, runs the
-    /// setup handshake and returns the open stream.
-    pub async fn create_stream(&self, opts: CreateStreamOptions) -> Result<Arc<Stream>> {
-        if !self.has_stream {
-            return Err(Error::InvalidArgument(format!(
-                "streaming was not negotiated for task {} (hasStream is false): the caller must send `stream: true`, or use a pipe task",
-                self.task_id
-            )));
-        }
-        if opts.external {
-            return Err(Error::InvalidArgument(
-                "external streams are not supported by this SDK yet".into(),
-            ));
-        }
-        if self.declared.is_empty() {
-            return Err(Error::InvalidArgument(
-                "the agent card declares no streams: add a \"streams\" section (e.g. {\"_default\": {\"direction\": \"outbound\", \"format\": \"bytes\"}})".into(),
-            ));
-        }
-        let name = match &opts.declared_stream {
-            Some(n) => n.clone(),
-            None if self.declared.len() == 1 => self.declared[0].name.clone(),
-            None if self.declared.iter().any(|d| d.name == "_default") => "_default".into(),
-            None => {
-                return Err(Error::InvalidArgument(format!(
-                    "the card declares several streams ({}): pass declaredStream",
-                    self.declared
-                        .iter()
-                        .map(|d| d.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
-        };
-        let decl = self
-            .declared
-            .iter()
-            .find(|d| d.name == name)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!("declaredStream {name:?} is not declared in the agent card"))
-            })?
-            .clone();
-        for (what, given, card) in [
-            ("direction", &opts.direction, &decl.direction),
-            ("format", &opts.format, &decl.format),
-        ] {
-            if let Some(g) = given {
-                if g != card {
-                    return Err(Error::InvalidArgument(format!(
-                        "{what} {g:?} conflicts with card declaration {card:?} of stream {name:?}"
-                    )));
-                }
-            }
-        }
-        if self.task_kind != "pipe" {
-            if decl.direction != "outbound" {
-                return Err(Error::InvalidArgument(format!(
-                    "request tasks can only open outbound streams; stream {name:?} is {}",
-                    decl.direction
-                )));
-            }
-            if decl.affinity == "shared" {
-                return Err(Error::InvalidArgument(
-                    "Shared-affinity streams are not supported on request tasks".into(),
-                ));
-            }
-        }
-        if decl.affinity == "shared" {
-            return Err(Error::InvalidArgument(
-                "shared-affinity streams are not supported by this SDK yet".into(),
-            ));
-        }
-        let format = Format::parse(&decl.format)
-            .ok_or_else(|| Error::InvalidArgument(format!("Invalid stream format: {:?}", decl.format)))?;
-        let n = self.stream_count.fetch_add(1, Ordering::SeqCst) + 1;
-        let stream_id = format!("{}-{n}", self.task_id);
-        let channel = blocks_wire::stream_channel(&self.agent_name, &stream_id);
-        let mut setup = json!({
-            "type": "stream_setup", "protocolVersion": blocks_wire::PROTOCOL_VERSION, "taskId": self.task_id,
-            "orgId": self.org_id, "agentName": self.agent_name, "streamId": stream_id, "channel": channel,
-            "direction": decl.direction, "format": decl.format, "taskKind": self.task_kind,
-            "durationMinutes": self.duration.unwrap_or(60), "affinity": decl.affinity,
-            "declaredStream": name, "phase": "embedded",
-        });
-        if let Some(m) = &opts.metadata {
-            setup["metadata"] = m.clone();
-        }
-        // read from just before the setup so nothing the caller writes after the announcement is missed
-        let cursor = self.publisher.time().await.ok();
-        let (status, body) = self
-            .publisher
-            .publish_raw(&blocks_wire::setup_channel(&self.org_id, &self.task_id), &setup, false)
-            .await?;
-        let answer = body.get("message").cloned().unwrap_or(body.clone());
-        if status != 403 || answer.get("ok").and_then(Value::as_bool) != Some(true) {
-            let code = answer
-                .pointer("/error/code")
-                .and_then(Value::as_str)
-                .unwrap_or("SetupFailed");
-            let msg = answer
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(Error::Realtime(format!("Stream setup failed: [{code}] {msg}")));
-        }
-        let token = answer
-            .pointer("/streamSetupResponse/token")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let uuid = stream_uuid(&self.agent_name);
-        let base = self.publisher.config();
-        let rt = Realtime::new(
-            RealtimeConfig {
-                origin: base.origin.clone(),
-                subscribe_key: base.subscribe_key.clone(),
-                publish_key: base.publish_key.clone(),
-                user_id: uuid.clone(),
-                token,
-                filter: (decl.direction == "bidirectional").then(|| format!("meta.sender != '{uuid}'")),
-                presence_timeout: None,
-                leave_on_close: true,
-                give_up_after: Some(crate::realtime::SHORT_LIVED_GIVE_UP),
-            },
-            self.publisher.http(),
-        )?;
-        let mut writer = WriterOptions {
-            end_marker: decl.direction != "bidirectional",
-            ..WriterOptions::default()
-        };
-        if let Some(b) = opts.bundle_bytes {
-            writer.bundle_bytes = b;
-        }
-        if let Some(l) = opts.max_latency {
-            writer.max_latency = l;
-        }
-        let stream = Stream::open(
-            rt,
-            StreamSpec {
-                stream_id,
-                channel,
-                format,
-                direction: decl.direction.clone(),
-                reorder_timeout: Duration::from_millis(750),
-                writer,
-                cursor,
-            },
-        );
-        if let Ok(mut s) = self.streams.lock() {
-            s.push(stream.clone());
-        }
-        if decl.direction != "inbound" {
-            let grace = opts.subscribe_grace.unwrap_or(Duration::from_secs(1));
-            if !grace.is_zero() {
-                tokio::time::sleep(grace).await;
-            }
-        }
-        Ok(stream)
-    }
-
-    /// End every stream of the task (flush, end markers). Called before its terminal.
-    pub async fn end_streams(&self) {
-        let streams: Vec<Arc<Stream>> = self
-            .streams
-            .lock()
-            .map(|mut s| s.drain(..).collect())
-            .unwrap_or_default();
-        for s in streams {
-            s.end().await;
-        }
-    }
-
     /// Download an input file (a request part's `artifactRef` of kind `file`) with the task's
     /// token (T2).
     pub async fn download_input(&self, artifact_ref: &Value) -> Result<Vec<u8>> {
@@ -655,6 +491,8 @@ struct Instance {
     billing: BillingMode,
     terminate_grace: Duration,
     declared: Arc<Vec<DeclaredStream>>,
+    registry: Arc<StreamRegistry>,
+    max_running_time_sec: Option<u64>,
     uploader: Arc<crate::agent_auth::AgentAuth>,
     presence_busy: AtomicBool,
     presence_dirty: AtomicBool,
@@ -810,6 +648,8 @@ impl AgentInstance {
             billing,
             terminate_grace: opts.terminate_grace.unwrap_or(Duration::from_secs(2)),
             declared: Arc::new(opts.streams.clone()),
+            registry: Arc::new(StreamRegistry::default()),
+            max_running_time_sec: opts.max_running_time_sec,
             presence_busy: AtomicBool::new(false),
             presence_dirty: AtomicBool::new(false),
             uploader: agent_auth,
@@ -889,6 +729,20 @@ impl AgentInstance {
             return Err(Error::InvalidArgument(format!("task {task_id} already has a terminal")));
         }
         Ok(())
+    }
+
+    /// End a stream for good (ASTR-06): it leaves the registry, its client ends, and every task
+    /// that held it gets terminal `failed` with `error: reason`. An unknown id does nothing.
+    pub async fn fail_stream(&self, stream_id: &str, reason: &str) {
+        let holders = self.inner.registry.remove(stream_id).await;
+        for task in holders.into_iter().filter_map(|w| w.upgrade()) {
+            if let Ok(mut p) = self.inner.parked.lock() {
+                p.remove(task.task_id());
+            }
+            task.end_streams().await;
+            task.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": reason }))
+                .await;
+        }
     }
 
     /// The instance's backend identity (its access token from connect).
@@ -1042,6 +896,7 @@ impl Instance {
 
     /// Admission (agent spec §5.4): version, pipe duration, duplicate, capacity.
     fn admit(self: &Arc<Self>, task: Value, broadcast: bool) {
+        let received = dispatch_timing::now();
         let task_id = match task.get("taskId").and_then(Value::as_str) {
             Some(t) if !t.is_empty() => t.to_string(),
             _ => return,
@@ -1145,7 +1000,9 @@ impl Instance {
             declared: self.declared.clone(),
             duration: task.get("duration").and_then(Value::as_i64),
             stream_count: std::sync::atomic::AtomicU32::new(0),
-            streams: Mutex::new(Vec::new()),
+            leases: Mutex::new(Vec::new()),
+            registry: self.registry.clone(),
+            max_running_time_sec: self.max_running_time_sec,
             events: spawn_publisher(
                 publisher,
                 blocks_wire::task_channel(&org, &task_id),
@@ -1205,9 +1062,11 @@ impl Instance {
                 ctx.end_streams().await;
                 let state = t["state"].as_str().unwrap_or_default().to_string();
                 if ctx.publish_terminal(t).await {
+                    dispatch_timing::mark(&task_id, dispatch_timing::Stage::TerminalPublished);
                     tracing::info!(target: "blocks::agent", "task {task_id} {state} in {} ms", started.elapsed().as_millis());
                 }
             }
+            dispatch_timing::report(&task_id, received);
             me.finishing.fetch_sub(1, Ordering::SeqCst);
             me.idle.notify_waiters();
             me.presence_changed();
@@ -1224,7 +1083,9 @@ impl Instance {
             tracing::warn!(target: "blocks::agent", "could not publish running for {}: {e}", ctx.task_id);
         }
         tracing::info!(target: "blocks::agent", "task {} accepted", ctx.task_id);
+        dispatch_timing::mark(&ctx.task_id, dispatch_timing::Stage::HandlerStart);
         let outcome = self.handler.handle(task, ctx.clone()).await;
+        dispatch_timing::mark(&ctx.task_id, dispatch_timing::Stage::HandlerEnd);
         ctx.flush_status().await;
         let terminal = match outcome {
             Ok(result) => {
@@ -1322,6 +1183,69 @@ fn valid_pipe(task: &Value) -> bool {
     let d = task.get("duration").and_then(Value::as_f64);
     let exp = task.get("durationExpiresAtMs").and_then(Value::as_f64);
     matches!(d, Some(d) if d.fract() == 0.0 && (1.0..=43_200.0).contains(&d)) && matches!(exp, Some(e) if e > 0.0)
+}
+
+/// `BLOCKS_PROFILE` with the token `timing` (comma list, any case): one info line per dispatched
+/// task (target `blocks::profile`) with the deltas StartTask received → handler start → handler
+/// end → terminal published, in ms (`-` for a stage that did not happen, e.g. a parked pipe task's
+/// terminal). Off: no clock reads, no bookkeeping.
+mod dispatch_timing {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex, OnceLock};
+    use std::time::Instant;
+
+    #[derive(Clone, Copy)]
+    pub(super) enum Stage {
+        HandlerStart = 0,
+        HandlerEnd = 1,
+        TerminalPublished = 2,
+    }
+
+    type Marks = [Option<Instant>; 3];
+    static MARKS: LazyLock<Mutex<HashMap<String, Marks>>> = LazyLock::new(Default::default);
+
+    fn enabled() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| {
+            std::env::var("BLOCKS_PROFILE").is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("timing")))
+        })
+    }
+
+    /// The StartTask's arrival (None when profiling is off).
+    pub(super) fn now() -> Option<Instant> {
+        enabled().then(Instant::now)
+    }
+
+    pub(super) fn mark(task_id: &str, stage: Stage) {
+        if enabled() {
+            if let Ok(mut m) = MARKS.lock() {
+                m.entry(task_id.to_string()).or_default()[stage as usize] = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Log the task's line and forget its marks.
+    pub(super) fn report(task_id: &str, received: Option<Instant>) {
+        let Some(received) = received else { return };
+        let m: Marks = MARKS
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(task_id))
+            .unwrap_or_default();
+        let ms = |from: Option<Instant>, to: Option<Instant>| match (from, to) {
+            (Some(a), Some(b)) => format!("{:.1}", b.saturating_duration_since(a).as_secs_f64() * 1000.0),
+            _ => "-".to_string(),
+        };
+        let (start, end, terminal) = (m[0], m[1], m[2]);
+        tracing::info!(
+            target: "blocks::profile",
+            "dispatch timing task {task_id}: received->handler_start {} ms, handler {} ms, handler_end->terminal_published {} ms, total {} ms",
+            ms(Some(received), start),
+            ms(start, end),
+            ms(end, terminal),
+            ms(Some(received), Some(terminal.unwrap_or_else(Instant::now))),
+        );
+    }
 }
 
 #[cfg(test)]

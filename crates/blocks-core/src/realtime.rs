@@ -590,9 +590,10 @@ async fn subscribe_loop(
                 }
                 Err(e) => e,
             },
-            Ok((status @ (400 | 403), body)) => {
-                let text = String::from_utf8_lossy(&body);
-                tracing::warn!(target: "blocks::realtime", "subscription to {list} refused (HTTP {status}): {text}");
+            Ok((status @ (400 | 403), _body)) => {
+                // the server's body names the provider and its services: log a neutral line
+                let why = if status == 403 { "access denied" } else { "bad request" };
+                tracing::warn!(target: "blocks::realtime", "subscription to {list} refused by the realtime service (HTTP {status}: {why})");
                 s.faults.send_replace(Some(status));
                 break;
             }

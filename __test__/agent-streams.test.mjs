@@ -1,0 +1,261 @@
+// Issue 18: agent-side streams as the official SDK has them: shared-affinity streams (one writer
+// for every pipe task that holds it), external streams (the SDK only does the handshake),
+// failStream, onActivate, message size, STREAM_* defaults, stream token lifetime. The agents'
+// realtime traffic goes through a recording proxy so the setup messages can be read.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { startNetwork, sdk, deferred } from './helpers.mjs'
+import { startHttpProxy } from './httpproxy.mjs'
+
+const { textPart, InvalidArgumentError } = sdk
+
+let env
+let proxy
+let client
+before(async () => {
+  env = await startNetwork()
+  proxy = await startHttpProxy(env.net.url)
+  client = await env.client()
+})
+after(async () => {
+  await proxy.close()
+  await env.stop()
+})
+
+const card = (streams, taskKinds = ['pipe']) => ({ identity: { agentName: 'x' }, capabilities: { taskKinds }, runtime: { handler: './h.js' }, streams })
+/** An agent whose realtime traffic (setup handshakes, stream frames) goes through the proxy. */
+const agent = (name, handler, extra = {}) => env.agent(name, handler, { realtimeOrigin: proxy.url, ...extra })
+/** The stream_setup messages the agent published for a task. */
+const setups = (taskId) => proxy.find((r) => r.path.includes(`/setup.`) && r.path.endsWith(`.${taskId}/0`) && r.json?.type === 'stream_setup').map((r) => r.json)
+/** Frames published on a stream channel. */
+const frames = (channel) => proxy.find((r) => r.path.includes(`/${channel}/`) && r.json?.type?.startsWith('stream_')).map((r) => r.json)
+
+/** A raw read of a channel's replay cache with the network's service token. */
+async function cached(channel) {
+  const url = `${env.net.url}/v2/subscribe/sub-c-devnet-free/${channel}/0?tt=1000&uuid=probe&auth=${env.net.serviceToken}`
+  const body = await (await fetch(url)).json()
+  return body.m.map((m) => m.d)
+}
+
+test('ASTR-03 STRM-21 a shared stream: the first task sets it up (embedded), later tasks activate and share one writer; it ends with its last holder and never sends an end marker', async () => {
+  const tasks = new Map()
+  await agent('ticker_shared', async (task, ctx) => {
+    const s = await ctx.createStream({ declaredStream: 'prices', subscribeGraceMs: 0 })
+    const again = await Promise.all([ctx.createStream({ declaredStream: 'prices' }), ctx.createStream({ declaredStream: 'prices' })])
+    const t = { stream: s, same: again.every((a) => a === s), ready: deferred() }
+    tasks.set(task.taskId, t)
+    t.ready.resolve()
+    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    return {}
+  }, { card: card({ prices: { direction: 'outbound', format: 'events', affinity: 'shared' } }), concurrency: 4 })
+  const open = async () => {
+    const session = await client.sendMessage({ agentName: 'ticker_shared', taskKind: 'pipe', duration: 10, requestParts: [] })
+    const ref = await session.waitForStream('prices')
+    for (let i = 0; i < 200 && !tasks.has(session.taskId); i++) await new Promise((r) => setImmediate(r))
+    await tasks.get(session.taskId).ready.promise
+    return { session, ref, it: ref.open().events()[Symbol.asyncIterator]() }
+  }
+  const a = await open()
+  const b = await open()
+  assert.equal(a.ref.streamId, 'prices', 'a shared stream is named by its declared key')
+  assert.equal(b.ref.channel, 'stream.ticker_shared.prices')
+  const [ta, tb] = [tasks.get(a.session.taskId), tasks.get(b.session.taskId)]
+  assert.equal(ta.same && tb.same, true, 'the same task asking again (even concurrently) gets the same stream')
+  assert.equal(ta.stream.affinity, 'shared')
+  assert.deepEqual(setups(a.session.taskId).map((m) => [m.phase, m.affinity]), [['embedded', 'shared']])
+  assert.deepEqual(setups(b.session.taskId).map((m) => [m.phase, m.affinity]), [['activate', 'shared']], 'no second writer: the later task activates')
+  // one writer: what task A writes reaches both callers, with one sequence across tasks
+  ta.stream.write({ n: 1 })
+  tb.stream.write({ n: 2 })
+  await ta.stream.flush()
+  await tb.stream.flush()
+  assert.deepEqual([(await a.it.next()).value, (await a.it.next()).value], [{ n: 1 }, { n: 2 }])
+  assert.deepEqual([(await b.it.next()).value, (await b.it.next()).value], [{ n: 1 }, { n: 2 }])
+  // task A lets go: B's callers keep receiving from the same writer
+  await a.session.cancel()
+  await a.session.waitForTerminal(15_000)
+  assert.equal(ta.stream.isActive, false, 'released for task A')
+  tb.stream.write({ n: 3 })
+  await tb.stream.flush()
+  assert.deepEqual((await b.it.next()).value, { n: 3 })
+  await b.session.cancel()
+  await b.session.waitForTerminal(15_000)
+  const published = frames('stream.ticker_shared.prices')
+  // one writer: the two tasks' first writes went out in one frame, and seq continues across tasks
+  assert.deepEqual(published.map((f) => [f.seq, f.events]), [[1, [{ n: 1 }, { n: 2 }]], [2, [{ n: 3 }]]])
+  assert.equal(published.some((f) => f.type === 'stream_end'), false)
+  assert.equal((await cached('stream.ticker_shared.prices')).some((m) => m.type === 'stream_end'), false, 'no stale marker for a late reader')
+})
+
+test('ASTR-04 CTX-05 shared streams only on pipe tasks, never external; refused before any setup', async () => {
+  const errors = deferred()
+  await agent('rules_shared', async (task, ctx) => {
+    const out = {}
+    for (const [k, opts] of Object.entries({ shared: { declaredStream: 'live' }, sharedExternal: { declaredStream: 'live', external: true }, external: { declaredStream: '_default', external: true } })) {
+      try {
+        await ctx.createStream(opts)
+        out[k] = 'opened'
+      } catch (e) {
+        out[k] = e.message
+      }
+    }
+    errors.resolve(out)
+    return {}
+  }, { card: card({ _default: { direction: 'outbound', format: 'bytes' }, live: { direction: 'outbound', format: 'events', affinity: 'shared' } }, ['request', 'pipe']) })
+  const s = await client.sendMessage({ agentName: 'rules_shared', requestParts: [], stream: true })
+  const out = await errors.promise
+  assert.equal(out.shared, 'Shared-affinity streams are not supported on request tasks')
+  assert.equal(out.sharedExternal, 'Shared-affinity external streams are not supported')
+  assert.match(out.external, /external/)
+  await s.waitForTerminal(15_000)
+  assert.deepEqual(setups(s.taskId), [], 'nothing was set up')
+})
+
+test('ASTR-05 an external stream: a token for another writer, activate() announces it, the data members throw', async () => {
+  const got = deferred()
+  await agent('ext_streamer', async (task, ctx) => {
+    const s = await ctx.createStream({ external: true })
+    const thrown = {}
+    for (const m of ['write', 'bytes', 'events', 'readable', 'onError']) {
+      try {
+        s[m]({})
+      } catch (e) {
+        thrown[m] = e instanceof InvalidArgumentError && /external stream/.test(e.message)
+      }
+    }
+    for (const m of ['inbound', 'uuid']) {
+      try {
+        void s[m]
+      } catch (e) {
+        thrown[m] = /external stream/.test(e.message)
+      }
+    }
+    got.resolve({ streamId: s.streamId, channel: s.channel, token: s.token, external: s.external, thrown })
+    await s.activate({ metadata: { writer: 'elsewhere' } })
+    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    return {}
+  }, { card: card({ feed: { direction: 'outbound', format: 'events' } }) })
+  const session = await client.sendMessage({ agentName: 'ext_streamer', taskKind: 'pipe', duration: 5, requestParts: [] })
+  const ext = await got.promise
+  assert.equal(ext.external, true)
+  assert.equal(ext.streamId, `${session.taskId}-1`)
+  assert.ok(typeof ext.token === 'string' && ext.token.length > 0)
+  assert.deepEqual(Object.values(ext.thrown), Array(7).fill(true), JSON.stringify(ext.thrown))
+  const ref = await session.waitForStream('feed')
+  assert.deepEqual(ref.metadata, { writer: 'elsewhere' })
+  assert.deepEqual(setups(session.taskId).map((m) => m.phase), ['token_request', 'activate'])
+  // "another process" writes with the token: a raw publish of one events frame
+  const reader = ref.open().events()[Symbol.asyncIterator]()
+  const frame = { type: 'stream_events', protocolVersion: sdk.CURRENT_PROTOCOL_VERSION, streamId: ext.streamId, seq: 1, ts: Date.now(), encoding: 'utf8', events: [{ from: 'outside' }] }
+  const url = `${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${ext.channel}/0?uuid=ext-writer&store=0&auth=${ext.token}`
+  assert.equal((await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(frame) })).status, 200)
+  assert.deepEqual((await reader.next()).value, { from: 'outside' })
+  await session.cancel()
+  assert.equal((await session.waitForTerminal(15_000)).state, 'canceled')
+})
+
+test('ASTR-06 failStream(streamId, reason) fails every task that holds the stream; an unknown id does nothing; a throwing onActivate fails the stream with stream_crashed', async () => {
+  const holders = []
+  const handle = await agent('failing_streams', async (task, ctx) => {
+    const crash = ctx.requestParts[0]?.text === 'crash'
+    await ctx.createStream({
+      declaredStream: 'room',
+      subscribeGraceMs: 0,
+      onActivate: crash
+        ? () => {
+            throw new Error('boom')
+          }
+        : undefined,
+    })
+    holders.push(task.taskId)
+    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    return {}
+  }, { card: card({ room: { direction: 'outbound', format: 'events', affinity: 'shared' } }), concurrency: 4 })
+  const one = await client.sendMessage({ agentName: 'failing_streams', taskKind: 'pipe', duration: 5, requestParts: [textPart('a')] })
+  const two = await client.sendMessage({ agentName: 'failing_streams', taskKind: 'pipe', duration: 5, requestParts: [textPart('b')] })
+  await one.waitForStream('room')
+  await two.waitForStream('room')
+  await handle.failStream('no_such_stream', 'whatever')
+  await handle.failStream('room', 'upstream_gone')
+  for (const s of [one, two]) {
+    const t = await s.waitForTerminal(15_000)
+    assert.deepEqual([t.state, t.error], ['failed', 'upstream_gone'])
+  }
+  const crashed = await client.sendMessage({ agentName: 'failing_streams', taskKind: 'pipe', duration: 5, requestParts: [textPart('crash')] })
+  const t = await crashed.waitForTerminal(15_000)
+  assert.deepEqual([t.state, t.error], ['failed', 'stream_crashed'])
+})
+
+test('STRM-14 maxMessageSize splits large frames into multipart messages the caller reassembles; 512 or less is refused', async () => {
+  const big = { text: 'x'.repeat(5000) }
+  const refused = deferred()
+  await agent('multipart_out', async (task, ctx) => {
+    try {
+      await ctx.createStream({ maxMessageSize: 512 })
+    } catch (e) {
+      refused.resolve(e.message)
+    }
+    const s = await ctx.createStream({ maxMessageSize: 1024, subscribeGraceMs: 0 })
+    s.write(big)
+    await s.end()
+    return {}
+  }, { card: card({ _default: { direction: 'outbound', format: 'events' } }, ['request']) })
+  const session = await client.sendMessage({ agentName: 'multipart_out', requestParts: [], stream: true })
+  const ref = await session.waitForStream()
+  const got = []
+  for await (const e of ref.open().events()) got.push(e)
+  assert.deepEqual(got, [big])
+  assert.match(await refused.promise, /maxMessageSize must be greater than 512/)
+  const parts = frames(ref.channel).filter((f) => f.multipart)
+  assert.ok(parts.length >= 6, `expected the 5 KB frame in ~1 KB parts, got ${parts.length}`)
+  assert.ok(parts.every((p) => p.multipart.total === parts.length && p.seq === parts[0].seq))
+})
+
+test('STRM-19 STREAM_MAX_MESSAGE_SIZE and STREAM_BUNDLE_SIZE set the defaults; options override them', async () => {
+  process.env.STREAM_MAX_MESSAGE_SIZE = '800'
+  process.env.STREAM_BUNDLE_SIZE = '1'
+  try {
+    await agent('env_streams', async (task, ctx) => {
+      const s = await ctx.createStream({ subscribeGraceMs: 0 })
+      s.write({ text: 'y'.repeat(2000) }) // above 800 bytes: multipart by the env default
+      s.write({ n: 1 })
+      await s.end()
+      return {}
+    }, { card: card({ _default: { direction: 'outbound', format: 'events' } }, ['request']) })
+    const session = await client.sendMessage({ agentName: 'env_streams', requestParts: [], stream: true })
+    const ref = await session.waitForStream()
+    const got = []
+    for await (const e of ref.open().events()) got.push(e)
+    assert.equal(got.length, 2)
+    const fs = frames(ref.channel)
+    assert.ok(fs.some((f) => f.multipart), 'STREAM_MAX_MESSAGE_SIZE=800 split the 2 KB frame')
+    assert.ok(fs.filter((f) => f.type === 'stream_events' && !f.multipart).length >= 1, 'bundle size 1: the small event went in a frame of its own')
+  } finally {
+    delete process.env.STREAM_MAX_MESSAGE_SIZE
+    delete process.env.STREAM_BUNDLE_SIZE
+  }
+})
+
+test('AGT-15 the stream token lifetime: the pipe duration, else 60 for pipe tasks, else ceil(maxRunningTimeSec / 60)', async () => {
+  await agent('ttl_probe', async (task, ctx) => {
+    await ctx.createStream({ subscribeGraceMs: 0 })
+    if (task.taskKind === 'pipe') await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    return {}
+  }, { card: card({ _default: { direction: 'outbound', format: 'bytes' } }, ['request', 'pipe']), maxRunningTimeSec: 90, concurrency: 4 })
+  const req = await client.sendMessage({ agentName: 'ttl_probe', requestParts: [], stream: true })
+  await req.waitForTerminal(15_000)
+  const pipe = await client.sendMessage({ agentName: 'ttl_probe', taskKind: 'pipe', duration: 7, requestParts: [] })
+  await pipe.waitForStream()
+  assert.equal(setups(req.taskId)[0].durationMinutes, 2, 'maxRunningTimeSec 90 → 2 minutes')
+  assert.equal(setups(pipe.taskId)[0].durationMinutes, 7)
+  await pipe.cancel()
+  await pipe.waitForTerminal(15_000)
+})
+
+test('STRM-18 stream ids: 1..92 bytes of [A-Za-z0-9_-]', () => {
+  assert.doesNotThrow(() => sdk.validateStreamId('t_1-2'))
+  assert.throws(() => sdk.validateStreamId(''), { message: 'Stream ID cannot be empty' })
+  assert.throws(() => sdk.validateStreamId('a.b'), /Stream ID contains invalid characters/)
+  assert.throws(() => sdk.validateStreamId('a'.repeat(93)), /Stream ID exceeds 92 byte limit/)
+  assert.throws(() => sdk.validateStreamId(7), InvalidArgumentError)
+})
