@@ -259,3 +259,46 @@ test('STRM-18 stream ids: 1..92 bytes of [A-Za-z0-9_-]', () => {
   assert.throws(() => sdk.validateStreamId('a'.repeat(93)), /Stream ID exceeds 92 byte limit/)
   assert.throws(() => sdk.validateStreamId(7), InvalidArgumentError)
 })
+
+test('STRM-16 network trouble on a stream reaches onError as non-fatal, and the stream goes on', async () => {
+  const { startFaultProxy } = await import('./faultproxy.mjs')
+  const fault = await startFaultProxy(env.net.url)
+  const go = deferred()
+  await agent('steady_stream', async (task, ctx) => {
+    const s = await ctx.createStream({ subscribeGraceMs: 0 })
+    s.write({ n: 1 })
+    await s.flush()
+    await go.promise
+    s.write({ n: 2 })
+    await s.end()
+    return {}
+  }, { card: card({ _default: { direction: 'outbound', format: 'events' } }, ['request']) })
+  try {
+    const reader = await sdk.TaskClient.create({ billingMode: 'free', apiKey: env.net.apiKey, cdmUrl: env.net.cdmUrl, realtimeOrigin: fault.url })
+    const session = await reader.sendMessage({ agentName: 'steady_stream', requestParts: [], stream: true })
+    const stream = (await session.waitForStream()).open()
+    const errors = []
+    const sawError = deferred()
+    stream.onError((e) => {
+      errors.push(e)
+      sawError.resolve()
+    })
+    const it = stream.events()[Symbol.asyncIterator]()
+    assert.deepEqual((await it.next()).value, { n: 1 })
+    const pending = it.next()
+    fault.refuse = true
+    fault.reset()
+    await sawError.promise
+    fault.refuse = false
+    go.resolve()
+    assert.deepEqual((await pending).value, { n: 2 }, 'the stream went on after the outage')
+    assert.equal((await it.next()).done, true)
+    assert.equal(errors[0].fatal, false)
+    assert.match(errors[0].category, /^(network_down|network_issues|timeout)$/)
+    assert.equal(errors[0].channel, stream.channel)
+    assert.doesNotMatch(errors[0].error, /auth=|tok_/, 'no token in the error')
+    reader.destroy()
+  } finally {
+    await fault.close()
+  }
+})

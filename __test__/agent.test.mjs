@@ -81,6 +81,7 @@ test('concurrency 1 queues the second task until the first ends; concurrency 3 r
     return {}
   }, { concurrency: 3 })
   const sessions = await Promise.all([0, 1, 2].map(() => client.sendMessage({ agentName: 'trio', requestParts: [] })))
+  // AGT-09: concurrency: N runs N tasks in parallel
   await three.promise // all three handlers run at the same time
   release.resolve()
   for (const s of sessions) assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
@@ -97,10 +98,12 @@ test('cancel aborts ctx.cancelSignal; what the handler returns is published befo
   const s = await client.sendMessage({ agentName: 'cancellable', requestParts: [] })
   await running(client, s.taskId)
   await s.cancel()
+  // LIFE-03 CTX-02: CancelTask aborts ctx.cancelSignal; isCancelled true, isExpired false
   assert.deepEqual(await seen.promise, { aborted: true, cancelled: true, expired: false })
   const t = await s.waitForTerminal(15_000)
   assert.equal(t.state, 'canceled')
   assert.equal(t.reason, undefined)
+  // LIFE-03: what the handler returned is published, then terminal canceled
   assert.equal(artifactText(s.listArtifacts()[0]), 'partial result')
 })
 
@@ -113,6 +116,7 @@ test('terminate ends a handler that ignores cancellation, and frees its capacity
   await client.terminateTask(s.taskId)
   const t = await s.waitForTerminal(15_000)
   assert.equal(t.state, 'canceled')
+  // LIFE-04: TerminateTask of a running task gives terminal canceled with reason terminated
   assert.equal(t.reason, 'terminated')
   // the runaway handler still runs, but the task is over: the only slot takes the next task
   // (the network dispatches as soon as it sees the terminal; was: agent_at_capacity)
@@ -152,12 +156,14 @@ test('pipe tasks: a voluntary return publishes no terminal; a later cancel ends 
     assert.ok(seenByHandler.expiresAt > seenByHandler.now, JSON.stringify(seenByHandler))
     const first = await within(15_000, Promise.race([returned.promise.then((line) => ({ line })), early.promise.then((terminal) => ({ terminal }))]),
       () => `neither a terminal nor the parked-task log line; info lines: ${JSON.stringify(lines)}`)
+    // PIPE-04: a pipe handler that returns publishes no terminal; the task stays open
     assert.equal(first.terminal, undefined, `a terminal was published after the handler returned: ${JSON.stringify(first.terminal)}`)
     assert.equal(first.line, `pipe task ${s.taskId} handler returned; the task stays open`)
     // what the handler returned is published, and reaches the caller, before any terminal
     assert.equal(artifactText(await within(15_000, artifact.promise, () => 'the artifact never reached the caller')), 'started')
     assert.equal((await client.getTask(s.taskId)).state, 'running', 'the backend still has the task open')
     assert.equal(s.listEvents().filter((e) => e.type === 'terminal').length, 0)
+    // PIPE-07: a CancelTask after the handler returned still publishes terminal canceled
     await s.cancel()
     assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
     assert.equal(s.listEvents().filter((e) => e.type === 'terminal').length, 1)
@@ -178,12 +184,15 @@ test('pipe tasks expire: completed with completionReason duration_expired, with 
   const s = await client.sendMessage({ agentName: 'pipe_expiring', taskKind: 'pipe', duration: 1, requestParts: [] })
   const t = await s.waitForTerminal(15_000)
   assert.equal(t.state, 'completed')
+  // PIPE-05: expiry ends the pipe task completed with completionReason duration_expired
   assert.equal(t.completionReason, 'duration_expired')
+  // PIPE-05 CTX-02: expiry aborts the signal with isExpired and isCancelled true
   assert.deepEqual(await flags.promise, { expired: true, cancelled: true })
   // a pipe whose handler returned is expired by the backend's ExpireTask
   await env.agent('pipe_returned', () => ({}))
   const s2 = await client.sendMessage({ agentName: 'pipe_returned', taskKind: 'pipe', duration: 1, requestParts: [] })
   const t2 = await s2.waitForTerminal(15_000)
+  // PIPE-07 PIPE-09: a pipe whose handler returned early ends only at expiry, completed + duration_expired
   assert.equal(t2.completionReason, 'duration_expired')
 })
 
@@ -199,6 +208,7 @@ test('reportStatus is throttled to one per second, and the last status is never 
   await s.waitForTerminal(15_000)
   const c = await client.connect(s.taskId)
   const messages = c.listEvents().filter((e) => e.type === 'progress' && e.message).map((e) => e.message)
+  // CTX-03: the first status is published at once, later ones in the 1 s window coalesce to the latest, flushed when the handler returns
   assert.deepEqual(messages, ['one', 'three'])
   c.close()
 })
@@ -242,18 +252,22 @@ test('admission: unsupported version, invalid pipe and capacity are refused with
   const target = { instance: agent.instanceId }
   const start = (taskId, extra = {}) => ({ type: 'StartTask', taskId, protocolVersion: '2026-05-01', ownerId: 'user_x', orgId: 'user_x', requestParts: [], writeToken: env.net.serviceToken, ...extra })
   await publishControl(agent, start('adm_version', { protocolVersion: '2099-01-01' }), target)
+  // AGT-11 ERR-08: a targeted StartTask with an unsupported protocolVersion gets terminal failed unsupported_protocol_version
   assert.deepEqual(await firstEvent('u.user_x.adm_version'), { type: 'terminal', taskId: 'adm_version', state: 'failed', error: 'unsupported_protocol_version', protocolVersion: '2099-01-01' })
   await publishControl(agent, start('adm_pipe', { taskKind: 'pipe', duration: 0 }), target)
+  // PIPE-03 ERR-08: a pipe StartTask with duration 0 gets terminal failed invalid_start_task
   assert.equal((await firstEvent('u.user_x.adm_pipe')).error, 'invalid_start_task')
   await publishControl(agent, start('busy_1'), target)
   await busyStarted.promise
   await publishControl(agent, start('adm_capacity'), target)
+  // AGT-09 ERR-08: at capacity a targeted StartTask gets terminal failed agent_at_capacity on its own channel
   assert.equal((await firstEvent('u.user_x.adm_capacity')).error, 'agent_at_capacity')
   // broadcast at capacity: silently ignored (nothing on its channel), then a targeted one proves order
   await publishControl(agent, start('adm_broadcast'), { broadcast: 'true' })
   await publishControl(agent, start('adm_after'), target)
   assert.equal((await firstEvent('u.user_x.adm_after')).error, 'agent_at_capacity')
   const hist = await (await fetch(`${env.net.url}/v3/history/sub-key/sub-c-devnet-free/channel/u.user_x.adm_broadcast?auth=${env.net.serviceToken}`)).json()
+  // AGT-09: a broadcast StartTask at capacity is silently ignored
   assert.deepEqual(hist.channels['u.user_x.adm_broadcast'], [])
   gate.resolve()
   // the task that held the slot runs to its end: read its channel until the terminal
@@ -274,10 +288,12 @@ test('examples: adder sums and explains bad input; orchestrator calls echo and a
   const bad = await client.sendMessage({ agentName: 'adder', requestParts: [textPart('{"a": "x", "b": 1}')] })
   const t = await bad.waitForTerminal(15_000)
   assert.equal(t.state, 'failed')
+  // AGT-08: a handler that throws gives terminal failed with its message
   assert.match(t.error, /two finite numbers/)
   const o = await client.sendMessage({ agentName: 'orchestrator', requestParts: [textPart(JSON.stringify({ echoText: 'hi', a: 2, b: 40 }))] })
   assert.equal((await o.waitForTerminal(30_000)).state, 'completed')
   const result = json(o.listArtifacts()[0])
+  // A2A-01 A2A-02: ctx.taskClient starts sub-tasks on other agents (in parallel, Promise.all) and their results are aggregated
   assert.equal(result.summary, 'Echo: completed, Adder: completed')
   assert.equal(result.echo.artifact, 'Echo: hi')
   assert.equal(JSON.parse(result.adder.artifact).sum, 42)
@@ -298,6 +314,7 @@ test('example lifecycle: pause/resume reach the caller, cancel ends the pipe tas
   await client.pauseTask(s.taskId)
   await client.resumeTask(s.taskId)
   await resumed.promise
+  // LIFE-08: pause/resume appear as system events on the task channel
   assert.deepEqual(system, ['paused', 'resumed'])
   await s.cancel()
   assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
@@ -396,6 +413,7 @@ test('blocks-run: loads .env, card and handler; SIGTERM drains the running task 
   })
   const { child, out, exited, waitFor } = runBlocksRun(dir, { BLOCKS_CDM_URL: '', BLOCKS_API_KEY: '' })
   await waitFor(/press Ctrl\+C/)
+  // SHUT-02: .env of the folder loaded, the start lines printed
   assert.match(out.stdout, /\[blocks-run\] starting "Runner" \(runner\)/)
   assert.match(out.stdout, /\[blocks-run\] instance AG-runner-[0-9a-f-]+ running/)
   const client = await env.client()
@@ -404,14 +422,17 @@ test('blocks-run: loads .env, card and handler; SIGTERM drains the running task 
   child.kill('SIGTERM') // mid-task: the handler is waiting for exactly this
   const t = await s.waitForTerminal(15_000)
   assert.equal(t.state, 'completed')
+  // AGT-16: a .ts handler (default export) runs without a build step
   assert.equal(artifactText(s.listArtifacts()[0]), 'finished after SIGTERM')
   const { code } = await exited
+  // SHUT-02: on SIGTERM it prints "shutting down...", stops the instance and exits 0
   assert.equal(code, 0, out.stderr)
   assert.match(out.stdout, /\[blocks-run\] shutting down\.\.\./)
 })
 
 test('blocks-run: bad agent folders fail with a message naming the problem', async () => {
   const cases = [
+    // SHUT-03: agent-card.json not found, invalid JSON, no runtime, no identity.agentName; AGT-16: "does not export a function"
     [{}, /agent-card\.json not found/],
     [{ 'agent-card.json': '{ nope' }, /invalid JSON/],
     [{ 'agent-card.json': JSON.stringify({ identity: { agentName: 'x' } }) }, /runtime/],
@@ -423,6 +444,7 @@ test('blocks-run: bad agent folders fail with a message naming the problem', asy
     const { out, exited } = runBlocksRun(agentFolder(files), { BLOCKS_CDM_URL: env.net.cdmUrl, BLOCKS_API_KEY: env.net.apiKey })
     const { code } = await exited
     assert.equal(code, 1, `${JSON.stringify(files)}: ${out.stdout}`)
+    // SHUT-02: a start-up failure prints "[blocks-run] fatal: <msg>" and exits 1
     assert.match(out.stderr, /\[blocks-run\] fatal: /)
     assert.match(out.stderr, pattern)
   }
@@ -478,6 +500,7 @@ test('an agent reconnects after its connections drop, without losing the control
     // the network drops: every connection through the proxy is reset
     for (const s of sockets) s.resetAndDestroy ? s.resetAndDestroy() : s.destroy()
     const second = await client.sendMessage({ agentName: 'roamer', requestParts: [] })
+    // RETRY-01: the control client re-subscribes after its connections were reset and takes the next task
     assert.equal((await second.waitForTerminal(45_000)).state, 'completed')
     assert.equal(artifactText(second.listArtifacts()[0]), 'still here')
   } finally {
@@ -542,5 +565,6 @@ test('a duplicate StartTask for a task in flight is ignored; consumerPublicKey r
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'dedup', requestParts: [], consumerPublicKey: 'pk-caller-1' })
   await s.waitForTerminal(15_000)
+  // CTX-01: ctx.consumerPublicKey is the StartTask value
   assert.equal(artifactText(s.listArtifacts()[0]), 'pk-caller-1')
 })

@@ -79,9 +79,11 @@ test('tokenProvider: called at create, and again after an HTTP 401 (one refresh,
       return { token: t.accessToken, expiresIn: 3600, userId: t.userId }
     },
   })
+  // AUTH-03: the tokenProvider is called at create()
   assert.equal(calls, 1)
   assert.equal(client.getUserId(), 'user_default')
   const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('p')] })
+  // AUTH-11 RETRY-03: an HTTP 401 gives one refresh and one retry with the new token
   assert.equal(calls, 2, 'the 401 triggered exactly one refresh')
   assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
   client.destroy()
@@ -97,6 +99,7 @@ test('a static token that stays invalid fails with RpcError code 401 after one r
       return { token: 'always-bad', expiresIn: 3600 }
     },
   })
+  // AUTH-11 ERR-01: after the one retry the call fails with RpcError, code = the HTTP status, message "HTTP 401"
   await assert.rejects(client.getTask('t_x'), (e) => e instanceof RpcError && e.code === 401 && /HTTP 401/.test(e.message))
   assert.equal(calls, 2)
   client.destroy()
@@ -134,6 +137,7 @@ test('proactive refresh at 80% of expiresIn: an idle client gets a new token bef
     assert.equal(calls.length, 1)
     await within(EXPIRES_IN * 1000 + 10_000, second.promise, () => `the provider was called ${calls.length} time(s): no proactive refresh`)
     const after = calls[1] - calls[0]
+    // AUTH-07: tokenProvider mode: the source is called again at about 80% of expiresIn
     assert.ok(after < EXPIRES_IN * 1000, `refreshed ${after} ms after the first token, not before its ${EXPIRES_IN} s expiry`)
     assert.ok(after >= EXPIRES_IN * 1000 * 0.6, `refreshed already after ${after} ms: expected about 80% of ${EXPIRES_IN} s`)
     // wait until the devnet refuses the first token, then call: the client must already hold the
@@ -152,6 +156,7 @@ test('proactive refresh at 80% of expiresIn: an idle client gets a new token bef
     const before = calls.length
     const r = await client.getTask('t_missing').catch((e) => e)
     assert.ok(r instanceof RpcError && r.code !== 401, `expected an application error past the first token's lifetime, got ${r?.message}`)
+    // AUTH-07: later requests use the new token
     assert.equal(calls.length, before, 'the call needed no reactive refresh')
   } finally {
     client.destroy()
@@ -176,10 +181,12 @@ test('three failed proactive refreshes call onAuthError once and record AuthRefr
     onAuthError: (err) => failed.resolve(err),
   })
   const err = await failed.promise
+  // AUTH-09 ERR-03: after the third failed attempt onAuthError gets the last error once, an AuthRefreshFailedError (the 5 s / 10 s spacing is not asserted)
   assert.ok(err instanceof AuthRefreshFailedError)
   assert.match(err.message, /token service down/)
   assert.equal(calls, 4, 'first token + three proactive attempts')
   // calls now fail before the network (after one more reactive attempt)
+  // AUTH-10 ERR-03: after a permanent refresh failure a call rejects with AuthRefreshFailedError (only getTask is checked here)
   await assert.rejects(client.getTask('t_x'), AuthRefreshFailedError)
   client.destroy()
 })
@@ -203,6 +210,7 @@ test('a refresh endpoint down for a while: a failed proactive refresh is retried
   await recovered.promise
   const r = await client.getTask('t_missing').catch((e) => e)
   assert.ok(r instanceof RpcError && r.code !== 401, `an application error with the fresh token, got ${r?.message}`)
+  // AUTH-09: a failed proactive refresh is retried; a later success means no onAuthError
   assert.equal(authError, null)
   assert.equal(calls, 3)
   client.destroy()
@@ -213,6 +221,7 @@ test('BillingModeMismatchError for a paid agent called as free', async () => {
   const reg = await fetch(`${env.net.url}/api/v1/registry/agents?agentName=premium`, { headers: { authorization: `Bearer ${env.net.apiKey}` } })
   assert.equal((await reg.json()).agent.billingMode, 'paid')
   await assert.rejects(client.sendMessage({ agentName: 'premium', requestParts: [] }), (e) => {
+    // ERR-02: data.code BillingModeMismatch is a BillingModeMismatchError (an RpcError) with expected/got
     assert.ok(e instanceof BillingModeMismatchError)
     assert.ok(e instanceof RpcError)
     assert.equal(e.expected, 'paid')
@@ -227,6 +236,7 @@ test('pipe duration rules are checked before any network call', async () => {
   for (const duration of [undefined, 0, 43201, 1.5, '5']) {
     await assert.rejects(client.sendMessage({ agentName: 'echo', taskKind: 'pipe', duration }), /Pipe tasks require a duration between 1 and 43200 minutes/)
   }
+  // PIPE-02 ERR-07: a duration without taskKind pipe rejects "Request tasks must not include a duration"
   await assert.rejects(client.sendMessage({ agentName: 'echo', duration: 5 }), /Request tasks must not include a duration/)
   await assert.rejects(client.sendMessage({ agentName: 'echo', taskKind: 'stream' }), /taskKind must be 'request' or 'pipe'/)
 })
@@ -238,8 +248,10 @@ test('idempotency: the same key returns the same task; a finished one comes back
   assert.equal(s1.idempotent, false)
   await s1.waitForTerminal(15_000)
   const s2 = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('twice')], idempotencyKey: key })
+  // LIFE-09: resubmitting with the same key returns idempotent: true and the same task, without re-running
   assert.equal(s2.idempotent, true)
   assert.equal(s2.taskId, s1.taskId)
+  // SEND-06: an idempotent hit on a completed task comes back closed, with its state
   assert.equal(s2.isClosed, true)
   assert.equal(s2.state, 'completed')
   const t = await s2.waitForTerminal()
@@ -267,6 +279,7 @@ test('progress published before sendMessage() resolved reaches listeners added r
   // the same task again (idempotent hit): 'early' is now in its history, published before this
   // session existed
   const second = await client.sendMessage({ agentName: 'early_bird', requestParts: [], idempotencyKey: key })
+  // SEND-06: an idempotent hit on a running task is a live session
   assert.equal(second.idempotent, true)
   const seen = []
   const types = []
@@ -274,7 +287,9 @@ test('progress published before sendMessage() resolved reaches listeners added r
   second.onEvent((e) => types.push(e.type))
   gate.resolve()
   await second.waitForTerminal(15_000)
+  // SEND-09 RETRY-02: events from before the session existed (history) and live ones arrive once, in order
   assert.deepEqual(seen, ['early', 'late'])
+  // SESS-03: onEvent receives every event type, the terminal too
   assert.ok(types.includes('progress') && types.at(-1) === 'terminal', types.join())
   assert.deepEqual(second.listEvents().filter((e) => e.message).map((e) => e.message), ['early', 'late'])
 })
@@ -285,6 +300,7 @@ test('connect() to a finished task rebuilds it from history', async () => {
   await s.waitForTerminal(15_000)
   const c = await client.connect(s.taskId)
   assert.equal(c.taskId, s.taskId)
+  // CONN-03: a terminal task: state from history, not closed until close(), artifacts from history, waitForTerminal at once
   assert.equal(c.state, 'completed')
   assert.equal(c.isClosed, false, 'a history-only session is not closed until close()')
   assert.equal(c.listArtifacts().length, 1)
@@ -301,9 +317,11 @@ test('connect() to an active task is live; cancel reaches the handler and ends i
   const s = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
   await waiterRuns(s.taskId)
   const c = await client.connect({ taskId: s.taskId })
+  // CONN-04: connect() to an active task gives a live session
   assert.equal(c.state, 'running')
   const cancelAck = deferred()
   c.onCancelRequested((e) => cancelAck.resolve(e))
+  // LIFE-01: cancelTask sends CancelTask (the devnet acts on it)
   await client.cancelTask(s.taskId)
   const ack = await cancelAck.promise
   assert.equal(ack.taskId, s.taskId)
@@ -317,9 +335,11 @@ test('terminate ends a task canceled with reason terminated', async () => {
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'waiter', requestParts: [] })
   await waiterRuns(s.taskId)
+  // LIFE-02 LIFE-01: session.terminate() sends TerminateTask
   await s.terminate()
   const t = await s.waitForTerminal(15_000)
   assert.equal(t.state, 'canceled')
+  // LIFE-04: TerminateTask ends the task canceled with reason terminated
   assert.equal(t.reason, 'terminated')
 })
 
@@ -333,10 +353,13 @@ test('pause and resume publish system events', async () => {
     if (e.type === 'system') statuses.push(e.status)
     if (statuses.length === 2) both.resolve()
   })
+  // LIFE-01: pauseTask / resumeTask send PauseTask / ResumeTask
   await client.pauseTask(s.taskId)
   await client.resumeTask(s.taskId)
   await both.promise
+  // LIFE-08: pause/resume only show as system events on the task channel
   assert.deepEqual(statuses, ['paused', 'resumed'])
+  // LIFE-02: session.cancel() sends CancelTask
   await s.cancel()
   assert.equal((await s.waitForTerminal(15_000)).state, 'canceled')
 })
@@ -353,6 +376,7 @@ test('listTasks filters and pages with cursors', async () => {
   let cursor
   let pages = 0
   do {
+    // LIST-02: ListTasks with agentName, limit, cursor gives { tasks, next }
     const page = await client.listTasks({ agentName: 'echo', limit: 2, cursor })
     assert.ok(page.tasks.length <= 2)
     seen.push(...page.tasks.map((t) => t.taskId))
@@ -375,6 +399,7 @@ test('listTasks filters and pages with cursors', async () => {
     const expected = { completed: ids, failed: [failed.taskId], canceled: [canceled.taskId], running: [running.taskId] }
     const listed = {}
     for (const state of Object.keys(expected)) {
+      // LIST-02: the state filter
       const page = await client.listTasks({ state, limit: 100 })
       assert.ok(page.tasks.every((t) => t.state === state), `state ${state}: ${JSON.stringify(page.tasks.map((t) => t.state))}`)
       listed[state] = page.tasks.map((t) => t.taskId)
@@ -401,6 +426,7 @@ test('getAgentCard returns the registry card or null', async () => {
   const card = await client.getAgentCard('echo')
   assert.ok(card !== null && typeof card === 'object', `expected a card object, got ${JSON.stringify(card)}`)
   assert.equal(card.identity?.agentName, 'echo', JSON.stringify(card))
+  // LIST-03: the registry card, or null for an unknown agent
   assert.equal(await client.getAgentCard('never_registered_agent'), null)
 })
 
@@ -431,6 +457,7 @@ test('errors from ESM and CJS are the same classes', async () => {
   assert.ok(e instanceof esm.RpcError)
   assert.ok(e instanceof RpcError)
   assert.ok(e instanceof BlocksError)
+  // ERR-01: an RPC failure is an RpcError named 'RpcError'
   assert.equal(e.name, 'RpcError')
 })
 
@@ -438,6 +465,7 @@ test('configuration precedence: explicit option > BLOCKS_* env > CDM', async () 
   const saved = { ...process.env }
   try {
     // env beats the CDM: a bogus backend URL in the env breaks the token exchange
+    // CFG-05: explicit option > env > CDM (BLOCKS_BACKEND_URL, BLOCKS_CDM_URL, BLOCKS_SUBSCRIBE_KEY; BLOCKS_PUBLISH_KEY is not checked)
     process.env.BLOCKS_BACKEND_URL = 'http://127.0.0.1:9'
     await assert.rejects(TaskClient.create({ billingMode: 'free', apiKey: env.net.apiKey, cdmUrl: env.net.cdmUrl }), /consumer-token failed/)
     // an explicit option beats the env
@@ -469,6 +497,7 @@ test('configuration precedence: explicit option > BLOCKS_* env > CDM', async () 
 })
 
 test('direct construction with a StaticAuthProvider or a ConsumerAuth', async () => {
+  // CFG-02: new TaskClient() without or with an invalid billingMode throws the exact message
   assert.throws(() => new TaskClient({ subscribeKey: 's' }), (e) => e instanceof InvalidArgumentError && e.message === "TaskClient requires a billingMode option ('free' or 'paid')")
   assert.throws(() => new TaskClient({ billingMode: 'network', subscribeKey: 's' }), /requires a billingMode/)
   assert.throws(() => new TaskClient({ billingMode: 'free' }), /subscribeKey/)
@@ -505,27 +534,32 @@ test('direct construction with a StaticAuthProvider or a ConsumerAuth', async ()
   assert.equal((await viaAuth.getTask(s.taskId)).state, 'completed')
   auth.destroy()
   auth.destroy()
+  // AUTH-05: a ConsumerAuth with no mode is refused with the spec message (thrown by the constructor, not at init)
   assert.throws(() => new sdk.ConsumerAuth({}), /requires one of: apiKey, tokenEndpoint, or tokenProvider/)
 })
 
 test('anonymous viewers: no auth, no sendMessage, and a 403 read token is AnonTaskAccessDeniedError', async () => {
+  // AUTH-24: anonFingerprint: paid refused, no user id, no sendMessage
   await assert.rejects(TaskClient.create({ billingMode: 'paid', cdmUrl: env.net.cdmUrl, anonFingerprint: 'fp' }), /anonFingerprint/)
   const anon = await TaskClient.create({ billingMode: 'free', cdmUrl: env.net.cdmUrl, anonFingerprint: 'fp-1' })
   assert.equal(anon.getUserId(), null)
   await assert.rejects(anon.sendMessage({ agentName: 'echo', requestParts: [] }), /anon-mode TaskClient does not support sendMessage\(\)/)
   await assert.rejects(anon.connect('t_someone_elses'), (e) => {
+    // AUTH-24 ERR-06: a 403 read token is AnonTaskAccessDeniedError with 403 in the message
     assert.ok(e instanceof sdk.AnonTaskAccessDeniedError, e?.constructor?.name)
     assert.match(e.message, /\b403\b/)
     return true
   })
   // without any auth, connect() refuses before the network
   const noAuth = await TaskClient.create({ billingMode: 'free', cdmUrl: env.net.cdmUrl })
+  // CONN-01: connect() without auth rejects "connect() requires an authenticated TaskClient"
   await assert.rejects(noAuth.connect('t_x'), /connect\(\) requires an authenticated TaskClient/)
 })
 
 test('an agent whose API key is refused gets AgentAuthFatalError', async () => {
   await assert.rejects(
     sdk.startAgentInstance({ agentName: 'echo', handler: () => ({}), apiKey: 'bk_revoked', cdmUrl: env.net.cdmUrl }),
+    // ERR-04: a refused agent registration is AgentAuthFatalError "Agent registration failed"
     (e) => e instanceof sdk.AgentAuthFatalError && /Agent registration failed/.test(e.message),
   )
 })
@@ -540,6 +574,7 @@ test('retryTask runs a failed task again as a new task', async () => {
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'flaky', requestParts: [] })
   assert.equal((await s.waitForTerminal(15_000)).error, 'first attempt fails')
+  // LIFE-01: retryTask sends RetryTask; the failed task runs again as a new task
   const retry = await client.retryTask(s.taskId)
   assert.notEqual(retry.taskId, s.taskId)
   const again = await client.connect(retry.taskId)

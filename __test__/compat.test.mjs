@@ -256,6 +256,7 @@ test('issue 17: ctx.taskClient acts as the agent (its access token), not with th
   const client = await env.client()
   const s = await client.sendMessage({ agentName: 'a2a_probe', requestParts: [textPart('go')] })
   assert.equal((await s.waitForTerminal(20_000)).state, 'completed')
+  // A2A-01: ctx.taskClient is a ready client whose sub-task sessions deliver the terminal
   assert.equal(artifactText(s.listArtifacts()[0]), 'completed')
   const send = rpcCalls('SendMessage').find((r) => r.json.params.agentName === 'echo' && r.json.params.requestParts[0].text === 'nested')
   assert.ok(send, 'the sub-task went through the agent\'s backend URL')

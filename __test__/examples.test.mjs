@@ -88,6 +88,7 @@ test('stock-sim caller: quotes stream live until the pipe duration expires', asy
   // one quote per symbol per second for MINUTE_MS: at least two ticks' worth must get through
   assert.ok(quotes.length >= 4, `expected quotes of at least two ticks, got ${quotes.length}:\n${r.stdout}`)
   for (const symbol of ['AAPL', 'MSFT']) assert.ok(quotes.some((l) => l.includes(`] ${symbol} $`)), `no ${symbol} quote:\n${r.stdout}`)
+  // PIPE-05 PIPE-09: the pipe task ends only at its expiry, completed with completionReason duration_expired
   assert.match(r.stdout, /completionReason: 'duration_expired'/)
 })
 

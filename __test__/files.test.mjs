@@ -53,6 +53,7 @@ function made(n) {
 }
 
 test('part helpers build the documented objects', async () => {
+  // FILE-06: textPart, filePart (defaults, File name/type inferred) and filePartFromPath build the documented parts
   assert.deepEqual(textPart('hi'), { partId: 'text', text: 'hi' })
   const p = filePart(Buffer.from('abc'))
   assert.equal(p.partId, 'file')
@@ -89,8 +90,10 @@ for (const size of [0, 16384, 16385, 3 * 1024 * 1024]) {
     const progress = session.listEvents().filter((e) => e.type === 'progress' && e.message).map((e) => e.message)
     assert.ok(progress.some((m) => m === `in ${inline ? 'inline' : 'file'} ${size} ${sha(data)}`), `agent saw: ${progress}`)
     const [artifact] = session.listArtifacts()
+    // ART-01: the artifact carries the outputId it was given
     assert.equal(artifact.outputId, 'in')
     assert.equal(artifact.artifactRef.kind, inline ? 'inline' : 'file')
+    // ART-05 ART-07: inline and file artifacts download byte-exact, on a session closed by its terminal
     const got = await session.downloadArtifact(artifact)
     assert.equal(got.fileName, 'back-in.bin')
     assert.equal(sha(got.data), sha(data))
@@ -109,6 +112,7 @@ test('filePartFromPath streams a large file; mixed text, small and large parts a
   const terminal = await session.waitForTerminal(30_000)
   assert.equal(terminal.state, 'completed')
   const arts = session.listArtifacts()
+  // ART-01: one artifact per returned entry, in array order
   assert.deepEqual(arts.map((a) => a.outputId), ['small', 'big'])
   assert.equal((await session.downloadArtifact(arts[0])).data.toString(), 'small file')
   assert.equal(sha((await session.downloadArtifact(arts[1])).data), sha(bigData))
@@ -119,12 +123,15 @@ test('agent outputs: inline at 16384 bytes, uploaded at 16385 and above, byte-ex
     const session = await client.sendMessage({ agentName: 'maker', requestParts: [textPart(String(n))] })
     await session.waitForTerminal(30_000)
     const order = (await client.connect(session.taskId)).listEvents().map((e) => e.type).filter((t) => t !== 'progress')
+    // ART-09 ART-01: the mid-run publishArtifact and the returned artifact precede the terminal, in order
     assert.deepEqual(order, ['artifact', 'artifact', 'terminal'])
     const [blob, done] = session.listArtifacts()
     assert.equal(blob.outputId, 'blob')
+    // ART-04: above the inline limit the artifact is uploaded: a file ref with channel, size and fileName
     assert.equal(blob.artifactRef.kind, n <= 16384 ? 'inline' : 'file')
     assert.equal(blob.artifactRef.size, n)
     if (n > 16384) assert.equal(blob.artifactRef.channel, session.statusChannel)
+    // ART-06: decodeInlineArtifact gives the inline bytes back
     assert.equal(decodeInlineArtifact(done.artifactRef).toString(), 'done')
     const got = await downloadArtifact(blob, session)
     assert.equal(sha(got.data), sha(made(n)))
@@ -144,6 +151,7 @@ test('a file above the limit is refused before any byte is sent, with the limit 
     client.sendMessage({ agentName: 'mirror', requestParts: [{ file: Buffer.from('x') }] }),
     (e) => e instanceof InvalidArgumentError && /partId is required/.test(e.message),
   )
+  // ERR-07: too large a file and a file part without partId are refused before any network call
   assert.equal((await small.listTasks()).tasks.length, before)
 })
 
@@ -239,6 +247,7 @@ test('saveArtifacts writes every artifact inside the directory, whatever the nam
   await session.waitForTerminal(30_000)
   const dir = path.join(tmp, 'out')
   const written = await session.saveArtifacts(dir)
+  // ART-08: every artifact is written into dir (as its safe fileName or artifact-<i>) and the paths are returned
   assert.equal(written.length, names.length + 1)
   for (const w of written) assert.equal(path.dirname(w), path.resolve(dir), `${w} is outside ${dir}`)
   assert.equal(new Set(written).size, written.length, 'collisions get distinct names')
@@ -256,6 +265,7 @@ test('downloads work on a connect() session of a finished task', async () => {
   const again = await client.connect(session.taskId)
   assert.equal(again.state, 'completed')
   const art = again.listArtifacts().find((a) => a.outputId === 'blob')
+  // ART-07: downloadArtifact works on a connect() session of a finished task
   assert.equal(sha((await again.downloadArtifact(art)).data), sha(made(40000)))
 })
 
@@ -263,6 +273,7 @@ test('buildArtifactRef: inline within the limit or without a file descriptor, fi
   assert.deepEqual(buildArtifactRef({ data: 'hello', mimeType: 'text/plain' }), { kind: 'inline', mimeType: 'text/plain', size: 5, data: 'aGVsbG8=' })
   const f = buildArtifactRef({ size: 20000, mimeType: 'a/b', file: { id: 'f1', name: 'n.bin', channel: 'u.o.t' } })
   assert.deepEqual(f, { kind: 'file', mimeType: 'a/b', size: 20000, fileId: 'f1', fileName: 'n.bin', channel: 'u.o.t' })
+  // ART-06: a file ref is "not an inline artifact"
   assert.throws(() => decodeInlineArtifact(f), /not an inline artifact/)
 })
 
@@ -280,6 +291,7 @@ test('an upload the network refuses fails sendMessage with a FileUploadError car
         assert.ok(e instanceof sdk.BlocksError)
         assert.equal(e.name, 'FileUploadError')
         assert.equal(e.status, 413)
+        // FILE-05: a refused request-upload reads "request-upload failed: HTTP <n>"
         assert.match(e.message, /request-upload failed: HTTP 413/)
         assert.match(e.message, /upload limit/)
         return true

@@ -37,13 +37,18 @@ test('echo round trip: progress, artifact, terminal completed', async () => {
   const artifacts = []
   session.onArtifact((e) => artifacts.push(artifactText(e)))
   const terminal = await session.waitForTerminal(15_000)
+  // WAIT-01: waitForTerminal() resolves with the terminal event (type, state)
   assert.equal(terminal.type, 'terminal')
   assert.equal(terminal.state, 'completed')
   assert.equal(session.state, 'completed')
+  // AGT-08: the handler's return is published as artifacts, then terminal completed
   assert.deepEqual(artifacts, ['Echo: hello'])
+  // SESS-11: listArtifacts() holds the artifacts received
   assert.equal(session.listArtifacts().length, 1)
   assert.equal(session.listArtifacts()[0].artifactRef.mimeType, 'text/plain')
+  // SESS-07: a terminal with no opened streams closes the session
   assert.equal(session.isClosed, true)
+  // LIST-01: getTask() unwraps the task: taskId, state, agentName
   const info = await client.getTask(session.taskId)
   assert.equal(info.taskId, session.taskId)
   assert.equal(info.state, 'completed')
@@ -69,6 +74,7 @@ test('a status line reaches onProgress', async () => {
   assert.equal(terminal.state, 'completed')
   let timer
   const first = await Promise.race([seen.promise, new Promise((r) => (timer = setTimeout(r, 5000, null)))]).finally(() => clearTimeout(timer))
+  // SESS-04: a progress event carries the status `message`
   assert.equal(first, 'echoing status please', `no status line reached onProgress; events: ${JSON.stringify(session.listEvents())}`)
   assert.deepEqual(messages, ['echoing status please'], 'onProgress got the status line exactly once')
 })
@@ -82,7 +88,9 @@ test('state is set before onTerminal callbacks run, and onTerminal fires once', 
   // a listener registered after delivery gets the recorded terminal at once
   const late = []
   session.onTerminal((e) => late.push(e.state))
+  // SESS-06: state is set before onTerminal runs, and onTerminal fires once
   assert.deepEqual(states, ['completed'])
+  // SESS-06: a callback registered after delivery fires at once with the recorded terminal
   assert.deepEqual(late, ['completed'])
 })
 
@@ -91,6 +99,7 @@ test('a handler that rejects fails the task with its message', async () => {
   const session = await client.sendMessage({ agentName: 'thrower', requestParts: [textPart('reject')] })
   const terminal = await session.waitForTerminal(15_000)
   assert.equal(terminal.state, 'failed')
+  // ERR-08 AGT-08: a handler failure is terminal failed with its message as `error`
   assert.equal(terminal.error, 'handler rejected on purpose')
   assert.equal(session.listArtifacts().length, 0)
 })
@@ -98,6 +107,7 @@ test('a handler that rejects fails the task with its message', async () => {
 test('a handler that throws synchronously fails the task with its message', async () => {
   const client = await env.client()
   const s1 = await client.sendMessage({ agentName: 'thrower', requestParts: [textPart('sync-throw')] })
+  // ERR-08 AGT-08: a handler exception is terminal failed with its message as `error`
   assert.equal((await s1.waitForTerminal(15_000)).error, 'handler threw on purpose')
   const s2 = await client.sendMessage({ agentName: 'thrower', requestParts: [textPart('throw-string')] })
   const t2 = await s2.waitForTerminal(15_000)
@@ -130,12 +140,14 @@ test('unsubscribe stops delivery and is idempotent', async () => {
   const dropped = []
   session.onArtifact((e) => kept.push(artifactText(e)))
   const off = session.onArtifact((e) => dropped.push(artifactText(e)))
+  // SESS-03: onArtifact returns an unsubscribe function
   assert.equal(off(), true)
   assert.equal(off(), false)
   await started.promise
   gate.resolve()
   await session.waitForTerminal(15_000)
   assert.deepEqual(kept, ['first', 'second'])
+  // SESS-03: an unsubscribed callback is never called again
   assert.deepEqual(dropped, [])
 })
 
@@ -166,14 +178,17 @@ test('waitForTerminal rejects with TimeoutError, and close() rejects pending wai
   await assert.rejects(session.waitForTerminal(200), (e) => {
     assert.ok(e instanceof TimeoutError)
     assert.ok(e instanceof BlocksError)
+    // WAIT-03: no terminal in time rejects "waitForTerminal timed out after <ms>ms"
     assert.equal(e.message, 'waitForTerminal timed out after 200ms')
     return true
   })
   assert.equal(session.state, undefined)
   const pending = session.waitForTerminal()
   session.close()
+  // WAIT-04 SESS-09: close() while waiting rejects waitForTerminal with "TaskSession closed"
   await assert.rejects(pending, (e) => e instanceof ClosedError && e.message === 'TaskSession closed')
   await assert.rejects(session.waitForTerminal(), ClosedError)
+  // SESS-09: close() is idempotent
   session.close() // idempotent
   await assert.rejects(session.waitForTerminal(-1), InvalidArgumentError)
 })
@@ -193,6 +208,7 @@ test('events of a task that finished before anyone listened are still seen', asy
   session.onTerminal((e) => terminals.push(e.state))
   session.onArtifact((e) => artifacts.push(artifactText(e)))
   assert.equal((await session.waitForTerminal(15_000)).state, 'completed')
+  // SEND-09 RETRY-02: the session caught up from history: terminal and artifact arrive once though the task ended before any listener
   assert.deepEqual(terminals, ['completed'])
   assert.deepEqual(artifacts, [`sync ${session.taskId}`])
 })
@@ -200,6 +216,7 @@ test('events of a task that finished before anyone listened are still seen', asy
 test('bad options give clear errors before any network call', async () => {
   await assert.rejects(TaskClient.create({}), (e) => {
     assert.ok(e instanceof InvalidArgumentError)
+    // CFG-01 ERR-07: no or a bad billingMode rejects with the exact message, before any network call
     assert.equal(e.message, "TaskClient.create() requires a billingMode option ('free' or 'paid')")
     return true
   })
@@ -209,6 +226,7 @@ test('bad options give clear errors before any network call', async () => {
   await assert.rejects(TaskClient.create(), InvalidArgumentError)
   await assert.rejects(
     TaskClient.create({ billingMode: 'free', apiKey: 'a', tokenEndpoint: 'http://x' }),
+    // AUTH-04: two token provider modes are refused
     /Only one token provider mode may be specified/,
   )
   const client = await env.client()
@@ -231,6 +249,7 @@ test('an unknown agent gives an RpcError naming it', async () => {
 test('a wrong API key is refused with a clear error', async () => {
   await assert.rejects(
     TaskClient.create({ billingMode: 'free', apiKey: 'bk_wrong', cdmUrl: env.net.cdmUrl }),
+    // AUTH-06: a refused consumer-token exchange rejects "consumer-token failed: HTTP 401"
     (e) => e instanceof BlocksError && /consumer-token failed: HTTP 401/.test(e.message),
   )
 })
@@ -250,6 +269,7 @@ test('an idle client does not keep the process alive', async () => {
     console.log('created', c.getUserId())
   `
   const r = await runNode(source, { env: env.net.env })
+  // SHUT-04: an idle client holds nothing that keeps the process alive
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /created user_default/)
 })
@@ -262,6 +282,7 @@ test('a live session keeps the process alive until its terminal, then lets it ex
     s.onTerminal((t) => console.log('terminal', t.state))
   `
   const r = await runNode(source, { env: env.net.env })
+  // SHUT-04: once the task ended, nothing the SDK holds keeps the process alive
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /terminal completed/)
 })

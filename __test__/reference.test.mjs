@@ -131,6 +131,7 @@ test('session.close() returns Promise<void>', async () => {
   assert.ok(p instanceof Promise)
   assert.equal(await p, undefined)
   assert.equal(session.isClosed, true)
+  // SESS-09: close() is idempotent
   assert.equal(session.close(), p, 'idempotent: the same promise')
 })
 

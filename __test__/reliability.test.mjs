@@ -111,6 +111,7 @@ test('a caller keeps every event, once and in order, across connection resets', 
   proxy.reset() // and again, as soon as the client has reconnected
   const t = await session.waitForTerminal(45_000)
   assert.equal(t.state, 'completed')
+  // RETRY-02: no event lost or doubled across reconnects
   assert.deepEqual(seen, [1, 2, 3, 4])
   assert.equal(session.listArtifacts().length, 1)
   client.destroy()
@@ -131,6 +132,7 @@ test('a caller rides out a link that is down for a while (connections refused), 
   }
   const t = await session.waitForTerminal(45_000)
   assert.equal(t.state, 'completed')
+  // RETRY-02: what was published while the link was down arrives once, in order
   assert.deepEqual(seen, [1, 2, 3, 4], 'events published while the link was down arrive after it returns')
   client.destroy()
 })
@@ -145,6 +147,7 @@ test('a slow link (50 ms per chunk each way) delays but does not reorder or lose
     const seen = ticks(session)
     start.resolve()
     assert.equal((await session.waitForTerminal(45_000)).state, 'completed')
+    // RETRY-02: a slow link loses and reorders nothing
     assert.deepEqual(seen, [1, 2, 3])
   } finally {
     proxy.delayMs = 0
@@ -166,6 +169,7 @@ test('a blackholed long-poll (silence, no reset) is given up after longPollTimeo
   }
   const t = await session.waitForTerminal(45_000)
   assert.equal(t.state, 'completed')
+  // RETRY-02: after a silent link the caller catches up, once and in order
   assert.deepEqual(seen, [1, 2, 3, 4], 'events published while the poll hung arrive once, in order')
   client.destroy()
 })
@@ -228,6 +232,7 @@ test('tokens expiring mid-task and mid-stream (2 s lifetime): the stream, a larg
     const a = await session.downloadArtifact(session.listArtifacts()[0])
     assert.equal(a.data.toString(), big)
     // and the caller's own calls still work with a refreshed token
+    // RETRY-03: with 2 s tokens the caller's calls still work (reactive refresh + retry)
     assert.equal((await client.getTask(session.taskId)).state, 'completed')
   } finally {
     await short.stop()

@@ -24,16 +24,20 @@ test('an outbound events stream: announced, opened, read in order, ended by the 
   }, { card: card({ _default: { direction: 'outbound', format: 'events' } }) })
   const client = await env.client()
   const session = await client.sendMessage({ agentName: 'ticker', requestParts: [], stream: true })
+  // STRM-03: waitForStream() with exactly one stream resolves with it
   const ref = await session.waitForStream()
+  // STRM-01: the descriptor: agentDirection, localDirection inverted, format; CTX-08: id <taskId>-1 on stream.<agent>.<id>
   assert.equal(ref.descriptor.agentDirection, 'outbound')
   assert.equal(ref.descriptor.localDirection, 'inbound')
   assert.equal(ref.descriptor.format, 'events')
   assert.equal(ref.descriptor.streamId, `${session.taskId}-1`)
   assert.equal(ref.descriptor.channel, `stream.ticker.${session.taskId}-1`)
   const stream = await ref.open()
+  // STRM-04: open() gives the same client while it is active
   assert.equal(await ref.open(), stream, 'open() is idempotent while active')
   const got = []
   for await (const e of stream.events()) got.push(e.n)
+  // STRM-13: the iterator completes at stream_end; the marker is never yielded as data
   assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => i + 1))
   assert.equal((await session.waitForTerminal(15_000)).state, 'completed')
   assert.equal(session.listStreams().length, 1)
@@ -52,6 +56,7 @@ test('10 MB through a bytes stream arrive byte-exact', { timeout: 120_000 }, asy
   const stream = await (await session.waitForStream()).open()
   const hash = createHash('sha256')
   let n = 0
+  // STRM-08: bytes() yields the chunks, byte-exact
   for await (const chunk of stream.bytes()) {
     hash.update(chunk)
     n += chunk.length
@@ -75,6 +80,7 @@ test('10,000 JSON events arrive in order despite reordering and duplication on t
     const stream = await (await session.waitForStream()).open({ reorderTimeoutMs: 5000 })
     let expected = 0
     for await (const e of stream.events()) {
+      // STRM-12: out-of-order and duplicated messages come out in seq order, once
       assert.equal(e.i, expected)
       expected++
     }
@@ -106,6 +112,7 @@ test('a bidirectional stream: the caller writes lines, the agent answers each on
     const { value } = await it.next()
     replies.push(value.reply)
   }
+  // STRM-15: each side gets the other's messages, not its own
   assert.deepEqual(replies, ['PING', 'HELLO', 'BYE'])
   await it.return()
   assert.equal(stream.isActive, false, 'leaving the iterator releases the stream')
@@ -130,6 +137,7 @@ test('a never-opened stream of a finished task is StreamUnavailableError', async
   assert.ok(ref)
   // STRM-05: open() throws at once (it returns the client synchronously when it can open)
   assert.throws(() => ref.open(), (e) => {
+    // ERR-05 CONN-03: the stream is known from history; opening it is StreamUnavailableError
     assert.ok(e instanceof sdk.StreamUnavailableError, e?.constructor?.name)
     assert.equal(e.taskId, s.taskId)
     assert.equal(e.streamId, `${s.taskId}-1`)
@@ -138,6 +146,7 @@ test('a never-opened stream of a finished task is StreamUnavailableError', async
     assert.match(e.message, /live-only/)
     return true
   })
+  // CONN-07: on a history-only session a wait without match rejects "No matching stream found"
   await assert.rejects(c.waitForStream('nope'), /No matching stream found/)
   c.close()
 })
@@ -157,6 +166,7 @@ test('createStream refuses what the task or the card does not allow', async () =
   // no `stream: true`: not negotiated
   const s = await client.sendMessage({ agentName: 'strict', requestParts: [] })
   const out = await errors.promise
+  // CTX-04: without hasStream createStream() throws "not negotiated"; CTX-07: a positional argument is a TypeError naming declaredStream
   assert.match(out.plain, /not negotiated/)
   assert.match(out.positional, /TypeError: .*declaredStream/)
   await s.waitForTerminal(15_000)
@@ -166,6 +176,7 @@ test('createStream refuses what the task or the card does not allow', async () =
     return {}
   }, { card: card({ _default: { direction: 'inbound', format: 'events' } }) })
   const s2 = await client.sendMessage({ agentName: 'strict_in', requestParts: [], stream: true })
+  // CTX-05: an inbound stream on a request task is refused, naming outbound
   assert.match(await inbound.promise, /outbound/)
   await s2.waitForTerminal(15_000)
   const conflict = deferred()
@@ -174,6 +185,7 @@ test('createStream refuses what the task or the card does not allow', async () =
     return {}
   }, { card: card({ _default: { direction: 'outbound', format: 'events' } }) })
   const s3 = await client.sendMessage({ agentName: 'strict_card', requestParts: [], stream: true })
+  // CTX-06: options against the card's declaration throw "conflicts with card declaration"
   assert.match(await conflict.promise, /conflicts with card declaration/)
   await s3.waitForTerminal(15_000)
 })
@@ -240,6 +252,7 @@ test('stream channels need the stream token; a revoked token is a fatal error th
   assert.ok(n >= 5)
   const fatal = errors.find((e) => e.fatal)
   assert.ok(fatal, JSON.stringify(errors))
+  // STRM-16: access denied is a fatal onError({category, fatal, channel}) that ends the iterator and the stream
   assert.equal(fatal.category, 'access_denied')
   assert.equal(fatal.channel, ref.descriptor.channel)
   assert.equal(stream.isActive, false)
@@ -258,6 +271,7 @@ test('readable() gives a Node Readable of the stream bytes that ends at stream e
   const client = await env.client()
   const session = await client.sendMessage({ agentName: 'texter', requestParts: [], stream: true })
   const stream = await (await session.waitForStream()).open()
+  // STRM-08: readable() is a Node Readable of the bytes that ends at stream end
   assert.equal(await text(stream.readable()), 'alpha beta gamma')
   assert.throws(() => stream.bytes(), /already being read/)
   await session.waitForTerminal(15_000)

@@ -218,6 +218,8 @@ async function startAgentInstance(options) {
       return agent.activeTasks
     },
     billingMode: agent.billingMode,
+    /** The CDM document the instance was configured from (keysets, `api.baseUrl`, …). */
+    cdmConfig: agent.cdmConfig,
     /** The agent-to-agent client (the same one handlers get as `ctx.taskClient`). */
     taskClient,
     /** The instance's backend identity (its access token from registration, refreshed as needed). */

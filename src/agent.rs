@@ -297,6 +297,12 @@ impl NativeAgent {
         self.inner.publish_terminal(&task_id, terminal).await.or_js().await
     }
 
+    /// The CDM document the instance was configured from.
+    #[napi(getter, ts_return_type = "any")]
+    pub fn cdm_config(&self) -> Value {
+        self.inner.cdm_config().clone()
+    }
+
     /// The instance's backend identity.
     #[napi(getter)]
     pub fn agent_auth(&self) -> crate::auth::NativeAgentAuth {

@@ -26,6 +26,8 @@ export declare class NativeAgent {
   failStream(streamId: string, reason: string): Promise<void>
   /** Publish a terminal for one of this instance's tasks with its cached credentials. */
   publishTerminal(taskId: string, terminal: any): Promise<void>
+  /** The CDM document the instance was configured from. */
+  get cdmConfig(): any
   /** The instance's backend identity. */
   get agentAuth(): NativeAgentAuth
   /** Stop taking tasks; running handlers get `graceMs` (default 10000) to finish. Idempotent. */

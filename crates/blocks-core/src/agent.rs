@@ -493,9 +493,113 @@ struct Instance {
     declared: Arc<Vec<DeclaredStream>>,
     registry: Arc<StreamRegistry>,
     max_running_time_sec: Option<u64>,
+    /// The CDM document the instance was configured from.
+    cdm: Value,
     uploader: Arc<crate::agent_auth::AgentAuth>,
     presence_busy: AtomicBool,
     presence_dirty: AtomicBool,
+}
+
+/// The control channel's reader. A refused subscription (the control token expired or was
+/// revoked) is never left silent: the instance registers again and resubscribes from the last
+/// message it saw, or, if it cannot, stops taking tasks and says so (AGT-13).
+/// One warning when the control link degrades, one info line when it is back (LOG-07).
+async fn watch_control_link(mut link: tokio::sync::watch::Receiver<crate::realtime::Link>, agent: String) {
+    let mut degraded = false;
+    while link.changed().await.is_ok() {
+        let now = link.borrow_and_update().clone();
+        match now {
+            crate::realtime::Link::Degraded { category, .. } if !degraded => {
+                degraded = true;
+                tracing::warn!(target: "blocks::agent", event = "transport_degraded", category = category.as_str(),
+                    "agent {agent}: the connection to the network is degraded ({category}); reconnecting");
+            }
+            crate::realtime::Link::Connected if degraded => {
+                degraded = false;
+                tracing::info!(target: "blocks::agent", event = "transport_restored", "agent {agent}: the connection to the network is restored");
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn control_pump(weak: std::sync::Weak<Instance>, control: Arc<Realtime>, channel: String, start: Option<u64>) {
+    let agent = weak.upgrade().map(|i| i.agent_name.clone()).unwrap_or_default();
+    let _watch = AbortOnDrop(tokio::spawn(watch_control_link(control.link(), agent)));
+    let mut cursor = start;
+    loop {
+        let mut stream = Box::pin(control.subscribe(std::slice::from_ref(&channel), cursor));
+        while let Some(msg) = stream.next().await {
+            let Some(inst) = weak.upgrade() else { return };
+            if inst.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            cursor = Some(msg.timetoken);
+            let broadcast = msg
+                .meta
+                .as_ref()
+                .and_then(|m| m.get("broadcast"))
+                .is_some_and(|b| b == "true" || b == true);
+            let (kind, id) = (
+                msg.payload["type"].as_str().unwrap_or("?").to_string(),
+                msg.payload["taskId"].as_str().unwrap_or("?").to_string(),
+            );
+            tracing::debug!(target: "blocks::agent", "control {kind} {id} tt={}", msg.timetoken);
+            inst.on_control(msg.payload, broadcast);
+        }
+        let Some(inst) = weak.upgrade() else { return };
+        if inst.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let fault = *control.faults().borrow();
+        let Some(status) = fault else { return };
+        if !inst.recover_control(status).await {
+            return;
+        }
+    }
+}
+
+impl Instance {
+    /// After a refused control subscription: register again for a new control token (403), or
+    /// give up and say so. True when the subscription can start again.
+    async fn recover_control(&self, status: u16) -> bool {
+        let (agent, id) = (&self.agent_name, &self.instance_id);
+        if status != 403 {
+            tracing::error!(target: "blocks::agent", event = "control_refused", operation = "subscribe",
+                "agent {agent} ({id}) stopped taking tasks: its control subscription was refused (HTTP {status}); restart it");
+            return false;
+        }
+        tracing::error!(target: "blocks::agent", event = "access_denied_destroy", operation = "subscribe",
+            "access denied — destroying control client of agent {agent} ({id}): the access token expired or was revoked; registering again");
+        match self.uploader.reconnect().await {
+            Ok(answer) => {
+                let Some(token) = answer.get("pamToken").and_then(Value::as_str) else {
+                    tracing::error!(target: "blocks::agent", event = "access_denied_user_message",
+                        "agent {agent} ({id}) stopped taking tasks: registering again gave no control token; restart it");
+                    return false;
+                };
+                self.control.set_token(token);
+                self.control.clear_faults();
+                tracing::warn!(target: "blocks::agent", event = "control_reauthenticated",
+                    "agent {agent} ({id}) registered again after its control access was refused; taking tasks again");
+                true
+            }
+            Err(e) => {
+                tracing::error!(target: "blocks::agent", event = "access_denied_user_message",
+                    "agent {agent} ({id}) stopped taking tasks: it could not register again ({e}); restart it");
+                false
+            }
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A started agent instance.
@@ -650,32 +754,19 @@ impl AgentInstance {
             declared: Arc::new(opts.streams.clone()),
             registry: Arc::new(StreamRegistry::default()),
             max_running_time_sec: opts.max_running_time_sec,
+            cdm: cdm.raw.clone(),
             presence_busy: AtomicBool::new(false),
             presence_dirty: AtomicBool::new(false),
             uploader: agent_auth,
         });
-        let stream = control.subscribe(std::slice::from_ref(&control_channel), None);
-        let weak = Arc::downgrade(&inner);
-        let pump = tokio::spawn(async move {
-            let mut stream = Box::pin(stream);
-            while let Some(msg) = stream.next().await {
-                let Some(inst) = weak.upgrade() else { return };
-                if inst.stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                let broadcast = msg
-                    .meta
-                    .as_ref()
-                    .and_then(|m| m.get("broadcast"))
-                    .is_some_and(|b| b == "true" || b == true);
-                let (kind, id) = (
-                    msg.payload["type"].as_str().unwrap_or("?").to_string(),
-                    msg.payload["taskId"].as_str().unwrap_or("?").to_string(),
-                );
-                tracing::debug!(target: "blocks::agent", "control {kind} {id} tt={}", msg.timetoken);
-                inst.on_control(msg.payload, broadcast);
-            }
-        });
+        // from the registration on: a StartTask published before the first long-poll is not lost
+        let start = control.time().await.ok();
+        let pump = tokio::spawn(control_pump(
+            Arc::downgrade(&inner),
+            control.clone(),
+            control_channel.clone(),
+            start,
+        ));
         inner.write_presence().await;
         Ok(AgentInstance {
             inner,
@@ -743,6 +834,11 @@ impl AgentInstance {
             task.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": reason }))
                 .await;
         }
+    }
+
+    /// The CDM document the instance was configured from.
+    pub fn cdm_config(&self) -> &Value {
+        &self.inner.cdm
     }
 
     /// The instance's backend identity (its access token from connect).

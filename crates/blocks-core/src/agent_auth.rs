@@ -64,6 +64,20 @@ impl AgentAuth {
         Ok(answer)
     }
 
+    /// Register again with the payload of `init` (a new access token and control token).
+    pub async fn reconnect(&self) -> Result<Value> {
+        let payload = self
+            .payload
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .ok_or_else(|| Error::InvalidArgument("AgentAuth not initialized: call init(payload) first".into()))?;
+        let answer = self.connect(&payload).await?;
+        let mut t = self.tokens.lock().await;
+        self.store(&mut t, &answer);
+        Ok(answer)
+    }
+
     async fn connect(&self, payload: &Value) -> Result<Value> {
         self.backend
             .post_json(

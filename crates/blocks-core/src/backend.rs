@@ -357,6 +357,7 @@ fn rpc_id() -> String {
 mod tests {
     use super::*;
 
+    // ERR-01: JSON-RPC errors prefer data.message; ERR-02: BillingModeMismatch with valid details, malformed details a plain RpcError
     #[test]
     fn rpc_errors_prefer_data_message_and_promote_billing_mismatch() {
         let e = rpc_error(&json!({"code": -32000, "message": "outer", "data": {"message": "inner"}}));
@@ -377,6 +378,7 @@ mod tests {
         assert_eq!(e.to_string(), "[RPC] Unknown RPC error");
     }
 
+    // AUTH-12: HTTP 401 and the EMBEDDED_JWT_* / AGENT_OUT_OF_SCOPE codes trigger a refresh, other codes do not
     #[test]
     fn refresh_triggers_are_401_and_the_embedded_jwt_codes() {
         let http = HttpClient::new().unwrap();

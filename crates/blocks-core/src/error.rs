@@ -147,6 +147,7 @@ impl Error {
 mod tests {
     use super::*;
 
+    // ERR-01: error kinds and their properties (RpcError code, rpcMessage, data)
     #[test]
     fn kinds_and_props() {
         let e = Error::Rpc {

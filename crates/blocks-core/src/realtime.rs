@@ -136,6 +136,21 @@ pub struct RealtimeConfig {
 /// plane's replay window (what it missed beyond that is gone from the live path anyway).
 pub const SHORT_LIVED_GIVE_UP: Duration = Duration::from_secs(600);
 
+/// The state of a client's subscriptions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    /// Long-polls are answered.
+    Connected,
+    /// Long-polls fail and are being retried: `category` is `network_down`, `network_issues`,
+    /// `timeout` or `malformed_response`.
+    Degraded {
+        /// The kind of failure.
+        category: String,
+        /// What failed, without the URL (it carries the token).
+        error: String,
+    },
+}
+
 /// A message received on a subscription.
 #[derive(Debug, Clone)]
 pub struct ChannelMessage {
@@ -176,6 +191,8 @@ struct Shared {
     faults: watch::Sender<Option<u16>>,
     /// Why a subscription stopped reconnecting (its `give_up_after` passed).
     gave_up: watch::Sender<Option<String>>,
+    /// Whether the subscription is getting through.
+    link: watch::Sender<Link>,
     closed: watch::Sender<bool>,
     /// Presence state per channel, echoed in every heartbeat.
     state: Mutex<serde_json::Map<String, Value>>,
@@ -195,6 +212,7 @@ impl Realtime {
             cfg,
             faults: watch::channel(None).0,
             gave_up: watch::channel(None).0,
+            link: watch::channel(Link::Connected).0,
             closed: watch::channel(false).0,
             state: Mutex::new(serde_json::Map::new()),
         });
@@ -283,6 +301,17 @@ impl Realtime {
     /// Watch for a subscription that stopped reconnecting (`give_up_after` of continuous failure).
     pub fn gave_up(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.shared.gave_up.subscribe()
+    }
+
+    /// Watch the subscriptions' link: `Degraded` from the first failed long-poll of an outage,
+    /// `Connected` again once one gets through (LOG-07, STRM-16).
+    pub fn link(&self) -> tokio::sync::watch::Receiver<Link> {
+        self.shared.link.subscribe()
+    }
+
+    /// Forget a reported fault (after new credentials were applied).
+    pub fn clear_faults(&self) {
+        self.shared.faults.send_replace(None);
     }
 
     /// Watch for fatal subscribe answers (HTTP 403 access denied, 400 bad request).
@@ -545,6 +574,26 @@ async fn subscribe_loop(
     let mut failures: u32 = 0;
     let mut failing_since: Option<std::time::Instant> = None;
     'poll: while !*closed.borrow() {
+        if failures > 0 && *s.link.borrow() != Link::Connected {
+            // a long-poll that gets through may be held for minutes: probe the link with a time
+            // request so the recovery is known (and reported) as soon as the network is back
+            let probe = s
+                .http
+                .inner()
+                .get(s.url("/time/0"))
+                .query(&s.common_query())
+                .timeout(Duration::from_secs(10))
+                .send();
+            let ok = tokio::select! {
+                r = probe => r.is_ok_and(|r| r.status().is_success()),
+                _ = tx.closed() => break,
+                _ = closed.changed() => break,
+            };
+            if ok {
+                tracing::info!(target: "blocks::realtime", "subscription to {list} reconnected after {failures} failed attempt(s)");
+                s.link.send_replace(Link::Connected);
+            }
+        }
         let mut q = s.common_query();
         q.push(("tt", tt.to_string()));
         if let Some(r) = &tr {
@@ -567,11 +616,15 @@ async fn subscribe_loop(
             _ = tx.closed() => break,
             _ = closed.changed() => break,
         };
+        let mut category = "malformed_response";
         let problem = match answer {
             Ok((200, body)) => match parse_subscribe(&body) {
                 Ok((next, region, messages)) => {
                     if failures > 0 {
-                        tracing::info!(target: "blocks::realtime", "subscription to {list} reconnected after {failures} failed attempt(s)");
+                        if *s.link.borrow() != Link::Connected {
+                            tracing::info!(target: "blocks::realtime", "subscription to {list} reconnected after {failures} failed attempt(s)");
+                            s.link.send_replace(Link::Connected);
+                        }
                         failures = 0;
                         failing_since = None;
                     }
@@ -597,10 +650,28 @@ async fn subscribe_loop(
                 s.faults.send_replace(Some(status));
                 break;
             }
-            Ok((status, body)) => format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
-            Err(e) => format!("network error: {}", e.without_url()),
+            Ok((status, body)) => {
+                category = "network_issues";
+                format!("HTTP {status}: {}", String::from_utf8_lossy(&body))
+            }
+            Err(e) => {
+                category = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "network_down"
+                } else {
+                    "network_issues"
+                };
+                format!("network error: {}", e.without_url())
+            }
         };
         failures = failures.saturating_add(1);
+        if *s.link.borrow() == Link::Connected {
+            s.link.send_replace(Link::Degraded {
+                category: category.to_string(),
+                error: problem.clone(),
+            });
+        }
         let since = *failing_since.get_or_insert_with(std::time::Instant::now);
         if s.cfg.give_up_after.is_some_and(|limit| since.elapsed() >= limit) {
             tracing::warn!(target: "blocks::realtime", "subscription to {list} gave up after {failures} failed attempt(s) over {:?} ({problem})", since.elapsed());

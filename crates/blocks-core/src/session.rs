@@ -636,6 +636,7 @@ mod tests {
         json!({ "type": kind, "taskId": "t" })
     }
 
+    // SESS-05: the same timetoken is delivered once; absent timetokens are all delivered
     #[test]
     fn duplicates_by_timetoken_are_dropped() {
         let mut s = SessionState::new(None);
@@ -646,6 +647,7 @@ mod tests {
         assert!(s.apply(Some(2), json!({"no": "type"})).is_none());
     }
 
+    // SESS-05: the seen-set is bounded (oldest evicted after 200)
     #[test]
     fn seen_set_is_bounded() {
         let mut s = SessionState::new(None);
@@ -657,6 +659,7 @@ mod tests {
         assert!(s.apply(Some(SEEN_CAPACITY as u64), ev("progress")).is_none());
     }
 
+    // LIFE-10 WAIT-05 SESS-06: the first terminal sets the state and wins over a later one
     #[test]
     fn first_terminal_wins_and_sets_state() {
         let mut s = SessionState::new(None);

@@ -71,6 +71,7 @@ async fn terminal_of(session: &TaskSession) -> Value {
     }
 }
 
+// ART-02: a string artifact is inline base64 of its UTF-8 bytes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_round_trip_through_the_dispatcher() {
     let net = devnet().await;
@@ -145,6 +146,7 @@ fn info(channel: &str) -> SessionInfo {
     }
 }
 
+// SEND-09: a terminal in history makes the session terminal at once; LIFE-10: the first terminal wins
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_finished_before_the_session_opened_is_terminal_from_history() {
     let net = devnet().await;
@@ -172,6 +174,7 @@ async fn a_task_that_finished_before_the_session_opened_is_terminal_from_history
     net.stop().await;
 }
 
+// SEND-09 CONN-04 RETRY-02: events after the history read arrive live, exactly once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_after_the_history_read_arrive_live_exactly_once() {
     let net = devnet().await;
@@ -220,6 +223,7 @@ async fn events_after_the_history_read_arrive_live_exactly_once() {
     net.stop().await;
 }
 
+// CFG-01 PIPE-02 ERR-07: billingMode and pipe-duration checks happen before any network call
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_validation_happens_before_the_network() {
     let err = TaskClient::create(ClientOptions {

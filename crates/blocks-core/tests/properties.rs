@@ -60,6 +60,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
 
+    // LIFE-10: whatever arrives, one terminal wins
     /// Any sequence of messages on a task channel: no panic, at most one terminal delivered, and
     /// once terminal the state never changes again.
     #[test]
@@ -95,6 +96,7 @@ proptest! {
         }
     }
 
+    // STRM-14: multipart parts reassemble in any order
     /// A frame split into multipart messages comes back whole in any arrival order, with
     /// duplicates (tiny frames are not split and arrive whole).
     #[test]
@@ -130,6 +132,7 @@ proptest! {
         prop_assert!(rebuilt.iter().all(|f| *f == wire || *f == frame));
     }
 
+    // STRM-12: the reorder buffer yields in seq order, once
     /// Items arriving in any order, duplicated, are delivered in sequence order, each once.
     #[test]
     fn reorder_delivers_in_order_once(order in prop::collection::vec(any::<prop::sample::Index>(), 0..60), n in 1u64..40) {

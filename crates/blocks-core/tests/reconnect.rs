@@ -29,6 +29,7 @@ fn client(give_up_after: Option<Duration>) -> std::sync::Arc<Realtime> {
     .expect("realtime")
 }
 
+// RETRY-01: short-lived clients have bounded retries and report why they stopped
 #[tokio::test]
 async fn a_short_lived_subscription_gives_up_and_reports_why() {
     let rt = client(Some(Duration::from_millis(1500)));
@@ -40,6 +41,7 @@ async fn a_short_lived_subscription_gives_up_and_reports_why() {
     assert!(reason.contains("attempts"), "{reason}");
 }
 
+// RETRY-01: the control client re-subscribes without a retry cap
 #[tokio::test]
 async fn a_control_client_keeps_reconnecting() {
     let rt = client(None);

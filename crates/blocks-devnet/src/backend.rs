@@ -24,6 +24,7 @@ pub(crate) async fn handle(net: &Net, req: &Req) -> Response<Body> {
         (Method::GET, ["api", "v1", "registry", "agents"]) if req.q("agentName").is_none() => registry_list(net, req),
         (Method::GET, ["api", "v1", "registry", "agents"]) => registry(net, req),
         (Method::DELETE, ["api", "v1", "registry", "agents"]) => registry_remove(net, req),
+        (Method::POST, ["devnet", "v1", "revoke-control-tokens"]) => revoke_control_tokens(net, req),
         // the RPC endpoint of a subscribe key, used by clients configured without a base URL
         (Method::POST, ["v1", "blocks", "sub-key", sk, "rpc"]) => {
             if *sk != crate::FREE_KEYS.1 && *sk != crate::PAID_KEYS.1 {
@@ -162,6 +163,38 @@ fn registry(net: &Net, req: &Req) -> Response<Body> {
     json_response(200, &json!({ "agent": agent_json(&agent) }))
 }
 
+/// `POST /devnet/v1/revoke-control-tokens {"controlChannel"}` (service token only): revoke every
+/// token that reads an agent's control channel, as an operator revoking access would. Held
+/// long-polls with those tokens end with 403. A devnet tool for tests and demos.
+fn revoke_control_tokens(net: &Net, req: &Req) -> Response<Body> {
+    if req.bearer().as_deref() != Some(net.service_token.as_str()) {
+        return err(
+            403,
+            "FORBIDDEN",
+            "this devnet endpoint needs the network's service token",
+        );
+    }
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let Some(channel) = body
+        .get("controlChannel")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+    else {
+        return err(400, "INVALID_ARGUMENT", "controlChannel is required");
+    };
+    let mut r = net.records();
+    let doomed: Vec<String> = r
+        .tokens
+        .iter()
+        .filter(|(_, t)| matches!(&t.kind, TokenKind::Control(c) if c == channel))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for t in &doomed {
+        r.revoke(t);
+    }
+    json_response(200, &json!({ "revoked": doomed.len() }))
+}
+
 /// The user behind a bearer: an API key's owner, or an access token's user.
 fn bearer_user(net: &Net, req: &Req) -> Option<String> {
     let b = req.bearer()?;
@@ -262,17 +295,23 @@ fn connect(net: &Net, req: &Req) -> Response<Body> {
     let concurrency = body.get("concurrency").and_then(Value::as_u64).unwrap_or(1) as usize;
     let sub_key = Net::keys(&agent.billing).1.to_string();
     r.touch_instance(instance_id);
+    // an instance registering again (new tokens after its control access was refused) keeps the
+    // tasks it is running: they are neither dispatched twice nor counted twice against capacity
+    let (running, last_assigned) = match r.instances.get(instance_id) {
+        Some(old) if old.agent == name => (old.running.clone(), old.last_assigned),
+        _ => (Default::default(), 0),
+    };
     r.instances.insert(
         instance_id.to_string(),
         crate::state::Instance {
             id: instance_id.to_string(),
             agent: name.to_string(),
             concurrency,
-            running: Default::default(),
+            running,
             live: false,
             control_channel: control_channel.clone(),
             sub_key,
-            last_assigned: 0,
+            last_assigned,
             left_at: None,
         },
     );

@@ -317,6 +317,9 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
         instance_went_live(net, &uuid, &channels);
         return resp;
     }
+    // a client may start from a cursor (a reconnect, or a first subscribe from the time it
+    // registered): it is live from its first long-poll as well
+    instance_went_live(net, &uuid, &channels);
     let deadline = tokio::time::Instant::now() + net.cfg.long_poll_hold;
     loop {
         let wake = net.rt.notified();
@@ -361,7 +364,7 @@ fn instance_went_live(net: &Net, uuid: &str, channels: &[String]) {
     let agent = {
         let mut r = net.records();
         match r.instances.get_mut(uuid) {
-            Some(i) if channels.contains(&i.control_channel) => {
+            Some(i) if channels.contains(&i.control_channel) && !i.live => {
                 i.live = true;
                 let (id, agent) = (i.id.clone(), i.agent.clone());
                 r.touch_instance(&id);

@@ -112,6 +112,7 @@ pub fn parse_timetoken(tt: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    // LIST-07: task, control, stream and setup channel names; AGT-05: the instance filter expression
     #[test]
     fn channels_follow_the_spec() {
         assert_eq!(task_channel("org_1", "t_1"), "u.org_1.t_1");
@@ -135,6 +136,7 @@ mod tests {
         assert!(!is_valid_stream_id(&"a".repeat(93)));
     }
 
+    // LIST-07: skill slugs are normalised; reserved owner ids in any case
     #[test]
     fn skill_slugs_and_reserved_owners() {
         assert_eq!(skill_slug("  Text-Summary  v2.1 "), "text_summary_v2.1");

@@ -138,6 +138,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    // STRM-09 STRM-10: writes are batched and flushed by size; seq increments per flush
     #[test]
     fn flushes_by_size_and_numbers_frames() {
         let t = Instant::now();
@@ -157,6 +158,7 @@ mod tests {
         assert_eq!(b.end_marker(4)["seq"], 2);
     }
 
+    // STRM-09: events streams refuse raw strings and wrap binary as {$binary}
     #[test]
     fn events_streams_refuse_raw_strings_and_wrap_binary() {
         let t = Instant::now();

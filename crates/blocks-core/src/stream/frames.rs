@@ -397,6 +397,7 @@ mod tests {
         );
     }
 
+    // STRM-14: a message above maxMessageSize is split into parts sharing one seq and reassembled in any order
     #[test]
     fn multipart_round_trip_in_any_order_with_duplicates() {
         let big = "x".repeat(50_000);
@@ -422,6 +423,7 @@ mod tests {
         assert_eq!(r.pending_groups(), 0);
     }
 
+    // STRM-14: invalid parts are dropped, incomplete groups expire
     #[test]
     fn invalid_and_conflicting_parts_are_dropped() {
         let mut r = Reassembler::default();

@@ -18,6 +18,18 @@ use crate::realtime::Realtime;
 
 static STREAM_CLIENTS: AtomicU32 = AtomicU32::new(0);
 
+/// A non-fatal stream error for a degraded link (STRM-16): the reader keeps going.
+fn link_error(link: &crate::realtime::Link) -> Option<ReaderEvent> {
+    match link {
+        crate::realtime::Link::Degraded { category, error } => Some(ReaderEvent::Error {
+            category: category.clone(),
+            message: format!("stream subscription interrupted ({error}); reconnecting"),
+            fatal: false,
+        }),
+        crate::realtime::Link::Connected => None,
+    }
+}
+
 /// A stream client uuid: `<prefix>-stream-NNNN` (process-wide counter).
 pub fn stream_uuid(prefix: &str) -> String {
     let n = STREAM_CLIENTS.fetch_add(1, Ordering::Relaxed) % 10_000;
@@ -254,6 +266,7 @@ impl StreamReader {
         let (tx, rx) = mpsc::channel::<ReaderEvent>(256);
         let task = tokio::spawn(async move {
             let mut faults = rt.faults();
+            let mut link = rt.link();
             let mut sub = Box::pin(rt.subscribe(std::slice::from_ref(&channel), cursor));
             let mut reassembler = Reassembler::default();
             let mut reorder = Reorder::new(format.first_seq(), reorder_timeout);
@@ -278,6 +291,15 @@ impl StreamReader {
                     }
                     Some(d) => tokio::select! {
                         _ = faults.changed() => continue,
+                        changed = link.changed() => {
+                            if changed.is_ok() {
+                                let ev = link_error(&link.borrow_and_update());
+                                if let Some(ev) = ev {
+                                    if tx.send(ev).await.is_err() { return; }
+                                }
+                            }
+                            continue;
+                        }
                         m = sub.next() => m,
                         _ = tokio::time::sleep_until(d.into()) => {
                             for item in reorder.on_timeout(Instant::now()) {
@@ -289,6 +311,15 @@ impl StreamReader {
                     },
                     None => tokio::select! {
                         _ = faults.changed() => continue,
+                        changed = link.changed() => {
+                            if changed.is_ok() {
+                                let ev = link_error(&link.borrow_and_update());
+                                if let Some(ev) = ev {
+                                    if tx.send(ev).await.is_err() { return; }
+                                }
+                            }
+                            continue;
+                        }
                         m = sub.next() => m,
                     },
                 };

@@ -191,6 +191,7 @@ mod tests {
         assert!(r.deadline().is_none());
     }
 
+    // STRM-12: out-of-order items come in seq order, duplicates dropped
     #[test]
     fn out_of_order_is_reordered_and_duplicates_dropped() {
         let mut r = Reorder::new(0, Duration::from_millis(750));
@@ -203,6 +204,7 @@ mod tests {
         assert!(r.deadline().is_none());
     }
 
+    // STRM-12: a gap is skipped after the reorder timeout
     #[test]
     fn a_gap_is_skipped_after_the_timeout_measured_from_the_first_gap() {
         let mut r = Reorder::new(1, Duration::from_millis(100));
@@ -234,6 +236,7 @@ mod tests {
         assert_eq!(seqs(&r.push(ev(2), t + Duration::from_millis(120))), vec![2, 3]);
     }
 
+    // STRM-12: stream_end(seq N) completes once everything below N was delivered or timed out
     #[test]
     fn end_completes_after_everything_below_it() {
         let mut r = Reorder::new(0, Duration::from_millis(100));
@@ -253,6 +256,7 @@ mod tests {
         assert!(r.is_done(), "a tail gap times out to the end");
     }
 
+    // STRM-12: a stream_end without a numeric seq is ignored
     #[test]
     fn end_without_seq_is_ignored_when_reordering() {
         let mut r = Reorder::new(0, Duration::from_millis(100));
@@ -261,6 +265,7 @@ mod tests {
         assert!(!r.is_done());
     }
 
+    // STRM-12: reorderTimeoutMs 0 is arrival order
     #[test]
     fn zero_timeout_is_arrival_order_with_dedup() {
         let mut r = Reorder::new(0, Duration::ZERO);
