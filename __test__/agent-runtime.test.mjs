@@ -106,3 +106,57 @@ test('LOG-07 the control link: transport_degraded (warn) once when it breaks, tr
     await proxy.close()
   }
 })
+
+test('AGT-14 SwitchEnvironment { environment, pamToken }: the control client moves to the other keyset with the new token; without a pamToken nothing changes', async () => {
+  const { startHttpProxy } = await import('./httpproxy.mjs')
+  const proxy = await startHttpProxy(env.net.url)
+  const logs = []
+  const logger = { error: (m) => logs.push(m), warn: () => {}, info: (m) => logs.push(m), debug: () => {} }
+  try {
+    const h = await env.agent('switcher', async () => ({}), { realtimeOrigin: proxy.url, logger })
+    const send = (message) =>
+      fetch(`${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${h.controlChannel}/0?uuid=ops&store=0&auth=${env.net.serviceToken}&meta=${encodeURIComponent(JSON.stringify({ instance: h.instanceId }))}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(message),
+      })
+    const onPaid = () => proxy.find((r) => r.path === `/v2/subscribe/sub-c-devnet-paid/${h.controlChannel}/0`)
+    const until = async (what, pred) => {
+      for (let i = 0; i < 500; i++) {
+        if (pred()) return
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      assert.fail(`${what} did not happen; logs: ${JSON.stringify(logs)}`)
+    }
+    assert.equal((await send({ type: 'SwitchEnvironment', environment: 'network' })).status, 200)
+    await until('the rejection log', () => logs.some((m) => /pamToken is required/.test(m)))
+    assert.equal(onPaid().length, 0, 'no new client without a token')
+    assert.ok(!logs.some((m) => m.includes(env.net.serviceToken)))
+    assert.equal((await send({ type: 'SwitchEnvironment', environment: 'network', pamToken: env.net.serviceToken })).status, 200)
+    await until('a control subscribe on the paid keyset', () => onPaid().length > 0)
+    assert.equal(onPaid()[0].query.auth, env.net.serviceToken, 'the new client carries the new token')
+    await until('the old client leaving', () => proxy.find((r) => r.path.startsWith(`/v2/presence/sub-key/sub-c-devnet-free/channel/${h.controlChannel}/leave`)).length > 0)
+    assert.ok(logs.some((m) => /switches its control client from playground to network \(token: present\)/.test(m)), JSON.stringify(logs))
+    assert.ok(!logs.some((m) => m.includes(env.net.serviceToken)), 'token values are never logged')
+    await h.stop(0)
+  } finally {
+    sdk.setLogger(null)
+    await proxy.close()
+  }
+})
+
+test('AGT-15 maxRunningTimeSec: the option wins over the card, with one info line when they differ', async () => {
+  const infos = []
+  const logger = { error: () => {}, warn: () => {}, info: (m) => infos.push(m), debug: () => {} }
+  const card = { identity: { agentName: 'x' }, capabilities: { taskKinds: ['request'] }, runtime: { handler: './h.js', maxRunningTimeSec: 300 } }
+  try {
+    const h = await env.agent('runtime_override', async () => ({}), { card, maxRunningTimeSec: 90, logger })
+    assert.deepEqual(infos.filter((m) => /maxRunningTimeSec/.test(m)), ["maxRunningTimeSec 90 from the options overrides the card's 300"])
+    await h.stop(0)
+    const same = await env.agent('runtime_same', async () => ({}), { card, maxRunningTimeSec: 300, logger })
+    assert.equal(infos.filter((m) => /maxRunningTimeSec/.test(m)).length, 1, 'nothing when they agree')
+    await same.stop(0)
+  } finally {
+    sdk.setLogger(null)
+  }
+})

@@ -174,9 +174,18 @@ async function startAgentInstance(options) {
   if (options.logger !== undefined) setLogger(options.logger)
   const runtime = card?.runtime ?? {}
   const agentName = options.agentName ?? card?.identity?.agentName
+  if (options.maxRunningTimeSec !== undefined && runtime.maxRunningTimeSec !== undefined && options.maxRunningTimeSec !== runtime.maxRunningTimeSec) {
+    // AGT-15: the option wins over the card, and says so once
+    log('info', `maxRunningTimeSec ${options.maxRunningTimeSec} from the options overrides the card's ${runtime.maxRunningTimeSec}`, { agentName })
+  }
   let taskClient = null
   let agent = null
-  const run = async (nctx) => {
+  // The engine awaits each task's promise, but a promise of JS is only kept alive by what refers
+  // to it: a handler waiting on something nobody else holds (a never-settling promise, a signal
+  // listener) would be collected with it, and the task would end "oneshot canceled". The running
+  // tasks' promises are held here until they settle.
+  const inflight = new Set()
+  const runTask = async (nctx) => {
     const ctx = new TaskContext(nctx, taskClient, (id, reason) => (agent ? agent.failStream(id, reason) : Promise.resolve()))
     try {
       const result = await handler(nctx.task, ctx)
@@ -186,6 +195,12 @@ async function startAgentInstance(options) {
     } catch (err) {
       return (err && err.message) || String(err) || 'Agent instance error'
     }
+  }
+  const run = (nctx) => {
+    const p = runTask(nctx)
+    inflight.add(p)
+    p.finally(() => inflight.delete(p))
+    return p
   }
   agent = await native.NativeAgent.start(
     {

@@ -473,7 +473,14 @@ struct Instance {
     agent_name: String,
     instance_id: String,
     concurrency: usize,
-    control: Arc<Realtime>,
+    /// The control client (replaced by SwitchEnvironment; read it with [`Instance::control`]).
+    control: std::sync::RwLock<Arc<Realtime>>,
+    /// A new control client to move to (SwitchEnvironment), picked up by the control pump.
+    switch: tokio::sync::watch::Sender<Option<Arc<Realtime>>>,
+    /// `playground` or `network`: the keyset the control client uses now.
+    environment: Mutex<String>,
+    /// The CDM's keysets by environment name.
+    keysets: HashMap<String, Keyset>,
     control_channel: String,
     keys: Keyset,
     origin: String,
@@ -525,11 +532,38 @@ async fn watch_control_link(mut link: tokio::sync::watch::Receiver<crate::realti
 
 async fn control_pump(weak: std::sync::Weak<Instance>, control: Arc<Realtime>, channel: String, start: Option<u64>) {
     let agent = weak.upgrade().map(|i| i.agent_name.clone()).unwrap_or_default();
-    let _watch = AbortOnDrop(tokio::spawn(watch_control_link(control.link(), agent)));
+    let mut switch = match weak.upgrade() {
+        Some(i) => i.switch.subscribe(),
+        None => return,
+    };
+    let mut control = control;
+    let mut _watch = AbortOnDrop(tokio::spawn(watch_control_link(control.link(), agent.clone())));
     let mut cursor = start;
     loop {
         let mut stream = Box::pin(control.subscribe(std::slice::from_ref(&channel), cursor));
-        while let Some(msg) = stream.next().await {
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                changed = switch.changed() => {
+                    let next = if changed.is_ok() { switch.borrow_and_update().clone() } else { None };
+                    let Some(next) = next else { continue };
+                    let Some(inst) = weak.upgrade() else { return };
+                    // the new client subscribes (from now: the other keyset has its own
+                    // timetokens), then the old one leaves and stops
+                    drop(stream);
+                    let old = std::mem::replace(&mut control, next.clone());
+                    if let Ok(mut c) = inst.control.write() {
+                        *c = next;
+                    }
+                    _watch = AbortOnDrop(tokio::spawn(watch_control_link(control.link(), agent.clone())));
+                    cursor = control.time().await.ok();
+                    stream = Box::pin(control.subscribe(std::slice::from_ref(&channel), cursor));
+                    old.shutdown().await;
+                    inst.write_presence().await;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             let Some(inst) = weak.upgrade() else { return };
             if inst.stopped.load(Ordering::SeqCst) {
                 return;
@@ -578,8 +612,9 @@ impl Instance {
                         "agent {agent} ({id}) stopped taking tasks: registering again gave no control token; restart it");
                     return false;
                 };
-                self.control.set_token(token);
-                self.control.clear_faults();
+                let control = self.control();
+                control.set_token(token);
+                control.clear_faults();
                 tracing::warn!(target: "blocks::agent", event = "control_reauthenticated",
                     "agent {agent} ({id}) registered again after its control access was refused; taking tasks again");
                 true
@@ -736,7 +771,20 @@ impl AgentInstance {
             agent_name: opts.agent_name.clone(),
             instance_id,
             concurrency: concurrency as usize,
-            control: control.clone(),
+            control: std::sync::RwLock::new(control.clone()),
+            switch: tokio::sync::watch::channel(None).0,
+            environment: Mutex::new(
+                if billing == BillingMode::Paid {
+                    "network"
+                } else {
+                    "playground"
+                }
+                .to_string(),
+            ),
+            keysets: HashMap::from([
+                ("playground".to_string(), cdm.keyset(BillingMode::Free).clone()),
+                ("network".to_string(), cdm.keyset(BillingMode::Paid).clone()),
+            ]),
             control_channel: control_channel.clone(),
             keys,
             origin,
@@ -877,7 +925,7 @@ impl AgentInstance {
                 h.abort();
             }
         }
-        self.inner.control.shutdown().await;
+        self.inner.control().shutdown().await;
         let deadline = tokio::time::Instant::now() + grace;
         let busy = |i: &Instance| i.active.load(Ordering::SeqCst) + i.finishing.load(Ordering::SeqCst) > 0;
         while busy(&self.inner) {
@@ -917,7 +965,7 @@ impl Drop for AgentInstance {
                 h.abort();
             }
         }
-        self.inner.control.close();
+        self.inner.control().close();
     }
 }
 
@@ -945,7 +993,55 @@ impl Instance {
                     });
                 }
             }
+            "SwitchEnvironment" => self.switch_environment(&msg),
             other => tracing::debug!(target: "blocks::agent", "ignoring control message {other}"),
+        }
+    }
+
+    /// The control client in use.
+    fn control(&self) -> Arc<Realtime> {
+        self.control.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `SwitchEnvironment {environment, pamToken}` (agent spec §5.7): a new control client on the
+    /// target keyset, with the new token, replaces the old one (AGT-14). Running tasks keep their
+    /// keyset. Token values are never logged.
+    fn switch_environment(&self, msg: &Value) {
+        let env = msg.get("environment").and_then(Value::as_str).unwrap_or_default();
+        let Some(keys) = self.keysets.get(env) else {
+            tracing::debug!(target: "blocks::agent", "SwitchEnvironment to unknown environment {env:?} ignored");
+            return;
+        };
+        let current = self.environment.lock().map(|e| e.clone()).unwrap_or_default();
+        if current == env {
+            tracing::debug!(target: "blocks::agent", "SwitchEnvironment to the current environment {env} ignored");
+            return;
+        }
+        let Some(token) = msg.get("pamToken").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+            tracing::error!(target: "blocks::agent", event = "switch_environment_rejected",
+                "SwitchEnvironment to {env} rejected: pamToken is required (token: absent); the agent stays on {current}");
+            return;
+        };
+        let old = self.control();
+        let next = Realtime::new(
+            RealtimeConfig {
+                subscribe_key: keys.subscribe_key.clone(),
+                publish_key: keys.publish_key.clone(),
+                token: Some(token.to_string()),
+                ..old.config().clone()
+            },
+            old.http(),
+        );
+        match next {
+            Ok(next) => {
+                tracing::info!(target: "blocks::agent", event = "switch_environment",
+                    "agent {} switches its control client from {current} to {env} (token: present)", self.agent_name);
+                if let Ok(mut e) = self.environment.lock() {
+                    *e = env.to_string();
+                }
+                self.switch.send_replace(Some(next));
+            }
+            Err(e) => tracing::error!(target: "blocks::agent", "SwitchEnvironment to {env} failed: {e}"),
         }
     }
 
@@ -1031,7 +1127,7 @@ impl Instance {
             if broadcast {
                 return;
             }
-            let control = self.control.clone();
+            let control = self.control();
             let channel = blocks_wire::task_channel(&org, &task_id);
             let version = version.unwrap_or(blocks_wire::PROTOCOL_VERSION).to_string();
             let agent = self.agent_name.clone();
@@ -1246,7 +1342,7 @@ impl Instance {
             "preferredProtocolVersion": blocks_wire::PROTOCOL_VERSION,
             "protocolVersions": blocks_wire::SUPPORTED_PROTOCOL_VERSIONS,
         });
-        if let Err(e) = self.control.set_state(&self.control_channel, state).await {
+        if let Err(e) = self.control().set_state(&self.control_channel, state).await {
             tracing::debug!(target: "blocks::agent", "presence state not written: {e}");
         }
     }

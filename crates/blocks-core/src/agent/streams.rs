@@ -207,9 +207,12 @@ impl StreamRegistry {
 
     /// Remove a stream for good and end it; returns the tasks that held it.
     pub async fn remove(&self, id: &str) -> Vec<Weak<TaskContext>> {
-        let Some(slot) = self.slots.lock().ok().and_then(|mut s| s.remove(id)) else {
+        let Some(slot) = self.slots.lock().ok().and_then(|s| s.get(id).cloned()) else {
             return Vec::new();
         };
+        // a task still attaching (its handshake in flight) finishes first, so it is failed too
+        let _setup = slot.setup.lock().await;
+        self.forget(id, &slot);
         let entry = slot.entry.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(entry) = entry else { return Vec::new() };
         for lease in entry.holders.values() {
