@@ -318,6 +318,89 @@ async function downloadArtifact(refOrEvent, source) {
   return { data: await session._downloadFile(ref), mimeType, fileName: ref.fileName }
 }
 
+/** The parts of `dir` that do not exist yet (mkdir creates them). */
+async function missingDirs(dir) {
+  const out = []
+  for (let d = dir; ; d = path.dirname(d)) {
+    try {
+      await fs.promises.lstat(d)
+      return out
+    } catch {
+      out.push(d)
+    }
+    if (path.dirname(d) === d) return out
+  }
+}
+
+const NOFOLLOW_EXCL = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | (fs.constants.O_NOFOLLOW ?? 0)
+
+/**
+ * Write artifacts into `dir` safely (see TaskSession.saveArtifacts): each one is written to a
+ * private temporary name first (O_EXCL: never through a symlink), then linked to a free name
+ * (never replacing anything) or, with `overwrite`, renamed over a regular file of that name.
+ * @internal
+ */
+async function saveArtifacts(refs, dir, options, downloadFileTo) {
+  if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('saveArtifacts(dir) needs a directory path')
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('saveArtifacts(dir, options): options must be an object ({ overwrite? })')
+  const overwrite = options.overwrite ?? false
+  if (typeof overwrite !== 'boolean') throw new InvalidArgumentError('saveArtifacts: overwrite must be true or false')
+  const root = path.resolve(dir)
+  const created = await missingDirs(root)
+  await fs.promises.mkdir(root, { recursive: true })
+  for (const d of created) {
+    // a directory this call created must be a directory, not a symlink planted meanwhile
+    if (!(await fs.promises.lstat(d)).isDirectory()) throw new InvalidArgumentError(`${d} is not a directory (a symlink?): nothing was written`)
+  }
+  const used = new Set()
+  const written = []
+  for (const [i, ref] of refs.entries()) {
+    let name = safeFileName(ref.fileName, i)
+    const ext = path.extname(name)
+    const stem = name.slice(0, name.length - ext.length)
+    for (let n = 1; used.has(name.toLowerCase()); n++) name = `${stem}-${n}${ext}`
+    const tmp = path.join(root, `.blocks-save-${process.pid}-${Date.now().toString(36)}-${i}.part`)
+    try {
+      if (ref.kind === 'file') {
+        if (!ref.channel || !ref.fileId || !ref.fileName) throw new InvalidArgumentError('file ArtifactRef is missing required fields (channel, fileId, fileName)')
+        await downloadFileTo(ref, tmp)
+      } else {
+        const { data } = await downloadArtifact(ref)
+        const fh = await fs.promises.open(tmp, NOFOLLOW_EXCL, 0o644)
+        try {
+          await fh.writeFile(data)
+        } finally {
+          await fh.close()
+        }
+      }
+      let target = path.join(root, name)
+      if (path.dirname(target) !== root) throw new InvalidArgumentError(`artifact name ${JSON.stringify(ref.fileName)} resolves outside ${root}`)
+      if (overwrite) {
+        const existing = await fs.promises.lstat(target).catch(() => null)
+        if (existing && !existing.isFile()) throw new InvalidArgumentError(`${target} exists and is not a regular file (a symlink or a directory): it is not replaced`)
+        await fs.promises.rename(tmp, target)
+      } else {
+        for (let n = 1; ; n++) {
+          try {
+            await fs.promises.link(tmp, target)
+            break
+          } catch (err) {
+            if (err.code !== 'EEXIST') throw err
+            name = `${stem}-${n}${ext}`
+            target = path.join(root, name)
+          }
+        }
+        await fs.promises.unlink(tmp)
+      }
+      used.add(name.toLowerCase())
+      written.push(target)
+    } finally {
+      await fs.promises.rm(tmp, { force: true })
+    }
+  }
+  return written
+}
+
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i
 
 /** A file name that is safe to create inside a directory (never a path). */
@@ -351,5 +434,6 @@ module.exports = {
   refWithEvent,
   rememberArtifact,
   safeFileName,
+  saveArtifacts,
   mimeFromName,
 }

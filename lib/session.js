@@ -70,16 +70,22 @@ class TaskSession {
         for (const e of batch) this.#dispatch(e)
       })
     }
+    // a task that ended before sendMessage() resolved (its terminal was in the history): the
+    // session closes as it would at a live terminal (SESS-07), right after the catch-up events
+    // reached the listeners, so `isClosed` is true once `waitForTerminal()` resolves
+    const finishedEarly = catchUp && this.#terminal !== null && !this.#closed
     const early = catchUp ? initial.events : []
     if (early.length === 0) {
-      goLive()
+      if (finishedEarly) this.#drainThenClose()
+      else goLive()
       return
     }
     this.#caughtUp = new Promise((resolve) =>
       setImmediate(() => {
         this.#pendingCatchUp = false
         for (const event of early) this.#deliverEarly(event)
-        goLive()
+        if (finishedEarly) this.#drainThenClose()
+        else goLive()
         resolve()
       }),
     )
@@ -269,33 +275,13 @@ class TaskSession {
   /**
    * Write every artifact into `dir` (created if needed) and resolve with the absolute paths, in
    * `listArtifacts()` order. Names come from the artifact's `fileName` reduced to a safe base name
-   * (never a path; `artifact-<i>` when empty), with `-1`, `-2`… suffixes on collisions. File
-   * artifacts are streamed to disk.
+   * (never a path; control characters and reserved device names replaced; `artifact-<i>` when
+   * empty). Nothing is written through a symlink, and an existing file is never replaced unless
+   * `{ overwrite: true }`: the artifact takes the next free name (`-1`, `-2`… before the
+   * extension). File artifacts are streamed to disk; a failed download leaves nothing behind.
    */
-  async saveArtifacts(dir) {
-    if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('saveArtifacts(dir) needs a directory path')
-    const root = path.resolve(dir)
-    await fs.promises.mkdir(root, { recursive: true })
-    const used = new Set()
-    const written = []
-    for (const [i, ref] of this.listArtifacts().entries()) {
-      let name = parts.safeFileName(ref.fileName, i)
-      const ext = path.extname(name)
-      const stem = name.slice(0, name.length - ext.length)
-      for (let n = 1; used.has(name.toLowerCase()); n++) name = `${stem}-${n}${ext}`
-      used.add(name.toLowerCase())
-      const target = path.join(root, name)
-      if (path.dirname(target) !== root) throw new InvalidArgumentError(`artifact name ${JSON.stringify(ref.fileName)} resolves outside ${root}`)
-      if (ref.kind === 'file') {
-        if (!ref.channel || !ref.fileId || !ref.fileName) throw new InvalidArgumentError('file ArtifactRef is missing required fields (channel, fileId, fileName)')
-        await this.#native.downloadFileTo(ref, target)
-      } else {
-        const { data } = await parts.downloadArtifact(ref)
-        await fs.promises.writeFile(target, data)
-      }
-      written.push(target)
-    }
-    return written
+  async saveArtifacts(dir, options = {}) {
+    return parts.saveArtifacts(this.listArtifacts(), dir, options, (ref, tmp) => this.#native.downloadFileTo(ref, tmp))
   }
 
   /**

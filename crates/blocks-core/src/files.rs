@@ -283,7 +283,13 @@ pub async fn download_to(http: &HttpClient, access: &FileAccess, r: &Value, path
     let tmp = path.with_extension(format!("part-{}", std::process::id()));
     let io = |e: std::io::Error| Error::Config(format!("writing {}: {e}", path.display()));
     let result: Result<u64> = async {
-        let mut f = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        // a new file only: never written through a symlink or over something that is there
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .map_err(io)?;
         let mut n = 0u64;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {

@@ -575,6 +575,7 @@ impl TaskContext {
 mod tests {
     use super::*;
 
+    // STRM-18: the stream-id rule and its three messages
     #[test]
     fn stream_ids_are_validated() {
         assert!(validate_stream_id("t_1-1").is_ok());
@@ -584,6 +585,7 @@ mod tests {
         assert!(e(&"a".repeat(93)).starts_with("Stream ID exceeds 92 byte limit"));
     }
 
+    // ASTR-07: a stream acquired again as something else is refused, naming what differs
     #[test]
     fn reacquiring_as_something_else_is_refused() {
         let k = StreamKind {
@@ -604,6 +606,7 @@ mod tests {
         assert!(with(&|w| w.affinity = "dedicated".into()).contains("affinity mismatch"));
     }
 
+    // STRM-14: maxMessageSize of 512 or less is refused
     #[test]
     fn writer_options_validate_the_message_size() {
         assert!(writer_options(None, None, Some(512)).is_err());
