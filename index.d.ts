@@ -388,13 +388,18 @@ export declare class StreamHandle {
   /** Direction from this side's point of view (`outbound` = this side writes). */
   readonly direction: 'outbound' | 'inbound' | 'bidirectional'
   readonly external: false
+  /** `dedicated`, or `shared` (one writer for every pipe task that holds the stream). */
+  readonly affinity: 'dedicated' | 'shared'
+  /** True until this side ended it (a shared stream: until this task released it). */
   readonly isActive: boolean
   /** Bytes/text on bytes streams; JSON values (or bytes, as `{$binary}`) on events streams. */
   write(data: string | Uint8Array | ArrayBuffer | object | number | boolean | null): void
   /** Publish what is buffered now (writes are batched by size and latency). */
   flush(): Promise<void>
-  /** Flush, publish the end marker where due, stop. Idempotent. */
+  /** Flush, publish the end marker where due, stop. Idempotent. Agent side: task-scoped (a shared stream ends with its last holder). */
   end(): Promise<void>
+  /** `cb()` once this side ended the stream. */
+  onEnd(cb: () => void): Unsubscribe
   onError(cb: (error: StreamError) => void): Unsubscribe
   onInboundDone(cb: () => void): Unsubscribe
   onInbound(cb: (item: InboundItem) => void): Unsubscribe
@@ -403,6 +408,27 @@ export declare class StreamHandle {
   events<T = unknown>(): AsyncIterableIterator<T>
   readable(): import('node:stream').Readable
 }
+
+/**
+ * An external stream (agent side, `createStream({ external: true })`): the SDK did the setup
+ * handshake; another process writes to `channel` with `token`. Its read and write members throw.
+ */
+export declare class ExternalStreamHandle {
+  private constructor()
+  readonly streamId: string
+  readonly channel: string
+  /** The writer's stream token. */
+  readonly token: string
+  readonly external: true
+  readonly isActive: boolean
+  /** Complete the handshake: the network announces the stream to the caller. */
+  activate(options?: { metadata?: unknown }): Promise<void>
+  end(): Promise<void>
+  onEnd(cb: () => void): Unsubscribe
+}
+
+/** Throws InvalidArgumentError unless `id` is 1..92 bytes of `[A-Za-z0-9_-]`. */
+export declare function validateStreamId(id: string): void
 
 /**
  * A stream announced for a task; open it to read (or write, for inbound/bidirectional ones). The
@@ -485,7 +511,7 @@ export declare class TaskSession {
    * `listArtifacts()` order. Names are sanitised base names (never outside `dir`), `artifact-<i>`
    * when empty, with `-1`, `-2`… suffixes on collisions. File artifacts are streamed to disk.
    */
-  saveArtifacts(dir: string): Promise<string[]>
+  saveArtifacts(dir: string, options?: { overwrite?: boolean }): Promise<string[]>
   listEvents(): TaskEvent[]
   /** Resolves with the terminal event; rejects with TimeoutError after `timeoutMs` and with ClosedError on `close()`. */
   waitForTerminal(timeoutMs?: number): Promise<TerminalEvent>
@@ -725,7 +751,8 @@ export declare class TaskContext {
   /** A ready TaskClient authenticated as the agent's owner, for calling other agents. */
   readonly taskClient: TaskClient
   /** Open a stream to the caller (needs `hasStream`); resolves the card's `streams` declaration. */
-  createStream(options?: CreateStreamOptions): Promise<StreamHandle>
+  createStream(options?: CreateStreamOptions & { external?: false }): Promise<StreamHandle>
+  createStream(options: CreateStreamOptions & { external: true }): Promise<ExternalStreamHandle>
 }
 
 export interface CreateStreamOptions {
@@ -743,6 +770,12 @@ export interface CreateStreamOptions {
   maxLatencyMs?: number
   /** Wait after setup so the caller can subscribe before the first write (default 1000; 0 disables). */
   subscribeGraceMs?: number
+  /** Split frames above this many bytes into multipart messages (> 512; default 16384 or `STREAM_MAX_MESSAGE_SIZE`). */
+  maxMessageSize?: number
+  /** External stream (pipe tasks): the SDK only does the handshake; see ExternalStreamHandle. */
+  external?: boolean
+  /** Runs once the stream is active, off the handler; a throw fails the stream (`stream_crashed`). */
+  onActivate?: (stream: StreamHandle | ExternalStreamHandle) => void | Promise<void>
 }
 
 export type TaskHandler = (task: StartTask, ctx: TaskContext) => HandlerResult | void | Promise<HandlerResult | void>
@@ -795,6 +828,10 @@ export interface AgentInstanceHandle {
   readonly taskClient: TaskClient
   /** The instance's backend identity. */
   readonly agentAuth: AgentAuth
+  /** The CDM document the instance was configured from. */
+  readonly cdmConfig: CdmConfig
+  /** Fail a stream: every task holding it gets terminal `failed` with `error: reason`; an unknown id does nothing. */
+  failStream(streamId: string, reason: string): Promise<void>
   /** Publish a terminal for one of this instance's tasks with its cached credentials (e.g. a pipe task whose handler returned). */
   publishTerminal(taskId: string, terminal: { state: TerminalState; reason?: string; error?: string; [extra: string]: unknown }): Promise<void>
   /** Stop taking tasks; running handlers get `graceMs` (default 10000) to finish. Idempotent. */

@@ -39,3 +39,24 @@ export async function ported(): Promise<void> {
   console.log((await fetchCdmConfig()).playground.subscribeKey, channels.registrySkill('x'), taskChannel('o', 't'))
   console.log(isProtocolVersionSupported(CURRENT_PROTOCOL_VERSION), new StaticAuthProvider('t').getAuthHeader())
 }
+
+// the official SDK's agent surface
+import { startAgentInstance, validateStreamId, type TaskHandler } from '../../../index.js'
+
+export const sharedProducer: TaskHandler = async (task, ctx) => {
+  const shared = await ctx.createStream({ declaredStream: 'prices', maxMessageSize: 4096, onActivate: (s) => console.log(s.streamId) })
+  console.log(shared.affinity, shared.isActive)
+  shared.onEnd(() => console.log('released'))
+  const ext = await ctx.createStream({ declaredStream: 'feed', external: true })
+  console.log(ext.token, ext.channel)
+  await ext.activate({ metadata: { by: 'writer' } })
+  validateStreamId(ext.streamId)
+  return {}
+}
+
+export async function handle(): Promise<void> {
+  const h = await startAgentInstance({ agentName: 'a', handler: sharedProducer })
+  console.log(h.cdmConfig.playground.subscribeKey)
+  await h.failStream('prices', 'upstream_gone')
+  await h.publishTerminal('t_1', { state: 'completed' })
+}
