@@ -121,3 +121,19 @@ test('no token, JWT or API key reaches a log line, even when publishes fail and 
     await proxy.close()
   }
 })
+
+test('a terminal whose publish got no answer (the connection dropped after the request was sent) is sent again: the task does not stay running', async () => {
+  const proxy = await startHttpProxy(env.net.url)
+  try {
+    const h = await env.agent('terminal_retry', async () => ({}), { realtimeOrigin: proxy.url })
+    const isTerminal = (r) => r.path.startsWith('/publish/') && r.json?.type === 'terminal'
+    proxy.resetNext(2, isTerminal)
+    const s = await client.sendMessage({ agentName: 'terminal_retry', requestParts: [] })
+    assert.equal((await s.waitForTerminal(30_000)).state, 'completed')
+    assert.equal(proxy.find(isTerminal).length, 3, 'two attempts without an answer, then the one the network took')
+    assert.equal((await client.getTask(s.taskId)).state, 'completed')
+    await h.stop(0)
+  } finally {
+    await proxy.close()
+  }
+})

@@ -144,6 +144,10 @@ struct StatusThrottle {
 type Outgoing = (Value, Option<tokio::sync::oneshot::Sender<Result<()>>>);
 
 /// Publish queued events of one task in order with its write token; ends when the context drops.
+/// How long a task's terminal is sent again while the network does not take it (past a devnet
+/// or backend restart; the publish transport itself already retries refused connections for 60 s).
+const TERMINAL_RETRY_FOR: Duration = Duration::from_secs(120);
+
 fn spawn_publisher(
     publisher: Arc<Realtime>,
     channel: String,
@@ -169,7 +173,30 @@ fn spawn_publisher(
                 ("taskId".to_string(), task_id.clone()),
                 ("protocolVersion".to_string(), blocks_wire::PROTOCOL_VERSION.to_string()),
             ]);
-            let r = publisher.publish(&channel, event, Some(meta), true).await.map(|_| ());
+            let terminal = event.get("type").and_then(Value::as_str) == Some("terminal");
+            let mut r = publisher
+                .publish(&channel, event.clone(), Some(meta.clone()), true)
+                .await
+                .map(|_| ());
+            if terminal {
+                // a terminal is worth a duplicate (the first one wins for every reader): it is
+                // sent again, also after an ambiguous failure, until the network takes it or
+                // refuses it, so a task never stays `running` because a network restart ate it
+                let started = Instant::now();
+                let mut delay = Duration::from_millis(250);
+                while let Err(e) = &r {
+                    if matches!(e, Error::Http { status: 400..=499, .. }) || started.elapsed() >= TERMINAL_RETRY_FOR {
+                        break;
+                    }
+                    tracing::debug!(target: "blocks::agent", "terminal of {task_id} not published ({e}); retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    r = publisher
+                        .publish(&channel, event.clone(), Some(meta.clone()), true)
+                        .await
+                        .map(|_| ());
+                }
+            }
             match done {
                 Some(d) => {
                     let _ = d.send(r);
@@ -949,11 +976,13 @@ impl AgentInstance {
             .lock()
             .map(|mut p| p.drain().map(|(_, c)| c).collect())
             .unwrap_or_default();
-        for ctx in left.into_iter().chain(parked) {
+        // concurrently: a terminal may be retried for a while when the network is down
+        let ends = left.into_iter().chain(parked).map(|ctx| async move {
             ctx.signal(CancelReason::Terminated);
             ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_stopped" }))
                 .await;
-        }
+        });
+        futures::future::join_all(ends).await;
     }
 }
 

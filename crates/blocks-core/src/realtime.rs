@@ -346,10 +346,16 @@ impl Realtime {
         if let Some(m) = meta {
             b = b.meta(m);
         }
-        let r = b
-            .execute()
-            .await
-            .map_err(|e| Error::Realtime(format!("publish to {channel} failed: {e}")))?;
+        let r = b.execute().await.map_err(|e| match e {
+            // a refusal (bad token, no grant, bad request) is an HTTP answer: callers decide by
+            // its status whether trying again can help
+            pubnub::core::PubNubError::API { status, message, .. } if (400..500).contains(&status) => Error::Http {
+                context: format!("publish to {channel} refused"),
+                status,
+                body: message,
+            },
+            other => Error::Realtime(format!("publish to {channel} failed: {other}")),
+        })?;
         r.timetoken
             .parse::<u64>()
             .map_err(|_| Error::Protocol(format!("publish answered a bad timetoken {:?}", r.timetoken)))
