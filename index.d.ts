@@ -41,6 +41,13 @@ export declare class TransportError extends BlocksError {
   readonly status?: number
   /** Response body (shortened), when the server answered. */
   readonly body?: string
+  /**
+   * When the network failed: a stable code (`ECONNREFUSED`, `ENOTFOUND`, `ETIMEDOUT`, `ECONNRESET`,
+   * `CERT_UNTRUSTED`, `CERT_HOSTNAME_MISMATCH`, `CERT_EXPIRED`, …).
+   */
+  readonly code?: string
+  /** The host (and port) that could not be reached. */
+  readonly host?: string
 }
 /** Configuration could not be resolved (CDM document, keys, base URL). */
 export declare class ConfigError extends BlocksError {}
@@ -96,6 +103,8 @@ export interface TaskClientOptions {
    * detect a silently dead (blackholed) connection sooner; it must exceed the server's hold time.
    */
   longPollTimeoutMs?: number
+  /** Allow plain http:// to hosts that are not loopback (refused otherwise: tokens would travel in clear). Also `BLOCKS_ALLOW_INSECURE_HTTP=1`. */
+  allowInsecureHttp?: boolean
   /** `ownerId` sent when `sendMessage` names none (default: none, and the backend takes the caller). */
   defaultOwnerId?: string
 }
@@ -138,6 +147,8 @@ export interface DirectTaskClientOptions {
   agentAuth?: AgentAuth
   /** `ownerId` sent when `sendMessage` names none. */
   defaultOwnerId?: string
+  /** Allow plain http:// to hosts that are not loopback. */
+  allowInsecureHttp?: boolean
 }
 
 /**
@@ -814,6 +825,8 @@ export interface AgentInstanceOptions {
    * silently dead (blackholed) connection sooner; it must exceed the server's hold time.
    */
   longPollTimeoutMs?: number
+  /** Allow plain http:// to hosts that are not loopback (refused otherwise: tokens would travel in clear). Also `BLOCKS_ALLOW_INSECURE_HTTP=1`. */
+  allowInsecureHttp?: boolean
 }
 
 export interface AgentInstanceHandle {
@@ -847,6 +860,8 @@ export declare function startAgentInstance(options: AgentInstanceOptions): Promi
 export interface LocalNetworkOptions {
   /** 0 (default) picks a free port. */
   port?: number
+  /** Host names served besides loopback ones (others get 421); a leading dot allows a whole domain. */
+  allowedHosts?: string[]
   /** Extra users: `[[apiKey, userId], ...]`; the first is the default key. */
   apiKeys?: Array<[string, string]>
   /** Agents registered as paid on first sight. */

@@ -302,3 +302,24 @@ test('STRM-16 network trouble on a stream reaches onError as non-fatal, and the 
     await fault.close()
   }
 })
+
+test('STRM-13 SESS-08 a stream the caller ended itself counts as done: the session closes at the terminal, without waiting out the drain window', async () => {
+  await agent('bidi_quiet', async (task, ctx) => {
+    const s = await ctx.createStream({ subscribeGraceMs: 0 })
+    s.write({ hi: 1 })
+    await s.flush()
+    if (!ctx.cancelSignal.aborted) await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    return {}
+  }, { card: card({ chat: { direction: 'bidirectional', format: 'events' } }) })
+  const session = await client.sendMessage({ agentName: 'bidi_quiet', taskKind: 'pipe', duration: 5, requestParts: [] })
+  const stream = (await session.waitForStream('chat')).open()
+  const inboundDone = deferred()
+  stream.onInboundDone(() => inboundDone.resolve())
+  const it = stream.events()[Symbol.asyncIterator]()
+  assert.deepEqual((await it.next()).value, { hi: 1 })
+  await it.return() // the caller stops reading: the iterator ends the stream
+  await inboundDone.promise
+  await session.cancel()
+  await session.waitForTerminal(15_000)
+  assert.equal(session.isClosed, true, 'nothing left to drain')
+})

@@ -415,7 +415,8 @@ test('ART-08 a download that breaks off mid-body leaves no partial file: saveArt
     await assert.rejects(s.downloadArtifact(s.listArtifacts()[1]), sdk.BlocksError)
     // the link heals: the same call writes both, byte-exact
     breaker.breakBlobs = false
-    const written = await s.saveArtifacts(dir)
+    // saving again into the same directory: a.txt is there already, so it is replaced only on request
+    const written = await s.saveArtifacts(dir, { overwrite: true })
     assert.deepEqual(written.map((w) => path.basename(w)), ['a.txt', 'big.bin'])
     assert.ok(fs.readFileSync(written[1]).equals(made(200_000)))
     assert.deepEqual(fs.readdirSync(dir).sort(), ['a.txt', 'big.bin'])

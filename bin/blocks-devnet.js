@@ -3,11 +3,12 @@
 // `npx blocks-devnet`: run a local Blocks Network until Ctrl-C.
 // Flags: --port N, --api-key KEY[:USER] (repeatable), --agent NAME:paid|free (repeatable), --token-ttl SECS,
 // --data-dir DIR (database and files; default .blocks-devnet in the current directory), --in-memory,
-// --max-upload-bytes N, --log error|warn|info|debug (debug prints one line per request)
+// --max-upload-bytes N, --allow-host NAME (repeatable: a host name served besides the loopback ones),
+// --log error|warn|info|debug (debug prints one line per request)
 const { LocalNetwork } = require('../index.js')
 
 function parse(argv) {
-  const opts = { apiKeys: [], paidAgents: [] }
+  const opts = { apiKeys: [], paidAgents: [], allowedHosts: [] }
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]
     const value = () => {
@@ -46,6 +47,12 @@ function parse(argv) {
       case '--in-memory':
         opts.inMemory = true
         break
+      case '--allow-host': {
+        const v = value()
+        if (!v.replace(/^\.+/, '').trim() || /[/\s:]/.test(v)) throw new Error(`--allow-host needs a host name (no port, no scheme), got ${v}`)
+        opts.allowedHosts.push(v)
+        break
+      }
       case '--log': {
         const v = value()
         if (!['error', 'warn', 'info', 'debug'].includes(v)) throw new Error(`--log must be error, warn, info or debug, got ${v}`)
@@ -68,6 +75,7 @@ function parse(argv) {
     }
   }
   if (opts.apiKeys.length === 0) delete opts.apiKeys
+  if (opts.allowedHosts.length === 0) delete opts.allowedHosts
   if (opts.inMemory && opts.dataDir !== undefined) throw new Error('--in-memory and --data-dir exclude each other: choose one')
   if (!opts.inMemory && opts.dataDir === undefined) opts.dataDir = '.blocks-devnet'
   if (opts.inMemory) delete opts.inMemory
@@ -76,11 +84,13 @@ function parse(argv) {
 
 const USAGE = `usage:
   blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
-                [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--log LEVEL]
+                [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--allow-host NAME]... [--log LEVEL]
                                                            run a local network until Ctrl-C
       --data-dir DIR  database and files (default .blocks-devnet in the current directory);
                       the network keeps its agents, tasks, history and files across restarts
       --in-memory     keep nothing (a throwaway network)
+      --allow-host NAME  also serve this host name (besides localhost, 127.0.0.0/8, [::1]; .NAME: and
+                      every name under it); requests for other hosts get 421 (DNS rebinding)
       --log LEVEL     error | warn | info | debug (debug: one line per request)
   blocks-devnet send AGENT TEXT [--paid] [--timeout SECS]  send one task, print its events
   blocks-devnet tasks [--agent NAME] [--state STATE] [--limit N] [--paid]   list your tasks

@@ -216,6 +216,7 @@ async function startAgentInstance(options) {
       listing: options.listing,
       terminateGraceMs: options.terminateGraceMs,
       longPollTimeoutMs: require('./client.js').longPollTimeout(options),
+      allowInsecureHttp: require('./client.js').insecureOption(options),
       streams: Object.entries(card?.streams ?? options.streams ?? {}).map(([name, d]) => [name, d.direction, d.format, d.affinity ?? 'dedicated']),
     },
     run,

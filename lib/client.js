@@ -30,6 +30,13 @@ function drainOptions(options) {
   return out
 }
 
+/** `allowInsecureHttp`: plain http:// to hosts that are not loopback (refused otherwise). */
+function insecureOption(options) {
+  const v = options.allowInsecureHttp
+  if (v !== undefined && typeof v !== 'boolean') throw new InvalidArgumentError(`allowInsecureHttp must be true or false, got ${v}`)
+  return v
+}
+
 function ownerOption(options) {
   const v = options.defaultOwnerId
   if (v !== undefined && typeof v !== 'string') throw new InvalidArgumentError(`defaultOwnerId must be a string, got ${typeof v}`)
@@ -84,6 +91,7 @@ class TaskClient {
         baseUrl: options.baseUrl ?? agentAuth?._native.baseUrl,
         realtimeOrigin: options.realtimeOrigin,
         defaultOwnerId: ownerOption(options),
+        allowInsecureHttp: insecureOption(options),
       },
       auth === undefined ? undefined : nativeAuthOf(auth),
     )
@@ -108,6 +116,7 @@ class TaskClient {
       anonFingerprint: options.anonFingerprint,
       longPollTimeoutMs: longPollTimeout(options),
       defaultOwnerId: ownerOption(options),
+      allowInsecureHttp: insecureOption(options),
       ...authOptions(options),
     })
     const client = new TaskClient(n)
@@ -267,6 +276,7 @@ class TaskClient {
 }
 
 module.exports = {
+  insecureOption,
   longPollTimeout,
   TaskClient,
 }

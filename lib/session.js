@@ -31,6 +31,8 @@ class TaskSession {
   #drainWindowMs = DRAIN_WINDOW_MS
   #autoDrain = true
   #closing = null
+  /** The drain window's timer after a terminal (cleared by close()). */
+  #drainTimer = null
   /** Resolves once the catch-up events went to the listeners (see the constructor). */
   #caughtUp = Promise.resolve()
   #pendingCatchUp = false
@@ -84,9 +86,11 @@ class TaskSession {
       setImmediate(() => {
         this.#pendingCatchUp = false
         for (const event of early) this.#deliverEarly(event)
-        if (finishedEarly) this.#drainThenClose()
-        else goLive()
+        if (!finishedEarly) goLive()
         resolve()
+        // after the replays waiting on the catch-up (queued first) and before the code that
+        // awaited waitForTerminal() runs on
+        if (finishedEarly) queueMicrotask(() => this.#drainThenClose())
       }),
     )
     this.#pendingCatchUp = true
@@ -339,6 +343,7 @@ class TaskSession {
   close() {
     if (this.#closing) return this.#closing
     this.#closed = true
+    clearTimeout(this.#drainTimer)
     this.#native.close()
     for (const w of this.#waiters) {
       clearTimeout(w.timer)
@@ -371,11 +376,8 @@ class TaskSession {
     const active = [...this.#opened.values()].filter((h) => h.isActive && h.direction !== 'outbound' && h.affinity !== 'shared')
     if (active.length === 0 || !this.#autoDrain) return this.close()
     const done = active.map((h) => new Promise((resolve) => h.onInboundDone(resolve)))
-    const timer = setTimeout(() => this.close(), this.#drainWindowMs)
-    Promise.all(done).then(() => {
-      clearTimeout(timer)
-      this.close()
-    })
+    this.#drainTimer = setTimeout(() => this.close(), this.#drainWindowMs)
+    Promise.all(done).then(() => this.close())
   }
 
   #context(event) {

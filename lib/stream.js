@@ -59,7 +59,16 @@ class StreamHandle {
   end() {
     if (this.#ended === null) {
       this.#ended = this.#native.end()
-      this.#ended.then(() => this.#listeners.emit('onEnd', [], {}), () => this.#listeners.emit('onEnd', [], {}))
+      const after = () => {
+        // ending it here also ends its inbound side: whoever waits for that (a session's drain)
+        // is released
+        if (!this.#done && this.direction !== 'outbound') {
+          this.#done = true
+          this.#listeners.emit('onInboundDone', [], {})
+        }
+        this.#listeners.emit('onEnd', [], {})
+      }
+      this.#ended.then(after, after)
     }
     return this.#ended
   }

@@ -35,6 +35,8 @@ pub struct NativeAgentOptions {
     pub streams: Option<Vec<Vec<String>>>,
     /// Give up on a silent subscribe long-poll after this many ms (default 310000).
     pub long_poll_timeout_ms: Option<f64>,
+    /// Allow plain `http://` to hosts that are not loopback.
+    pub allow_insecure_http: Option<bool>,
 }
 
 struct JsHandler {
@@ -218,6 +220,7 @@ impl NativeAgent {
                 .long_poll_timeout_ms
                 .filter(|ms| ms.is_finite() && *ms >= 0.0)
                 .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+            allow_insecure_http: opts.allow_insecure_http.unwrap_or(false),
             streams: opts
                 .streams
                 .unwrap_or_default()

@@ -36,6 +36,8 @@ pub struct NativeClientOptions {
     pub long_poll_timeout_ms: Option<f64>,
     /// `ownerId` sent when `sendMessage` names none.
     pub default_owner_id: Option<String>,
+    /// Allow plain `http://` to hosts that are not loopback.
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// Options of `NativeTaskClient.direct`.
@@ -47,6 +49,7 @@ pub struct NativeDirectOptions {
     pub base_url: Option<String>,
     pub realtime_origin: Option<String>,
     pub default_owner_id: Option<String>,
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// Internal caller client.
@@ -136,6 +139,7 @@ impl NativeTaskClient {
                 .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0)),
             default_owner_id: opts.default_owner_id,
             external_auth: None,
+            allow_insecure_http: opts.allow_insecure_http.unwrap_or(false),
         };
         let inner = TaskClient::create(options).await.or_js().await?;
         Ok(NativeTaskClient { inner })
@@ -148,6 +152,15 @@ impl NativeTaskClient {
             .realtime_origin
             .filter(|o| !o.is_empty())
             .unwrap_or_else(|| blocks_core::config::realtime_origin(None));
+        let insecure = blocks_core::config::insecure_http_allowed(opts.allow_insecure_http.unwrap_or(false));
+        let base = opts.base_url.clone().unwrap_or_default();
+        for (url, what) in [
+            (origin.as_str(), "the realtime origin"),
+            (base.as_str(), "the backend baseUrl"),
+        ] {
+            blocks_core::config::check_transport_security(url, what, insecure)
+                .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        }
         let keys = Keyset {
             subscribe_key: opts.subscribe_key.unwrap_or_default(),
             publish_key: opts.publish_key.unwrap_or_default(),

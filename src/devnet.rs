@@ -25,6 +25,9 @@ pub struct NativeNetworkOptions {
     pub in_memory: Option<bool>,
     /// Largest accepted upload in bytes (default 26214400).
     pub max_upload_bytes: Option<f64>,
+    /// Host names served besides the loopback ones (`localhost`, 127.0.0.0/8, `[::1]`); a leading
+    /// dot allows a name and every name under it. Requests for other hosts get 421.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Internal devnet handle.
@@ -109,6 +112,18 @@ impl NativeLocalNetwork {
                     ));
                 }
                 cfg.max_upload_bytes = m as u64;
+            }
+            if let Some(hosts) = o.allowed_hosts {
+                if let Some(bad) = hosts
+                    .iter()
+                    .find(|h| h.trim().trim_start_matches('.').is_empty() || h.contains(['/', ' ', ':']))
+                {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        format!("allowedHosts entries must be host names (no port, no scheme), got {bad:?}"),
+                    ));
+                }
+                cfg.allowed_hosts = hosts;
             }
         }
         if let Some(m) = opts_minute {

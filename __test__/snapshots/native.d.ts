@@ -244,6 +244,8 @@ export interface NativeAgentOptions {
   streams?: Array<Array<string>>
   /** Give up on a silent subscribe long-poll after this many ms (default 310000). */
   longPollTimeoutMs?: number
+  /** Allow plain `http://` to hosts that are not loopback. */
+  allowInsecureHttp?: boolean
 }
 
 /** Options of `NativeAuth.consumer`. */
@@ -276,6 +278,8 @@ export interface NativeClientOptions {
   longPollTimeoutMs?: number
   /** `ownerId` sent when `sendMessage` names none. */
   defaultOwnerId?: string
+  /** Allow plain `http://` to hosts that are not loopback. */
+  allowInsecureHttp?: boolean
 }
 
 /** Options of `NativeTaskClient.direct`. */
@@ -286,6 +290,7 @@ export interface NativeDirectOptions {
   baseUrl?: string
   realtimeOrigin?: string
   defaultOwnerId?: string
+  allowInsecureHttp?: boolean
 }
 
 /** An engine error as data, for synchronous calls: JS turns it into its class with `makeError`. */
@@ -322,6 +327,11 @@ export interface NativeNetworkOptions {
   inMemory?: boolean
   /** Largest accepted upload in bytes (default 26214400). */
   maxUploadBytes?: number
+  /**
+   * Host names served besides the loopback ones (`localhost`, 127.0.0.0/8, `[::1]`); a leading
+   * dot allows a name and every name under it. Requests for other hosts get 421.
+   */
+  allowedHosts?: Array<string>
 }
 
 /** Where and how a registry call goes. */

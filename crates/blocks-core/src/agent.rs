@@ -49,6 +49,8 @@ pub struct AgentOptions {
     pub streams: Vec<DeclaredStream>,
     /// Give up on a silent subscribe long-poll after this long (default 310 s).
     pub long_poll_timeout: Option<Duration>,
+    /// Allow plain `http://` to hosts that are not loopback (else refused).
+    pub allow_insecure_http: bool,
 }
 
 /// A stream declared in the agent card (`streams.<name>`).
@@ -697,6 +699,10 @@ impl AgentInstance {
                     .into(),
             ));
         }
+        let insecure = config::insecure_http_allowed(opts.allow_insecure_http);
+        if let Some(u) = opts.cdm_url.clone().or_else(|| config::env("BLOCKS_CDM_URL")) {
+            config::check_transport_security(&u, "the CDM URL", insecure)?;
+        }
         let http = HttpClient::new()?.with_long_poll_timeout(opts.long_poll_timeout);
         let cdm = config::fetch_cdm(&http, opts.cdm_url.as_deref()).await?;
         let api_key = opts
@@ -715,6 +721,7 @@ impl AgentInstance {
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| cdm.base_url.clone());
+        config::check_transport_security(&base_url, "the backend baseUrl", insecure)?;
         let backend = Backend::new(http.clone(), &base_url, None);
         let entry = backend
             .registry_agent(&opts.agent_name, Some(&api_key))
@@ -740,6 +747,7 @@ impl AgentInstance {
             Some(o) => o.trim_end_matches('/').to_string(),
             None => config::realtime_origin(cdm.pubnub_origin.as_deref()),
         };
+        config::check_transport_security(&origin, "the realtime origin", insecure)?;
         let concurrency = opts.concurrency.unwrap_or(1);
         let expected = opts.expected_instances.unwrap_or(1);
         let mut body = json!({

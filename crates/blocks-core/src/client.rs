@@ -46,6 +46,8 @@ pub struct ClientOptions {
     /// An auth provider from outside (a custom JS provider or an agent's identity); exclusive
     /// with the three modes above.
     pub external_auth: Option<Arc<dyn crate::auth::ExternalAuth>>,
+    /// Allow plain `http://` to hosts that are not loopback (else refused).
+    pub allow_insecure_http: bool,
 }
 
 /// What [`TaskClient::send_message`] sends.
@@ -136,6 +138,13 @@ impl TaskClient {
                     .into(),
             ));
         }
+        let insecure = config::insecure_http_allowed(opts.allow_insecure_http);
+        if let Some(u) = opts.cdm_url.clone().or_else(|| config::env("BLOCKS_CDM_URL")) {
+            config::check_transport_security(&u, "the CDM URL", insecure)?;
+        }
+        if let Some(te) = &opts.token_endpoint {
+            config::check_transport_security(&te.url, "the token endpoint", insecure)?;
+        }
         let http = HttpClient::new()?.with_long_poll_timeout(opts.long_poll_timeout);
         let cdm = config::fetch_cdm(&http, opts.cdm_url.as_deref()).await?;
         let keyset = cdm.keyset(billing_mode);
@@ -162,6 +171,8 @@ impl TaskClient {
             Some(o) => o.trim_end_matches('/').to_string(),
             None => config::realtime_origin(cdm.pubnub_origin.as_deref()),
         };
+        config::check_transport_security(&base_url, "the backend baseUrl", insecure)?;
+        config::check_transport_security(&origin, "the realtime origin", insecure)?;
         let mode = if let Some(k) = opts.api_key {
             Some(AuthMode::ApiKey(k))
         } else if let Some(TokenEndpoint { url, headers, body }) = opts.token_endpoint {

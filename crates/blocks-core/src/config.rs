@@ -163,6 +163,36 @@ pub fn realtime_origin(cdm_origin: Option<&str>) -> String {
         .to_string()
 }
 
+/// True when plain `http://` to hosts other than loopback is allowed: the option, or
+/// `BLOCKS_ALLOW_INSECURE_HTTP=1`.
+pub fn insecure_http_allowed(option: bool) -> bool {
+    option || env("BLOCKS_ALLOW_INSECURE_HTTP").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Refuse a plain `http://` URL to a host that is not loopback (credentials would travel in
+/// clear) unless it is allowed; `what` names the setting in the error.
+pub fn check_transport_security(url: &str, what: &str, allow_insecure: bool) -> Result<()> {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return Ok(()); // malformed URLs fail later with their own error
+    };
+    if u.scheme() != "http" || allow_insecure {
+        return Ok(());
+    }
+    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost"),
+    };
+    if loopback {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "refusing plain http:// for {what} ({}): tokens and keys would cross the network in clear; use https://, or allow it for a trusted network with allowInsecureHttp: true (or BLOCKS_ALLOW_INSECURE_HTTP=1)",
+        u.host_str().unwrap_or_default()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,12 +32,17 @@ pub enum Error {
     /// An HTTP call to the backend answered with a non-success status.
     #[error("{context}: HTTP {status}{}", if body.is_empty() { String::new() } else { format!(" {body}") })]
     Http { context: String, status: u16, body: String },
-    /// The network failed (connection refused, reset, timeout).
-    #[error("{context}: {source}")]
+    /// The network failed (connection refused, reset, timeout, a certificate refused). `code` is
+    /// stable (`ECONNREFUSED`, `ENOTFOUND`, `ETIMEDOUT`, `ECONNRESET`, `CERT_UNTRUSTED`,
+    /// `CERT_HOSTNAME_MISMATCH`, `CERT_EXPIRED`, …); the message has the cause chain and the next step.
+    #[error("{context}: {chain} ({code}{}){}", host.as_deref().map(|h| format!(", {h}")).unwrap_or_default(), next_step(code, host.as_deref()))]
     Transport {
         context: String,
         #[source]
         source: reqwest::Error,
+        code: &'static str,
+        host: Option<String>,
+        chain: String,
     },
     /// Realtime (publish/subscribe) failure.
     #[error("realtime: {0}")]
@@ -72,6 +77,100 @@ pub enum Error {
     /// A response did not have the expected shape.
     #[error("{0}")]
     Protocol(String),
+}
+
+/// The causes of a network error, outermost first, without repeats ("error sending request:
+/// client error (Connect): tcp connect error: Connection refused (os error 111)").
+fn cause_chain(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = match s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) if inner.to_string() != s.to_string() => Some(inner),
+            _ => s.source(),
+        };
+    }
+    parts.join(": ")
+}
+
+/// The code of a TLS refusal, when a rustls error is in the chain (also inside io errors that
+/// wrap io errors, as the connector layers do; bounded depth).
+fn tls_code(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    let mut e = e;
+    for _ in 0..8 {
+        match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => e = inner,
+            None => break,
+        }
+    }
+    let tls = e.downcast_ref::<rustls::Error>()?;
+    Some(match tls {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature => "CERT_UNTRUSTED",
+            C::NotValidForName | C::NotValidForNameContext { .. } => "CERT_HOSTNAME_MISMATCH",
+            C::Expired | C::ExpiredContext { .. } => "CERT_EXPIRED",
+            C::NotValidYet | C::NotValidYetContext { .. } => "CERT_NOT_YET_VALID",
+            C::Revoked => "CERT_REVOKED",
+            _ => "CERT_INVALID",
+        },
+        _ => "TLS_HANDSHAKE_FAILED",
+    })
+}
+
+/// A stable code for a network failure, in the names Node users know.
+pub fn transport_code(e: &reqwest::Error) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(code) = tls_code(s) {
+            return code;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => return "ECONNREFUSED",
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => return "ECONNRESET",
+                TimedOut => return "ETIMEDOUT",
+                NetworkUnreachable => return "ENETUNREACH",
+                HostUnreachable => return "EHOSTUNREACH",
+                AddrNotAvailable => return "EADDRNOTAVAIL",
+                _ => {}
+            }
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        "ETIMEDOUT"
+    } else if e.is_connect() {
+        // what remains of a failed connect is the name lookup
+        "ENOTFOUND"
+    } else if e.is_body() || e.is_decode() {
+        "EBADRESPONSE"
+    } else {
+        "ETRANSPORT"
+    }
+}
+
+/// What to do about a network failure, by its code.
+fn next_step(code: &str, host: Option<&str>) -> String {
+    let at = host.map(|h| format!(" at {h}")).unwrap_or_default();
+    let local = host.is_some_and(|h| h.starts_with("127.") || h.starts_with("localhost") || h.starts_with("[::1]"));
+    match code {
+        "ECONNREFUSED" if local => format!(": nothing is listening{at}; is blocks-devnet running? start it with `npx blocks-devnet` (or LocalNetwork.start())"),
+        "ECONNREFUSED" => format!(": nothing is listening{at}; check the URL and that the service is up"),
+        "ENOTFOUND" => format!(": the host name{at} could not be resolved (or the connection failed before TLS); check the URL, your DNS and proxy settings (HTTPS_PROXY, NO_PROXY)"),
+        "ETIMEDOUT" => ": the network did not answer in time; check your connection or proxy".into(),
+        "ECONNRESET" => ": the connection was closed by the other side or a proxy; the call can be tried again".into(),
+        "CERT_UNTRUSTED" => format!(": the certificate{at} was signed by an unknown issuer (this SDK trusts the public Mozilla roots; a CA of your own, e.g. a company proxy's, is not supported yet)"),
+        "CERT_HOSTNAME_MISMATCH" => format!(": the certificate is not valid for the host{at}; use the host name the certificate names"),
+        "CERT_EXPIRED" => format!(": the certificate{at} has expired"),
+        c if c.starts_with("CERT_") || c.starts_with("TLS_") => format!(": the TLS connection{at} was refused"),
+        _ => String::new(),
+    }
 }
 
 /// Engine result.
@@ -110,6 +209,7 @@ impl Error {
                 json!({ "code": code, "rpcMessage": message, "data": data, "expected": expected, "got": got })
             }
             Error::Http { status, body, .. } => json!({ "status": status, "body": body }),
+            Error::Transport { code, host, .. } => json!({ "code": code, "host": host }),
             Error::FileUpload { status, .. } => json!({ "status": status }),
             Error::StreamUnavailable {
                 task_id,
@@ -126,11 +226,20 @@ impl Error {
     }
 
     /// Wrap a reqwest error with what was being done.
-    /// The URL is dropped from the message: realtime URLs carry the access token in `auth=`.
+    /// The URL is dropped from the message (realtime URLs carry the access token in `auth=`); its
+    /// host stays, with a stable code and the causes.
     pub fn transport(context: impl Into<String>, source: reqwest::Error) -> Self {
+        let host = source.url().and_then(|u| {
+            u.host_str()
+                .map(|h| u.port().map(|p| format!("{h}:{p}")).unwrap_or_else(|| h.to_string()))
+        });
+        let source = source.without_url();
         Error::Transport {
             context: context.into(),
-            source: source.without_url(),
+            code: transport_code(&source),
+            chain: cause_chain(&source),
+            host,
+            source,
         }
     }
 

@@ -80,8 +80,8 @@ fn upload_error(e: Error, step: &str) -> Error {
             ),
             status: Some(status),
         },
-        Error::Transport { context: _, source } => Error::FileUpload {
-            message: format!("{step} failed: {source}"),
+        Error::Transport { chain, code, .. } => Error::FileUpload {
+            message: format!("{step} failed: {chain} ({code})"),
             status: None,
         },
         other => other,

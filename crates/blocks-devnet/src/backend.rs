@@ -277,6 +277,16 @@ fn connect(net: &Net, req: &Req) -> Response<Body> {
     ) else {
         return err(400, "BAD_REQUEST", "agentName and instanceId are required");
     };
+    if instance_id.is_empty() || instance_id.len() > crate::server::MAX_NAME_BYTES {
+        return err(
+            400,
+            "BAD_REQUEST",
+            &format!(
+                "instanceId must be 1 to {} bytes long (it is the instance's realtime uuid)",
+                crate::server::MAX_NAME_BYTES
+            ),
+        );
+    }
     if !blocks_wire::is_valid_agent_name(name) {
         return err(
             400,
@@ -287,6 +297,32 @@ fn connect(net: &Net, req: &Req) -> Response<Body> {
     let paid = net.cfg.paid_agents.iter().any(|p| p == name);
     let ttl = net.cfg.token_ttl;
     let mut r = net.records();
+    // an instance id belongs to the user and agent that registered it (as a row belongs to its
+    // owner): anyone else re-registering it would take over its tasks and its control messages
+    if let Some(old) = r.instances.get(instance_id) {
+        let old_owner = if old.owner.is_empty() {
+            r.agents.get(&old.agent).map(|a| a.owner.clone())
+        } else {
+            Some(old.owner.clone())
+        };
+        if old_owner.as_deref().is_some_and(|o| o != user) {
+            return err(
+                403,
+                "INSTANCE_ID_TAKEN",
+                &format!("instance id {instance_id} is registered by another user; choose another instance id"),
+            );
+        }
+        if old.agent != name {
+            return err(
+                403,
+                "INSTANCE_ID_TAKEN",
+                &format!(
+                    "instance id {instance_id} is registered to agent {}, not {name}; an instance id belongs to one agent: choose another",
+                    old.agent
+                ),
+            );
+        }
+    }
     let agent = r.ensure_agent(name, &user, paid);
     if agent.owner != user {
         return err(403, "FORBIDDEN", &format!("agent {name} belongs to another user"));
@@ -306,6 +342,7 @@ fn connect(net: &Net, req: &Req) -> Response<Body> {
         crate::state::Instance {
             id: instance_id.to_string(),
             agent: name.to_string(),
+            owner: user.clone(),
             concurrency,
             running,
             live: false,
@@ -462,6 +499,14 @@ fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
         Some(v @ Value::Array(_)) => v.clone(),
         Some(_) => return Err(invalid("requestParts must be an array")),
     };
+    // the parts are published again inside StartTask on the agent's control channel: nested too
+    // deeply, they would make that channel unreadable for the agent (see MAX_MESSAGE_DEPTH)
+    if crate::server::json_depth(&parts) > crate::server::MAX_MESSAGE_DEPTH {
+        return Err(invalid(format!(
+            "requestParts nest more than {} levels deep",
+            crate::server::MAX_MESSAGE_DEPTH
+        )));
+    }
     let owner = match p.get("ownerId").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         Some(o) if o != user => {
             return Err(fail(

@@ -362,8 +362,34 @@ pub(crate) fn request_upload(net: &Net, req: &Req, user: &str) -> Response<Body>
     json_response(200, &answer)
 }
 
+/// Largest form field other than `file` (the `key`, policy fields): they are read whole.
+const MAX_FORM_FIELD: u64 = 64 * 1024;
+
+/// True when a multipart error is the body timeout of [`crate::server::timed_stream`].
+fn timed_out(e: &multer::Error) -> bool {
+    match e {
+        multer::Error::StreamReadFailed(inner) => inner
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut),
+        _ => false,
+    }
+}
+
+fn timeout_answer(e: &multer::Error) -> Response<Body> {
+    let mut r = err(408, "RequestTimeout", &format!("the upload stalled: {e}"));
+    r.headers_mut()
+        .insert("connection", axum::http::HeaderValue::from_static("close"));
+    r
+}
+
 /// `POST /storage/upload` (multipart: form fields, then the `file` part last), streamed to disk.
-pub(crate) async fn storage_upload(net: &Net, headers: &HeaderMap, body: Body) -> Response<Body> {
+/// Bounded: form fields other than `file` are at most 64 KiB, the whole form at most the upload
+/// limit plus what is drained of an oversize file, and every chunk must arrive within the body
+/// timeout (else 408).
+pub(crate) async fn storage_upload<S>(net: &Net, headers: &HeaderMap, body: S) -> Response<Body>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+{
     let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     let boundary = match multer::parse_boundary(ct) {
         Ok(b) => b,
@@ -375,17 +401,24 @@ pub(crate) async fn storage_upload(net: &Net, headers: &HeaderMap, body: Body) -
             )
         }
     };
-    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let file_limit = net.cfg.max_upload_bytes.saturating_add(DRAIN_LIMIT);
+    let limits = multer::SizeLimit::new()
+        .whole_stream(file_limit.saturating_add(1024 * 1024))
+        .per_field(MAX_FORM_FIELD)
+        .for_field("file", file_limit);
+    let mut form = multer::Multipart::with_constraints(body, boundary, multer::Constraints::new().size_limit(limits));
     let mut upload_id: Option<String> = None;
     loop {
         let mut field = match form.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => return err(400, "MalformedPOSTRequest", "the form has no `file` part"),
+            Err(e) if timed_out(&e) => return timeout_answer(&e),
             Err(e) => return err(400, "MalformedPOSTRequest", &format!("bad multipart body: {e}")),
         };
         match field.name() {
             Some("key") => match field.text().await {
                 Ok(t) => upload_id = Some(t),
+                Err(e) if timed_out(&e) => return timeout_answer(&e),
                 Err(e) => return err(400, "MalformedPOSTRequest", &format!("bad key field: {e}")),
             },
             Some("file") => {
@@ -487,6 +520,7 @@ async fn receive(field: &mut multer::Field<'_>, path: &Path, limit: u64) -> Resu
                 file.write_all(&chunk).await.map_err(io)?;
             }
             Ok(None) => break,
+            Err(e) if timed_out(&e) => return Err(Box::new(timeout_answer(&e))),
             Err(e) => {
                 return Err(Box::new(err(
                     400,

@@ -1,7 +1,19 @@
 //! Subscribe filter expressions on publish `meta` (PubNub syntax subset):
 //! `meta.X == 'v'`, `meta.X != "v"`, combined with `&&`, `||` and parentheses.
+//!
+//! Hostile input (issue 20): an expression comes from an unauthenticated query parameter, so
+//! parsing and evaluation are bounded. PubNub documents no limit of its own; the devnet takes
+//! expressions of at most [`MAX_FILTER_BYTES`] bytes nested at most [`MAX_FILTER_DEPTH`]
+//! parentheses deep and answers anything larger with 400. `&&` and `||` chains are flat lists
+//! (not left-deep trees), so the depth of the parsed filter, and of every recursion over it
+//! (evaluation, drop), is the parenthesis depth plus two.
 
 use serde_json::Value;
+
+/// Longest filter expression accepted, in bytes (the spec's instance filter is under 100).
+pub const MAX_FILTER_BYTES: usize = 1024;
+/// Deepest parenthesis nesting accepted.
+pub const MAX_FILTER_DEPTH: usize = 32;
 
 /// A parsed filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,10 +22,10 @@ pub enum Filter {
     Eq(Vec<String>, String),
     /// `meta.<path> != value`
     Ne(Vec<String>, String),
-    /// Both.
-    And(Box<Filter>, Box<Filter>),
-    /// Either.
-    Or(Box<Filter>, Box<Filter>),
+    /// Every one (`a && b && …`, two or more).
+    All(Vec<Filter>),
+    /// Any one (`a || b || …`, two or more).
+    Any(Vec<Filter>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +106,8 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// Parentheses open at the current position.
+    depth: usize,
 }
 
 impl Parser {
@@ -106,25 +120,39 @@ impl Parser {
         t
     }
     fn or(&mut self) -> Result<Filter, String> {
-        let mut left = self.and()?;
+        let mut terms = vec![self.and()?];
         while self.peek() == Some(&Tok::Or) {
             self.pos += 1;
-            left = Filter::Or(Box::new(left), Box::new(self.and()?));
+            terms.push(self.and()?);
         }
-        Ok(left)
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Filter::Any(terms)
+        })
     }
     fn and(&mut self) -> Result<Filter, String> {
-        let mut left = self.atom()?;
+        let mut terms = vec![self.atom()?];
         while self.peek() == Some(&Tok::And) {
             self.pos += 1;
-            left = Filter::And(Box::new(left), Box::new(self.atom()?));
+            terms.push(self.atom()?);
         }
-        Ok(left)
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Filter::All(terms)
+        })
     }
     fn atom(&mut self) -> Result<Filter, String> {
         match self.next() {
             Some(Tok::Open) => {
+                // checked before recursing: the recursion depth is bounded by MAX_FILTER_DEPTH
+                if self.depth >= MAX_FILTER_DEPTH {
+                    return Err(format!("parentheses nested deeper than {MAX_FILTER_DEPTH} levels"));
+                }
+                self.depth += 1;
                 let f = self.or()?;
+                self.depth -= 1;
                 match self.next() {
                     Some(Tok::Close) => Ok(f),
                     _ => Err("missing closing parenthesis".into()),
@@ -152,13 +180,20 @@ impl Parser {
 }
 
 impl Filter {
-    /// Parse a filter expression.
+    /// Parse a filter expression (at most [`MAX_FILTER_BYTES`] bytes, parentheses at most
+    /// [`MAX_FILTER_DEPTH`] deep).
     pub fn parse(s: &str) -> Result<Filter, String> {
+        if s.len() > MAX_FILTER_BYTES {
+            return Err(format!(
+                "the expression is {} bytes long; the limit is {MAX_FILTER_BYTES}",
+                s.len()
+            ));
+        }
         let toks = lex(s)?;
         if toks.is_empty() {
             return Err("empty filter expression".into());
         }
-        let mut p = Parser { toks, pos: 0 };
+        let mut p = Parser { toks, pos: 0, depth: 0 };
         let f = p.or()?;
         if p.pos != p.toks.len() {
             return Err(format!("unexpected trailing input at token {}", p.pos));
@@ -183,8 +218,8 @@ impl Filter {
         match self {
             Filter::Eq(p, v) => Self::lookup(meta, p).as_deref() == Some(v.as_str()),
             Filter::Ne(p, v) => Self::lookup(meta, p).as_deref() != Some(v.as_str()),
-            Filter::And(a, b) => a.matches(meta) && b.matches(meta),
-            Filter::Or(a, b) => a.matches(meta) || b.matches(meta),
+            Filter::All(fs) => fs.iter().all(|f| f.matches(meta)),
+            Filter::Any(fs) => fs.iter().any(|f| f.matches(meta)),
         }
     }
 }
@@ -236,6 +271,27 @@ mod tests {
             "meta.a == 'open",
         ] {
             assert!(Filter::parse(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn limits_of_length_and_depth() {
+        let term = "meta.a == 'x'";
+        let nested = |n: usize| format!("{}{term}{}", "(".repeat(n), ")".repeat(n));
+        assert!(Filter::parse(&nested(MAX_FILTER_DEPTH)).is_ok());
+        let e = Filter::parse(&nested(MAX_FILTER_DEPTH + 1)).unwrap_err();
+        assert!(e.contains("nested deeper than 32"), "{e}");
+        // far past the depth limit: refused without recursing (this overflowed the stack before)
+        assert!(Filter::parse(&"(".repeat(1000)).is_err());
+        let long = format!("{term}{}", " ".repeat(MAX_FILTER_BYTES - term.len()));
+        assert!(Filter::parse(&long).is_ok());
+        let e = Filter::parse(&format!("{long} ")).unwrap_err();
+        assert!(e.contains("limit is 1024"), "{e}");
+        // a long chain is flat: one list, not a tree as deep as the chain is long
+        let chain = vec![term; 60].join(" && ");
+        match Filter::parse(&chain).unwrap() {
+            Filter::All(fs) => assert_eq!(fs.len(), 60),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Embeddable (`Devnet::start`) and runnable (`blocks-devnet`).
 
 mod backend;
+mod conn;
 mod files;
 mod filter;
 mod realtime;
@@ -20,6 +21,21 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 pub use filter::Filter;
+
+/// The limits the devnet holds every request to (issue 20: hostile and careless input).
+pub mod limits {
+    pub use crate::filter::{MAX_FILTER_BYTES, MAX_FILTER_DEPTH};
+    pub use crate::realtime::RETAINED_BYTES;
+    pub use crate::server::{
+        MAX_BODY, MAX_CHANNELS_PER_REQUEST, MAX_MESSAGE_BYTES, MAX_MESSAGE_DEPTH, MAX_NAME_BYTES, MAX_PRESENCE_TIMEOUT,
+    };
+}
+
+/// The request-body reader, for the property tests (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::server::{read_body, BodyError};
+}
 
 use realtime::Realtime;
 use state::{Effect, Records};
@@ -57,6 +73,20 @@ pub struct DevnetConfig {
     /// After a restart from `data_dir`: how long an agent instance known from before has to
     /// heartbeat again before its running tasks fail with `agent_instance_lost` (default 20 s).
     pub restart_grace: Duration,
+    /// Host names served besides the loopback ones (`localhost`, `*.localhost`, 127.0.0.0/8,
+    /// `[::1]`): exact names, or `.example.test` for a name and every name under it. Requests
+    /// for any other host get 421 (DNS rebinding). CLI `--allow-host`, JS `allowedHosts`.
+    pub allowed_hosts: Vec<String>,
+    /// Longest time a connection may take to send a complete request head, counted from the
+    /// accept or from the first byte after a keep-alive pause (default 10 s; then it is closed).
+    pub header_timeout: Duration,
+    /// Longest pause between two chunks of a request body (then 408), or between two writes of
+    /// a response that make progress (then the connection is closed). Default 30 s.
+    pub body_timeout: Duration,
+    /// Longest keep-alive pause between two requests on a connection (default 75 s).
+    pub keep_alive_timeout: Duration,
+    /// Most connections open at once (default 1,024); more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for DevnetConfig {
@@ -75,6 +105,11 @@ impl Default for DevnetConfig {
             data_dir: None,
             max_upload_bytes: blocks_wire::MAX_UPLOAD_BYTES,
             restart_grace: Duration::from_secs(20),
+            allowed_hosts: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_connections: 1024,
         }
     }
 }
@@ -120,6 +155,8 @@ pub(crate) struct Net {
     pub service_token: String,
     /// The database (None: an in-memory network).
     pub store: Option<Arc<store::Store>>,
+    /// Connections open now.
+    pub open_connections: std::sync::atomic::AtomicUsize,
 }
 
 /// The records, locked; changes made through it are written to the database when it is dropped
@@ -211,7 +248,8 @@ impl Net {
         self.run(effects);
     }
 
-    /// Database housekeeping: messages that left the replay window, expired tokens.
+    /// Housekeeping: messages that left the replay window or were dropped by the memory limits
+    /// (in memory and in the database), expired tokens in the database.
     pub fn prune(&self) {
         self.rt.prune_store();
         if let Some(db) = &self.store {
@@ -324,15 +362,11 @@ impl Devnet {
         let (mut records, rt) = match &db {
             Some(db) => {
                 let loaded = db.load().map_err(|e| DevnetError::Config(e.to_string()))?;
-                let messages = db
-                    .load_messages(Realtime::replay_window_start())
-                    .map_err(|e| DevnetError::Config(e.to_string()))?;
                 let last_tt = db.last_tt().map_err(|e| DevnetError::Config(e.to_string()))?;
+                let rt = Realtime::restore(db.clone(), Realtime::replay_window_start(), last_tt)
+                    .map_err(|e| DevnetError::Config(e.to_string()))?;
                 files.restore(loaded.blobs.clone());
-                (
-                    Records::from_loaded(loaded),
-                    Realtime::restore(db.clone(), messages, last_tt),
-                )
+                (Records::from_loaded(loaded), rt)
             }
             None => (Records::default(), Realtime::default()),
         };
@@ -371,8 +405,9 @@ impl Devnet {
             files,
             service_token,
             store: db,
+            open_connections: Default::default(),
         });
-        let app = server::router(net.clone());
+        let serve_net = net.clone();
         let stop_net = net.clone();
         let server = tokio::spawn(async move {
             let shutdown = async move {
@@ -384,9 +419,7 @@ impl Devnet {
                     n.await;
                 }
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(target: "blocks::devnet", "server error: {e}");
-            }
+            conn::serve(listener, serve_net, shutdown).await;
         });
         let tick_net = Arc::downgrade(&net);
         let ticker = tokio::spawn(async move {
@@ -400,6 +433,9 @@ impl Devnet {
                 }
                 net.tick();
                 ticks += 1;
+                if ticks.is_multiple_of(10) {
+                    net.rt.expire_presence();
+                }
                 if ticks.is_multiple_of(120) {
                     net.prune();
                 }
@@ -438,6 +474,19 @@ impl Devnet {
     /// Subscribe long-polls held open right now (waiting for a message).
     pub fn held_long_polls(&self) -> usize {
         self.net.rt.held.load(Ordering::SeqCst)
+    }
+    /// Connections open right now (at most `max_connections`).
+    pub fn open_connections(&self) -> usize {
+        self.net.open_connections.load(Ordering::SeqCst)
+    }
+    /// Estimated memory of the messages the realtime plane keeps (at most
+    /// [`limits::RETAINED_BYTES`]).
+    pub fn retained_message_bytes(&self) -> usize {
+        self.net.rt.retained_bytes()
+    }
+    /// Presence entries held right now (each expires after its timeout).
+    pub fn presence_entries(&self) -> usize {
+        self.net.rt.presence_entries()
     }
 
     /// The environment a caller or agent needs.

@@ -7,9 +7,12 @@ use blocks_devnet::{ApiKey, Devnet, DevnetConfig};
 
 const USAGE: &str =
     "usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
-                     [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--log error|warn|info|debug]
-  --data-dir DIR   where the network keeps its database and files (default .blocks-devnet in the current directory)
-  --in-memory      keep nothing: a throwaway network";
+                     [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--allow-host NAME]...
+                     [--log error|warn|info|debug]
+  --data-dir DIR     where the network keeps its database and files (default .blocks-devnet in the current directory)
+  --in-memory        keep nothing: a throwaway network
+  --allow-host NAME  also serve requests for this host name (besides localhost, 127.0.0.0/8 and [::1]);
+                     .NAME allows NAME and every name under it; others get 421 (DNS rebinding)";
 
 fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
     let mut cfg = DevnetConfig::default();
@@ -67,6 +70,15 @@ fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
                 cfg.max_upload_bytes = v
                     .parse()
                     .map_err(|_| format!("--max-upload-bytes needs a whole number of bytes, got {v:?}"))?;
+            }
+            "--allow-host" => {
+                let v = value()?;
+                if v.trim().trim_start_matches('.').is_empty() || v.contains(['/', ' ', ':']) {
+                    return Err(format!(
+                        "--allow-host needs a host name (no port, no scheme), got {v:?}"
+                    ));
+                }
+                cfg.allowed_hosts.push(v);
             }
             "--log" => {
                 log = value()?;

@@ -2,27 +2,43 @@
 //! lists and URL-encoded JSON in the path) to the realtime plane or the backend API.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
-use axum::Router;
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
+use futures::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
 use crate::filter::Filter;
 use crate::Net;
 
-/// Largest request body accepted.
-const MAX_BODY: usize = 64 * 1024 * 1024;
-
-pub(crate) fn router(net: Arc<Net>) -> Router {
-    Router::new().fallback(handle).with_state(net)
-}
+/// Largest request body accepted, after decompression (API bodies are small: files above 16 KiB
+/// go through the upload handshake, which is streamed and has its own limit).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Largest message accepted by publish: the message and its meta, as JSON text (PubNub's limit
+/// is 32 KiB; the SDK keeps stream frames at 16 KiB and inline artifacts below 22 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// Deepest nesting of a published message, meta or presence state. The devnet hands them back
+/// inside envelopes (subscribe adds 3 levels, history 4) and clients built on serde_json refuse
+/// documents deeper than 128: a message just under that limit would make every poll of its
+/// channel unreadable for them, so one publish could stall every reader of an open channel.
+pub const MAX_MESSAGE_DEPTH: usize = 64;
+/// Largest presence state accepted (heartbeat, subscribe or set-state), as JSON text.
+const MAX_STATE_BYTES: usize = 32 * 1024;
+/// Most channels in one subscribe, heartbeat or leave.
+pub const MAX_CHANNELS_PER_REQUEST: usize = 100;
+/// Longest channel name and uuid accepted (PubNub's own limit is 92 characters; devnet stream
+/// channel names are longer).
+pub const MAX_NAME_BYTES: usize = 512;
+/// Longest presence timeout a client may ask for (PubNub's default); larger ones are clamped.
+pub const MAX_PRESENCE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much of a body is still read (and dropped, never inflated) after it went over the limit,
+/// before the 413: answering while the client still sends makes the kernel reset the connection.
+const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
 
 /// JSON response.
 pub(crate) fn json_response(status: u16, body: &Value) -> Response<Body> {
@@ -62,6 +78,8 @@ impl Req {
             .trim();
         (!t.is_empty()).then(|| t.to_string())
     }
+    /// The body as JSON. serde_json refuses documents nested deeper than 128 levels (an error,
+    /// not a stack overflow), so no deeper value ever reaches a handler.
     pub fn json(&self) -> Result<Value, String> {
         if self.body.is_empty() {
             return Ok(json!({}));
@@ -88,45 +106,252 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     m
 }
 
-fn inflate(headers: &HeaderMap, body: Bytes) -> Result<Bytes, String> {
-    let enc = headers
-        .get("content-encoding")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let mut out = Vec::new();
-    match enc.as_str() {
-        "deflate" => {
-            if flate2::read::ZlibDecoder::new(&body[..]).read_to_end(&mut out).is_err() {
-                out.clear();
-                flate2::read::DeflateDecoder::new(&body[..])
-                    .read_to_end(&mut out)
-                    .map_err(|e| format!("bad deflate body: {e}"))?;
-            }
-            Ok(Bytes::from(out))
-        }
-        "gzip" => {
-            flate2::read::GzDecoder::new(&body[..])
-                .read_to_end(&mut out)
-                .map_err(|e| format!("bad gzip body: {e}"))?;
-            Ok(Bytes::from(out))
-        }
-        _ => Ok(body),
+/// Why a body could not be read.
+#[derive(Debug, PartialEq)]
+pub enum BodyError {
+    /// Over the limit (after decompression): 413.
+    TooLarge(usize),
+    /// A pause longer than the body timeout: 408.
+    Timeout(Duration),
+    /// Not valid for its `Content-Encoding`, or the connection failed: 400.
+    Bad(String),
+}
+
+impl BodyError {
+    fn response(&self) -> Response<Body> {
+        let mut r = match self {
+            BodyError::TooLarge(limit) => pn_error(
+                413,
+                &format!("Request Entity Too Large: the body is larger than {limit} bytes (after decompression)"),
+            ),
+            BodyError::Timeout(t) => pn_error(
+                408,
+                &format!("Request Timeout: nothing of the body arrived for {} s", t.as_secs_f64()),
+            ),
+            BodyError::Bad(e) => pn_error(400, e),
+        };
+        // the rest of the body is not read: the connection cannot carry another request
+        r.headers_mut()
+            .insert("connection", axum::http::HeaderValue::from_static("close"));
+        r
     }
 }
 
-async fn handle(
-    State(net): State<Arc<Net>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+/// A `Write` that holds at most `limit` bytes and refuses the write that would go over.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("body over the limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where the chunks of a body go: kept as they are, or inflated as they arrive.
+enum Sink {
+    Plain(Capped),
+    Gzip(flate2::write::GzDecoder<Capped>),
+    Zlib(flate2::write::ZlibDecoder<Capped>),
+    Deflate(flate2::write::DeflateDecoder<Capped>),
+    /// `deflate` whose first two bytes (zlib header or raw deflate) have not arrived yet.
+    Undecided(Vec<u8>, usize),
+}
+
+/// True when `b` starts with a zlib header (RFC 1950): method 8, window ≤ 32 KiB, check bits.
+fn is_zlib_header(b: &[u8]) -> bool {
+    b.len() >= 2 && b[0] & 0x0f == 8 && b[0] >> 4 <= 7 && (u16::from(b[0]) << 8 | u16::from(b[1])) % 31 == 0
+}
+
+impl Sink {
+    fn new(encoding: &str, limit: usize) -> Sink {
+        let capped = || Capped {
+            buf: Vec::new(),
+            limit,
+            over: false,
+        };
+        match encoding {
+            "gzip" | "x-gzip" => Sink::Gzip(flate2::write::GzDecoder::new(capped())),
+            "deflate" => Sink::Undecided(Vec::new(), limit),
+            // identity, and codings the devnet does not know: taken as they are (a body that is
+            // not what its handler expects is refused there)
+            _ => Sink::Plain(capped()),
+        }
+    }
+
+    fn over(&self) -> bool {
+        match self {
+            Sink::Plain(c) => c.over,
+            Sink::Gzip(d) => d.get_ref().over,
+            Sink::Zlib(d) => d.get_ref().over,
+            Sink::Deflate(d) => d.get_ref().over,
+            Sink::Undecided(..) => false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), BodyError> {
+        if let Sink::Undecided(head, limit) = self {
+            head.extend_from_slice(chunk);
+            if head.len() < 2 {
+                return Ok(());
+            }
+            let head = std::mem::take(head);
+            let capped = Capped {
+                buf: Vec::new(),
+                limit: *limit,
+                over: false,
+            };
+            *self = if is_zlib_header(&head) {
+                Sink::Zlib(flate2::write::ZlibDecoder::new(capped))
+            } else {
+                Sink::Deflate(flate2::write::DeflateDecoder::new(capped))
+            };
+            return self.push(&head);
+        }
+        let r = match self {
+            Sink::Plain(c) => c.write_all(chunk),
+            Sink::Gzip(d) => d.write_all(chunk),
+            Sink::Zlib(d) => d.write_all(chunk),
+            Sink::Deflate(d) => d.write_all(chunk),
+            Sink::Undecided(..) => Ok(()),
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(_) if self.over() => Err(BodyError::TooLarge(self.limit())),
+            Err(e) => Err(BodyError::Bad(format!("bad {} body: {e}", self.name()))),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        match self {
+            Sink::Plain(c) => c.limit,
+            Sink::Gzip(d) => d.get_ref().limit,
+            Sink::Zlib(d) => d.get_ref().limit,
+            Sink::Deflate(d) => d.get_ref().limit,
+            Sink::Undecided(_, l) => *l,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Sink::Plain(_) => "plain",
+            Sink::Gzip(_) => "gzip",
+            Sink::Zlib(_) | Sink::Deflate(_) | Sink::Undecided(..) => "deflate",
+        }
+    }
+
+    fn finish(mut self) -> Result<Bytes, BodyError> {
+        let flushed = match &mut self {
+            Sink::Plain(_) => Ok(()),
+            Sink::Gzip(d) => d.try_finish(),
+            Sink::Zlib(d) => d.try_finish(),
+            Sink::Deflate(d) => d.try_finish(),
+            Sink::Undecided(head, _) if head.is_empty() => return Ok(Bytes::new()),
+            Sink::Undecided(..) => return Err(BodyError::Bad("bad deflate body: too short".into())),
+        };
+        if let Err(e) = flushed {
+            return Err(if self.over() {
+                BodyError::TooLarge(self.limit())
+            } else {
+                BodyError::Bad(format!("bad {} body: {e}", self.name()))
+            });
+        }
+        let capped = match self {
+            Sink::Plain(c) => c,
+            Sink::Gzip(d) => d.finish().map_err(|e| BodyError::Bad(format!("bad gzip body: {e}")))?,
+            Sink::Zlib(d) => d
+                .finish()
+                .map_err(|e| BodyError::Bad(format!("bad deflate body: {e}")))?,
+            Sink::Deflate(d) => d
+                .finish()
+                .map_err(|e| BodyError::Bad(format!("bad deflate body: {e}")))?,
+            Sink::Undecided(..) => return Ok(Bytes::new()),
+        };
+        Ok(Bytes::from(capped.buf))
+    }
+}
+
+/// Read a request body as it arrives, inflating `gzip` and `deflate` (zlib or raw) bodies
+/// chunk by chunk: at most `limit` bytes are ever held (after decompression), and at most
+/// `idle` may pass between two chunks. A body over the limit is not inflated any further: a
+/// bounded rest is read and dropped, then the 413 goes out.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize, idle: Duration) -> Result<Bytes, BodyError> {
+    let encoding = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let mut sink = Sink::new(&encoding, limit);
+    let mut stream = body.into_data_stream();
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Err(BodyError::Timeout(idle)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Bad(format!("the request body could not be read: {e}"))),
+            Ok(Some(Ok(c))) => c,
+        };
+        if let Err(e) = sink.push(&chunk) {
+            drop(sink);
+            if matches!(e, BodyError::TooLarge(_)) {
+                let mut left = DRAIN_LIMIT;
+                while left > 0 {
+                    match tokio::time::timeout(idle, stream.next()).await {
+                        Ok(Some(Ok(c))) => left = left.saturating_sub(c.len()),
+                        _ => break,
+                    }
+                }
+            }
+            return Err(e);
+        }
+    }
+    sink.finish()
+}
+
+/// A body stream whose every chunk must arrive within `idle` of the previous one (the upload
+/// path, which streams its body to disk instead of reading it whole).
+pub(crate) fn timed_stream(
     body: Body,
-) -> Response<Body> {
+    idle: Duration,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(Some(body.into_data_stream()), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("nothing of the body arrived for {} s", idle.as_secs_f64()),
+                )),
+                None,
+            )),
+            Ok(None) => None,
+            Ok(Some(r)) => Some((r.map_err(std::io::Error::other), Some(stream))),
+        }
+    })
+}
+
+/// One request, from the connection layer.
+pub(crate) async fn handle(net: Arc<Net>, request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    if let Some(resp) = crate::conn::misdirected(&net, &uri, &headers) {
+        return resp;
+    }
     // storage is streamed, never buffered
     match (&method, uri.path()) {
         (&Method::POST, "/storage/upload") => {
             tracing::debug!(target: "blocks::devnet", "POST {uri}");
-            return crate::files::storage_upload(&net, &headers, body).await;
+            return crate::files::storage_upload(&net, &headers, timed_stream(body, net.cfg.body_timeout)).await;
         }
         (&Method::GET, p) if p.starts_with("/storage/blob/") => {
             tracing::debug!(target: "blocks::devnet", "GET {uri}");
@@ -136,13 +361,12 @@ async fn handle(
         }
         _ => {}
     }
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match read_body(&headers, body, MAX_BODY, net.cfg.body_timeout).await {
         Ok(b) => b,
-        Err(e) => return pn_error(413, &format!("request body too large or unreadable: {e}")),
-    };
-    let body = match inflate(&headers, body) {
-        Ok(b) => b,
-        Err(e) => return pn_error(400, &e),
+        Err(e) => {
+            tracing::debug!(target: "blocks::devnet", "{method} {}: {e:?}", uri.path());
+            return e.response();
+        }
     };
     let segments: Vec<String> = uri.path().split('/').skip(1).map(decode).collect();
     let req = Req {
@@ -152,23 +376,24 @@ async fn handle(
         headers,
         body,
     };
+    let net = &*net;
     tracing::debug!(target: "blocks::devnet", "{} {}", req.method, uri);
     let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     match seg.as_slice() {
-        ["publish", pk, sk, _, channel, _, rest @ ..] => publish(&net, &req, pk, sk, channel, rest),
-        ["v2", "subscribe", sk, channels, ..] => subscribe(&net, &req, sk, channels).await,
+        ["publish", pk, sk, _, channel, _, rest @ ..] => publish(net, &req, pk, sk, channel, rest),
+        ["v2", "subscribe", sk, channels, ..] => subscribe(net, &req, sk, channels).await,
         ["v1", "files", sk, "channels", channel, "files", id, name] if req.method == Method::GET => {
             if !Net::is_known_sub_key(sk) {
                 return pn_error(400, &format!("unknown subscribe key {sk:?}"));
             }
-            crate::files::file_url(&net, &req, channel, id, name)
+            crate::files::file_url(net, &req, channel, id, name)
         }
         ["v2", "presence", "sub-key" | "sub_key", sk, "channel", channels, rest @ ..] => {
-            presence(&net, &req, sk, channels, rest)
+            presence(net, &req, sk, channels, rest)
         }
         ["time", "0"] => json_response(200, &json!([net.rt.current_tt()])),
-        ["v3", "history", "sub-key", sk, "channel", channel] => history(&net, &req, sk, channel),
-        _ => crate::backend::handle(&net, &req).await,
+        ["v3", "history", "sub-key", sk, "channel", channel] => history(net, &req, sk, channel),
+        _ => crate::backend::handle(net, &req).await,
     }
 }
 
@@ -244,6 +469,83 @@ fn split_channels(s: &str) -> Vec<String> {
     s.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect()
 }
 
+/// How deeply `v` nests (a scalar is 1), computed without recursion.
+pub(crate) fn json_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|c| (c, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The 400 answer when `v` (what: "message", "meta", "state") nests too deeply.
+fn check_depth(what: &str, v: &Value) -> Option<Response<Body>> {
+    let d = json_depth(v);
+    (d > MAX_MESSAGE_DEPTH).then(|| {
+        pn_error(
+            400,
+            &format!("Invalid JSON {what}: nested {d} levels deep; the limit is {MAX_MESSAGE_DEPTH}"),
+        )
+    })
+}
+
+/// The 400 answer when a request names too many channels, or a channel or uuid that is too long.
+fn check_names(channels: &[String], uuid: &str) -> Option<Response<Body>> {
+    if channels.len() > MAX_CHANNELS_PER_REQUEST {
+        return Some(pn_error(
+            400,
+            &format!(
+                "{} channels in one request; the limit is {MAX_CHANNELS_PER_REQUEST}",
+                channels.len()
+            ),
+        ));
+    }
+    if let Some(c) = channels.iter().find(|c| c.len() > MAX_NAME_BYTES) {
+        return Some(pn_error(
+            400,
+            &format!("a channel name of {} bytes; the limit is {MAX_NAME_BYTES}", c.len()),
+        ));
+    }
+    if uuid.len() > MAX_NAME_BYTES {
+        return Some(pn_error(
+            400,
+            &format!("a uuid of {} bytes; the limit is {MAX_NAME_BYTES}", uuid.len()),
+        ));
+    }
+    None
+}
+
+/// The presence timeout a request asks for (`heartbeat=`), clamped to [`MAX_PRESENCE_TIMEOUT`].
+fn presence_timeout(req: &Req) -> Option<Duration> {
+    req.q("heartbeat")
+        .and_then(|h| h.parse::<u64>().ok())
+        .map(|h| Duration::from_secs(h).min(MAX_PRESENCE_TIMEOUT))
+}
+
+/// The presence state a request sets (`state=`): JSON of at most [`MAX_STATE_BYTES`].
+fn presence_state(req: &Req) -> Result<Option<Value>, Box<Response<Body>>> {
+    match req.q("state") {
+        None => Ok(None),
+        Some(s) if s.len() > MAX_STATE_BYTES => Err(Box::new(pn_error(
+            413,
+            &format!("State Too Large: {} bytes; the limit is {MAX_STATE_BYTES}", s.len()),
+        ))),
+        Some(s) => {
+            let state: Option<Value> = serde_json::from_str(s).ok();
+            match state.as_ref().and_then(|v| check_depth("state", v)) {
+                Some(bad) => Err(Box::new(bad)),
+                None => Ok(state),
+            }
+        }
+    }
+}
+
 fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str]) -> Response<Body> {
     if !Net::is_known_sub_key(sk) {
         return pn_error(
@@ -254,15 +556,38 @@ fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str
     if pk.is_empty() {
         return pn_error(400, "missing publish key");
     }
+    if channel.len() > MAX_NAME_BYTES {
+        return pn_error(
+            400,
+            &format!(
+                "a channel name of {} bytes; the limit is {MAX_NAME_BYTES}",
+                channel.len()
+            ),
+        );
+    }
     let raw = if req.method == Method::POST {
         String::from_utf8_lossy(&req.body).into_owned()
     } else {
         rest.join("/")
     };
+    // PubNub's "Message Too Large", checked before anything is parsed
+    let size = raw.len() + req.q("meta").map_or(0, str::len);
+    if size > MAX_MESSAGE_BYTES {
+        return json_response(
+            413,
+            &json!({
+                "status": 413, "error": true, "service": "Blocks Devnet",
+                "message": format!("Message Too Large: the message and its meta are {size} bytes; the limit is {MAX_MESSAGE_BYTES}"),
+            }),
+        );
+    }
     let payload: Value = match serde_json::from_str(&raw) {
         Ok(v) => v,
         Err(e) => return pn_error(400, &format!("Invalid JSON message: {e}")),
     };
+    if let Some(bad) = check_depth("message", &payload) {
+        return bad;
+    }
     let meta = match req.q("meta") {
         Some(m) if !m.is_empty() => match serde_json::from_str::<Value>(m) {
             Ok(v) => Some(v),
@@ -270,6 +595,9 @@ fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str
         },
         _ => None,
     };
+    if let Some(bad) = meta.as_ref().and_then(|m| check_depth("meta", m)) {
+        return bad;
+    }
     let store = !matches!(req.q("store"), Some("0") | Some("false"));
     let publisher = req.q("uuid").unwrap_or("").to_string();
     if let Some(denied) = check_access(net, req, &[channel.to_string()], Op::Write) {
@@ -293,6 +621,10 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
     let channels = split_channels(channels);
+    let uuid = req.q("uuid").unwrap_or("").to_string();
+    if let Some(bad) = check_names(&channels, &uuid) {
+        return bad;
+    }
     if let Some(denied) = check_access(net, req, &channels, Op::Read) {
         return denied;
     }
@@ -303,12 +635,11 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
         },
         None => None,
     };
-    let uuid = req.q("uuid").unwrap_or("").to_string();
-    let heartbeat = req
-        .q("heartbeat")
-        .and_then(|h| h.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let state: Option<Value> = req.q("state").and_then(|s| serde_json::from_str(s).ok());
+    let heartbeat = presence_timeout(req);
+    let state = match presence_state(req) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
     net.rt.seen(&uuid, &channels, heartbeat, state.as_ref());
     let tt = req.q("tt").and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
     if tt == 0 {
@@ -383,19 +714,26 @@ fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Re
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
     let channels = split_channels(channels);
+    let uuid = req.q("uuid").unwrap_or("").to_string();
+    let who = match rest {
+        ["uuid", who, "data"] => *who,
+        _ => "",
+    };
+    if let Some(bad) = check_names(&channels, &uuid).or_else(|| check_names(&[], who)) {
+        return bad;
+    }
     // presence on a channel (heartbeat, leave, state) needs the right to read it: nobody can keep
     // another user's instance alive, make it leave, or read its state
     if let Some(denied) = check_access(net, req, &channels, Op::Read) {
         return denied;
     }
-    let uuid = req.q("uuid").unwrap_or("").to_string();
     match rest {
         ["heartbeat"] => {
-            let hb = req
-                .q("heartbeat")
-                .and_then(|h| h.parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let state: Option<Value> = req.q("state").and_then(|s| serde_json::from_str(s).ok());
+            let hb = presence_timeout(req);
+            let state = match presence_state(req) {
+                Ok(s) => s,
+                Err(resp) => return *resp,
+            };
             net.rt.seen(&uuid, &channels, hb, state.as_ref());
             json_response(200, &json!({ "status": 200, "message": "OK", "service": "Presence" }))
         }
@@ -419,11 +757,17 @@ fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Re
             )
         }
         ["uuid", who, "data"] => {
+            if req.q("state").is_some_and(|s| s.len() > MAX_STATE_BYTES) {
+                return pn_error(413, &format!("State Too Large: the limit is {MAX_STATE_BYTES} bytes"));
+            }
             let state: Value = match req.q("state").map(serde_json::from_str::<Value>) {
                 Some(Ok(v)) => v,
                 Some(Err(e)) => return pn_error(400, &format!("Invalid JSON state: {e}")),
                 None => json!({}),
             };
+            if let Some(bad) = check_depth("state", &state) {
+                return bad;
+            }
             for c in &channels {
                 net.rt.set_state(who, c, state.clone());
             }
@@ -458,8 +802,8 @@ fn history(net: &Net, req: &Req, sk: &str, channel: &str) -> Response<Body> {
         .map(|m| {
             let mut e = json!({ "message": m.payload, "timetoken": m.tt.to_string() });
             if with_meta {
-                if let Some(meta) = m.meta {
-                    e["meta"] = meta;
+                if let Some(meta) = &m.meta {
+                    e["meta"] = meta.clone();
                 }
             }
             e

@@ -110,6 +110,10 @@ pub struct Instance {
     pub id: String,
     /// Agent name.
     pub agent: String,
+    /// The user that registered it (empty in records written before this was kept: the agent's
+    /// owner then). An instance id belongs to that user and agent: nobody else can register it.
+    #[serde(default)]
+    pub owner: String,
     /// Tasks at once (0 = unlimited).
     pub concurrency: usize,
     /// Tasks it runs now.
@@ -583,6 +587,7 @@ mod tests {
             Instance {
                 id: id.into(),
                 agent: agent.into(),
+                owner: "u".into(),
                 concurrency,
                 running: HashSet::new(),
                 live: true,

@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS messages (
   id INTEGER PRIMARY KEY, sub_key TEXT NOT NULL, channel TEXT NOT NULL, tt INTEGER NOT NULL,
   payload TEXT NOT NULL, meta TEXT, publisher TEXT NOT NULL, history INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_tt ON messages (history, tt);
+CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (sub_key, channel, tt);
 CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 ";
 
@@ -180,8 +181,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Messages that are history, or newer than `since_tt` (the replay window), oldest first.
-    pub fn load_messages(&self, since_tt: u64) -> Result<Vec<StoredMessage>, StoreError> {
+    /// Messages that are history, or newer than `since_tt` (the replay window), oldest first,
+    /// handed to `each` one at a time (never all held at once).
+    pub fn for_each_message(&self, since_tt: u64, mut each: impl FnMut(StoredMessage)) -> Result<(), StoreError> {
         let conn = self.conn();
         let mut st = conn
             .prepare(
@@ -204,8 +206,28 @@ impl Store {
                 })
             })
             .map_err(self.fail("reading messages"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(self.fail("reading messages"))
+        for row in rows {
+            each(row.map_err(self.fail("reading messages"))?);
+        }
+        Ok(())
+    }
+
+    /// Messages that are history, or newer than `since_tt`, oldest first.
+    #[cfg(test)]
+    pub fn load_messages(&self, since_tt: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_message(since_tt, |m| out.push(m))?;
+        Ok(out)
+    }
+
+    /// Delete the history of one channel up to `up_to_tt` (dropped by the memory limits).
+    pub fn trim_history(&self, sub_key: &str, channel: &str, up_to_tt: u64) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM messages WHERE sub_key = ?1 AND channel = ?2 AND history = 1 AND tt <= ?3",
+                params![sub_key, channel, up_to_tt as i64],
+            )
+            .map_err(self.fail("trimming history"))
     }
 
     /// The newest timetoken ever handed out (timetokens keep increasing across restarts).
@@ -367,6 +389,8 @@ mod tests {
         let left = s.load_messages(0).expect("load");
         assert_eq!(left.len(), 1);
         assert!(left[0].history);
+        assert_eq!(s.trim_history("s", "c", 10).expect("trim"), 1);
+        assert!(s.load_messages(0).expect("load").is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
