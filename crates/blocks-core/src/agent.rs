@@ -887,12 +887,16 @@ impl AgentInstance {
                 "publishTerminal needs a terminal state (completed, failed or canceled), got {state:?}"
             )));
         }
+        let unknown = || {
+            Error::InvalidArgument(format!(
+                "No cached credentials for task {task_id}: this instance is not running it (or its terminal was already published)"
+            ))
+        };
         let parked = self.inner.parked.lock().ok().and_then(|mut p| p.remove(task_id));
         let ctx = parked.or_else(|| self.inner.running.lock().ok().and_then(|r| r.get(task_id).cloned()));
-        let Some(ctx) = ctx else {
-            return Err(Error::InvalidArgument(format!(
-                "No cached credentials for task {task_id}: this instance is not running it (or its terminal was already published)"
-            )));
+        // a task whose terminal is out holds no credentials any more, whichever map still lists it
+        let Some(ctx) = ctx.filter(|c| !c.is_finished()) else {
+            return Err(unknown());
         };
         let mut t = terminal;
         if let Some(o) = t.as_object_mut() {
@@ -900,7 +904,7 @@ impl AgentInstance {
         }
         ctx.end_streams().await;
         if !ctx.publish_terminal(t).await {
-            return Err(Error::InvalidArgument(format!("task {task_id} already has a terminal")));
+            return Err(unknown());
         }
         Ok(())
     }

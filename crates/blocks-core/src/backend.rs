@@ -174,11 +174,12 @@ impl Backend {
                     attempt += 1;
                 }
                 Err(e) => {
+                    // the causes, the code and the next step, as for every network failure
                     return Err(Error::Rpc {
                         code: None,
-                        message: format!("{method}: {}", e.without_url()),
+                        message: Error::transport(method, e).to_string(),
                         data: None,
-                    })
+                    });
                 }
             }
         };
@@ -214,47 +215,8 @@ impl Backend {
 
     /// `GET /api/v1/registry/agents?agentName=` → the `agent` object, or `None` on 404.
     pub async fn registry_agent(&self, agent_name: &str, bearer: Option<&str>) -> Result<Option<Value>> {
-        let url = self.url("/api/v1/registry/agents")?;
-        let mut req = self
-            .http
-            .backend(reqwest::Method::GET, &url)
-            .query(&[("agentName", agent_name)]);
-        if let Some(b) = bearer {
-            req = req.header(
-                "authorization",
-                if b.starts_with("Bearer ") {
-                    b.to_string()
-                } else {
-                    format!("Bearer {b}")
-                },
-            );
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::transport("registry lookup failed", e))?;
-        capture_write_affinity(resp.headers());
-        let status = resp.status().as_u16();
-        if status == 404 {
-            return Ok(None);
-        }
-        if !(200..300).contains(&status) {
-            let body = error_body(resp).await;
-            let msg = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or(body);
-            return Err(Error::Http {
-                context: format!("registry lookup of {agent_name} failed"),
-                status,
-                body: msg,
-            });
-        }
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| Error::transport("registry lookup failed", e))?;
-        Ok(v.get("agent").cloned().filter(|a| !a.is_null()))
+        self.url("/api/v1/registry/agents")?;
+        crate::registry::agent_record(&self.http, &self.base_url, agent_name, bearer).await
     }
 
     /// POST a JSON body to a backend path with an explicit bearer; non-2xx becomes [`Error::Http`].

@@ -106,7 +106,29 @@ pub fn agent_entry(raw: &Value) -> Value {
     Value::Object(out)
 }
 
-/// One agent's registry record, or `None` when the registry does not know it (404).
+/// One agent's registry record as the registry sends it, or `None` when it does not know it (404).
+pub async fn agent_record(
+    http: &HttpClient,
+    base_url: &str,
+    agent_name: &str,
+    bearer: Option<&str>,
+) -> Result<Option<Value>> {
+    let url = registry_url(base_url)?;
+    let v = send(
+        http,
+        reqwest::Method::GET,
+        &url,
+        &[("agentName", agent_name.to_string())],
+        bearer,
+        None,
+        &format!("registry lookup of {agent_name}"),
+    )
+    .await?;
+    Ok(v.and_then(|v| v.get("agent").cloned()).filter(|a| a.is_object()))
+}
+
+/// One agent's registry record (mapped, see [`agent_entry`]), or `None` when the registry does
+/// not know it (404).
 pub async fn get_agent(
     http: &HttpClient,
     base_url: &str,
@@ -116,19 +138,8 @@ pub async fn get_agent(
     if agent_name.is_empty() {
         return Err(Error::InvalidArgument("getAgent needs an agent name".into()));
     }
-    let url = registry_url(base_url)?;
-    let v = send(
-        http,
-        reqwest::Method::GET,
-        &url,
-        &[("agentName", agent_name.to_string())],
-        api_key,
-        None,
-        &format!("registry lookup of {agent_name}"),
-    )
-    .await?;
-    Ok(v.and_then(|v| v.get("agent").cloned())
-        .filter(|a| a.is_object())
+    Ok(agent_record(http, base_url, agent_name, api_key)
+        .await?
         .map(|a| agent_entry(&a)))
 }
 

@@ -18,6 +18,18 @@ use crate::realtime::Realtime;
 
 static STREAM_CLIENTS: AtomicU32 = AtomicU32::new(0);
 
+/// Send the reader a non-fatal error when the link just degraded; false when nobody reads.
+async fn report_link(
+    link: &mut tokio::sync::watch::Receiver<crate::realtime::Link>,
+    tx: &mpsc::Sender<ReaderEvent>,
+) -> bool {
+    let ev = link_error(&link.borrow_and_update());
+    match ev {
+        Some(ev) => tx.send(ev).await.is_ok(),
+        None => true,
+    }
+}
+
 /// A non-fatal stream error for a degraded link (STRM-16): the reader keeps going.
 fn link_error(link: &crate::realtime::Link) -> Option<ReaderEvent> {
     match link {
@@ -292,12 +304,7 @@ impl StreamReader {
                     Some(d) => tokio::select! {
                         _ = faults.changed() => continue,
                         changed = link.changed() => {
-                            if changed.is_ok() {
-                                let ev = link_error(&link.borrow_and_update());
-                                if let Some(ev) = ev {
-                                    if tx.send(ev).await.is_err() { return; }
-                                }
-                            }
+                            if changed.is_ok() && !report_link(&mut link, &tx).await { return; }
                             continue;
                         }
                         m = sub.next() => m,
@@ -312,12 +319,7 @@ impl StreamReader {
                     None => tokio::select! {
                         _ = faults.changed() => continue,
                         changed = link.changed() => {
-                            if changed.is_ok() {
-                                let ev = link_error(&link.borrow_and_update());
-                                if let Some(ev) = ev {
-                                    if tx.send(ev).await.is_err() { return; }
-                                }
-                            }
+                            if changed.is_ok() && !report_link(&mut link, &tx).await { return; }
                             continue;
                         }
                         m = sub.next() => m,
