@@ -160,3 +160,46 @@ test('AGT-15 maxRunningTimeSec: the option wins over the card, with one info lin
     sdk.setLogger(null)
   }
 })
+
+test('ERR-04 AUTH-21 an agent forced offline on a token refresh gets AgentAuthFatalError, then shuts down cleanly and says so', async () => {
+  const { startHttpProxy } = await import('./httpproxy.mjs')
+  const proxy = await startHttpProxy(env.net.url)
+  const errors = []
+  const shutDown = deferred()
+  const logger = {
+    error: (m) => {
+      errors.push(m)
+      if (/shuts down/.test(m)) shutDown.resolve()
+    },
+    warn: () => {},
+    info: () => {},
+    debug: () => {},
+  }
+  try {
+    proxy.intercept = (r) => {
+      if (r.path === '/api/v1/rpc' && r.json?.method === 'ListTasks') return { status: 401, json: { error: 'token expired' } }
+      if (r.path === '/api/v1/auth/agent/refresh') return { status: 401, json: { error: 'agent forced offline', code: 'AGENT_FORCED_OFFLINE' } }
+      return undefined
+    }
+    const seen = deferred()
+    await env.agent('offline_agent', async (task, ctx) => {
+      try {
+        await ctx.taskClient.listTasks({})
+        seen.resolve('no error')
+      } catch (e) {
+        seen.resolve(`${e.name} ${e instanceof sdk.AgentAuthFatalError}`)
+      }
+      return {}
+    }, { baseUrl: proxy.url, logger })
+    const s = await client.sendMessage({ agentName: 'offline_agent', requestParts: [] })
+    assert.equal(await seen.promise, 'AgentAuthFatalError true')
+    await shutDown.promise
+    const t = await s.waitForTerminal(15_000)
+    assert.equal(t.state, 'failed')
+    assert.ok(errors.some((m) => /AGENT_FORCED_OFFLINE/.test(m) && /takes no more tasks/.test(m)), JSON.stringify(errors))
+  } finally {
+    proxy.intercept = null
+    sdk.setLogger(null)
+    await proxy.close()
+  }
+})

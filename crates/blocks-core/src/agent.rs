@@ -565,6 +565,10 @@ async fn control_pump(weak: std::sync::Weak<Instance>, control: Arc<Realtime>, c
         Some(i) => i.switch.subscribe(),
         None => return,
     };
+    let mut fatal = match weak.upgrade() {
+        Some(i) => i.uploader.fatal(),
+        None => return,
+    };
     let mut control = control;
     let mut _watch = AbortOnDrop(tokio::spawn(watch_control_link(control.link(), agent.clone())));
     let mut cursor = start;
@@ -573,6 +577,14 @@ async fn control_pump(weak: std::sync::Weak<Instance>, control: Arc<Realtime>, c
         loop {
             let msg = tokio::select! {
                 m = stream.next() => m,
+                changed = fatal.changed() => {
+                    let reason = if changed.is_ok() { fatal.borrow_and_update().clone() } else { None };
+                    let Some(reason) = reason else { continue };
+                    if let Some(inst) = weak.upgrade() {
+                        inst.shut_down_fatal(&reason).await;
+                    }
+                    return;
+                }
                 changed = switch.changed() => {
                     let next = if changed.is_ok() { switch.borrow_and_update().clone() } else { None };
                     let Some(next) = next else { continue };
@@ -623,6 +635,37 @@ async fn control_pump(weak: std::sync::Weak<Instance>, control: Arc<Realtime>, c
 }
 
 impl Instance {
+    /// The agent's identity was refused for good (its key, or the agent forced offline): stop
+    /// taking tasks, end the running ones with a failed terminal and leave the control channel.
+    async fn shut_down_fatal(&self, reason: &str) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::error!(target: "blocks::agent", event = "agent_auth_fatal",
+            "agent {} ({}) shuts down: {reason}; it takes no more tasks", self.agent_name, self.instance_id);
+        self.control().shutdown().await;
+        let tasks: Vec<Arc<TaskContext>> = {
+            let running: Vec<Arc<TaskContext>> = self
+                .running
+                .lock()
+                .map(|r| r.values().cloned().collect())
+                .unwrap_or_default();
+            let parked: Vec<Arc<TaskContext>> = self
+                .parked
+                .lock()
+                .map(|mut p| p.drain().map(|(_, c)| c).collect())
+                .unwrap_or_default();
+            running.into_iter().chain(parked).collect()
+        };
+        let ends = tasks.into_iter().map(|ctx| async move {
+            ctx.signal(CancelReason::Terminated);
+            ctx.end_streams().await;
+            ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_auth_fatal" }))
+                .await;
+        });
+        futures::future::join_all(ends).await;
+    }
+
     /// After a refused control subscription: register again for a new control token (403), or
     /// give up and say so. True when the subscription can start again.
     async fn recover_control(&self, status: u16) -> bool {

@@ -31,6 +31,8 @@ pub struct AgentAuth {
     tokens: tokio::sync::Mutex<Tokens>,
     /// The access token, readable without waiting.
     current: Mutex<Option<String>>,
+    /// Set once the identity is refused for good (key refused, agent forced offline).
+    fatal: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl AgentAuth {
@@ -48,6 +50,7 @@ impl AgentAuth {
             payload: Mutex::new(None),
             tokens: tokio::sync::Mutex::new(Tokens::default()),
             current: Mutex::new(None),
+            fatal: tokio::sync::watch::channel(None).0,
         }))
     }
 
@@ -72,7 +75,7 @@ impl AgentAuth {
             .ok()
             .and_then(|p| p.clone())
             .ok_or_else(|| Error::InvalidArgument("AgentAuth not initialized: call init(payload) first".into()))?;
-        let answer = self.connect(&payload).await?;
+        let answer = self.connect(&payload).await.map_err(|e| self.record_fatal(e))?;
         let mut t = self.tokens.lock().await;
         self.store(&mut t, &answer);
         Ok(answer)
@@ -108,6 +111,18 @@ impl AgentAuth {
         if let Some(r) = answer.get("refreshToken").and_then(Value::as_str) {
             t.refresh = r.to_string();
         }
+    }
+
+    /// Watch for the identity being refused for good (the agent then shuts down).
+    pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
+    }
+
+    fn record_fatal(&self, e: Error) -> Error {
+        if let Error::AgentAuthFatal(m) = &e {
+            self.fatal.send_replace(Some(m.clone()));
+        }
+        e
     }
 
     /// The backend root URL.
@@ -161,12 +176,12 @@ impl AgentAuth {
                             "agent token refresh failed: refresh token refused and no registration payload to reconnect with".into(),
                         ));
                     };
-                    self.connect(&payload).await?
+                    self.connect(&payload).await.map_err(|e| self.record_fatal(e))?
                 }
                 Some(c) if FATAL_CODES.contains(&c.as_str()) => {
-                    return Err(Error::AgentAuthFatal(format!(
+                    return Err(self.record_fatal(Error::AgentAuthFatal(format!(
                         "agent token refresh failed: HTTP {status} ({c}): the agent's API key was refused or the agent was forced offline"
-                    )))
+                    ))))
                 }
                 _ => {
                     return Err(Error::Http {
