@@ -18,8 +18,9 @@ before(async () => {
   client = await env.client()
 })
 after(async () => {
-  await proxy.close()
+  // the agents first: they publish through the proxy until they stop
   await env.stop()
+  await proxy.close()
 })
 
 const card = (streams, taskKinds = ['pipe']) => ({ identity: { agentName: 'x' }, capabilities: { taskKinds }, runtime: { handler: './h.js' }, streams })

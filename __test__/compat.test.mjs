@@ -20,8 +20,9 @@ before(async () => {
   proxy = await startHttpProxy(env.net.url)
 })
 after(async () => {
-  await proxy.close()
+  // the agents first: they may publish through the proxy until they stop
   await env.stop()
+  await proxy.close()
 })
 
 /** A client whose every request goes through the recording proxy. */

@@ -28,8 +28,9 @@ before(async () => {
   }, { concurrency: 8 })
 })
 after(async () => {
-  await proxy.close()
+  // the agents first: they may publish through the proxy until they stop
   await env.stop()
+  await proxy.close()
 })
 
 /** Resolve with what `promise` gives, or fail with `describe()` once `ms` pass first. */

@@ -146,6 +146,9 @@ struct StatusThrottle {
 type Outgoing = (Value, Option<tokio::sync::oneshot::Sender<Result<()>>>);
 
 /// Publish queued events of one task in order with its write token; ends when the context drops.
+/// How long stop() waits for the terminals of the tasks it abandons (they go on being retried).
+const STOP_TERMINAL_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a task's terminal is sent again while the network does not take it (past a devnet
 /// or backend restart; the publish transport itself already retries refused connections for 60 s).
 const TERMINAL_RETRY_FOR: Duration = Duration::from_secs(120);
@@ -660,8 +663,9 @@ impl Instance {
         let ends = tasks.into_iter().map(|ctx| async move {
             ctx.signal(CancelReason::Terminated);
             ctx.end_streams().await;
-            ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_auth_fatal" }))
-                .await;
+            let terminal =
+                ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_auth_fatal" }));
+            let _ = tokio::time::timeout(STOP_TERMINAL_WAIT, terminal).await;
         });
         futures::future::join_all(ends).await;
     }
@@ -1031,11 +1035,14 @@ impl AgentInstance {
             .lock()
             .map(|mut p| p.drain().map(|(_, c)| c).collect())
             .unwrap_or_default();
-        // concurrently: a terminal may be retried for a while when the network is down
+        // concurrently, and without waiting out a network that is down: a terminal the network
+        // does not take goes on being retried in the background, but stop() returns
         let ends = left.into_iter().chain(parked).map(|ctx| async move {
             ctx.signal(CancelReason::Terminated);
-            ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_stopped" }))
-                .await;
+            let terminal = ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_stopped" }));
+            if tokio::time::timeout(STOP_TERMINAL_WAIT, terminal).await.is_err() {
+                tracing::warn!(target: "blocks::agent", "the terminal of task {} is not out yet; still retrying", ctx.task_id);
+            }
         });
         futures::future::join_all(ends).await;
     }
