@@ -189,13 +189,14 @@ test('ERR-04 AUTH-21 an agent forced offline on a token refresh gets AgentAuthFa
       } catch (e) {
         seen.resolve(`${e.name} ${e instanceof sdk.AgentAuthFatalError}`)
       }
-      return {}
+      // the handler stays: the task's end is the shutdown's
+      return new Promise(() => {})
     }, { baseUrl: proxy.url, logger })
     const s = await client.sendMessage({ agentName: 'offline_agent', requestParts: [] })
     assert.equal(await seen.promise, 'AgentAuthFatalError true')
     await shutDown.promise
     const t = await s.waitForTerminal(15_000)
-    assert.equal(t.state, 'failed')
+    assert.deepEqual([t.state, t.error], ['failed', 'agent_auth_fatal'])
     assert.ok(errors.some((m) => /AGENT_FORCED_OFFLINE/.test(m) && /takes no more tasks/.test(m)), JSON.stringify(errors))
   } finally {
     proxy.intercept = null
