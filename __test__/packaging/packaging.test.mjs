@@ -135,8 +135,8 @@ import { TaskClient, textPart, type TerminalEvent } from '@blocks-network/sdk'
 const client = await TaskClient.create({ billingMode: 'free', apiKey: process.env.BLOCKS_API_KEY })
 const s = await client.sendMessage({ agentName: 'echo', requestParts: [textPart('from ts')] })
 const t: TerminalEvent = await s.waitForTerminal(30_000)
-const first = s.listArtifacts()[0]
-console.log(t.state, first.artifactRef.kind === 'inline' ? Buffer.from(first.artifactRef.data, 'base64').toString() : '')
+const first = s.listArtifacts()[0] // an ArtifactRef
+console.log(t.state, first.kind === 'inline' ? Buffer.from(first.data, 'base64').toString() : '')
 client.destroy()
 `)
   const tsc = path.join(root, 'node_modules/typescript/bin/tsc')
