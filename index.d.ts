@@ -91,7 +91,12 @@ export interface TaskClientOptions {
   realtimeOrigin?: string
   /** Auth mode 3: called at create and on every refresh. */
   tokenProvider?: () => TokenResult | Promise<TokenResult>
-  /** Called once when proactive refresh has failed three times in a row. */
+  /**
+   * Waits between proactive refresh attempts, in ms (default `[5000, 10000]`: three attempts, the
+   * second after 5 s, the third 10 s later). `onAuthError` fires after the last one fails.
+   */
+  authRetryDelaysMs?: number[]
+  /** Called once when proactive refresh has failed three times in a row (see `authRetryDelaysMs`). */
   onAuthError?: (error: AuthRefreshFailedError) => void
   /** Anonymous viewer of public free tasks (no auth; `connect` only). */
   anonFingerprint?: string
@@ -872,6 +877,12 @@ export interface LocalNetworkOptions {
   longPollHoldSec?: number
   /** Test knob: how many milliseconds a pipe-task "minute" lasts. */
   minuteMs?: number
+  /**
+   * How long an agent instance has to acknowledge a task it was sent (its first progress,
+   * artifact or terminal) before the task is sent again, to another instance if there is one
+   * (default 30000). After three unanswered sends the task fails with `task_not_acknowledged`.
+   */
+  ackTimeoutMs?: number
   /** Test knob: reorder and duplicate stream messages on the wire. */
   streamChaos?: boolean
   /**

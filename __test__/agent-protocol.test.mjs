@@ -9,7 +9,7 @@ import http from 'node:http'
 import os from 'node:os'
 import { readFileSync } from 'node:fs'
 import { Readable } from 'node:stream'
-import { startNetwork, sdk, deferred, artifactText } from './helpers.mjs'
+import { startNetwork, sdk, deferred, artifactText, aborted } from './helpers.mjs'
 import { startHttpProxy } from './httpproxy.mjs'
 
 const { InvalidArgumentError, BlocksError } = sdk
@@ -406,7 +406,7 @@ test('ASTR-01 createStream publishes one stream_setup on setup.<orgId>.<taskId> 
   await agent('setup_probe', async (task, ctx) => {
     const s = await ctx.createStream({ declaredStream: 'feed', subscribeGraceMs: 0 })
     made.resolve({ streamId: s.streamId, channel: s.channel })
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ feed: { direction: 'outbound', format: 'events' } }, ['pipe']) })
   const session = await client.sendMessage({ agentName: 'setup_probe', taskKind: 'pipe', duration: 3, requestParts: [] })
@@ -474,7 +474,7 @@ test('ASTR-02 the stream object: streamId, channel, isActive, external false, uu
     await it.return()
     await s.end()
     finished.resolve({ activeAfterEnd: s.isActive })
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ talk: { direction: 'bidirectional', format: 'events' } }, ['pipe']) })
   // an outbound stream: its reading members go to the client, which refuses to read
@@ -580,7 +580,7 @@ test('STRM-02 onStream fires once per stream, replays known streams to a late li
     await ctx.createStream({ declaredStream: 'one', subscribeGraceMs: 0 })
     await ctx.createStream({ declaredStream: 'two', subscribeGraceMs: 0 })
     streamsMade.resolve()
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ one: { direction: 'outbound', format: 'events' }, two: { direction: 'outbound', format: 'bytes' } }, ['pipe']) })
   const session = await client.sendMessage({ agentName: 'announcer', taskKind: 'pipe', duration: 5, requestParts: [] })
@@ -733,7 +733,7 @@ test('STRM-17 writes are published with nobody reading: the agent writes before 
     agentRead.resolve([(await it.next()).value, (await it.next()).value])
     await it.return()
     await out.end()
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ out: { direction: 'outbound', format: 'events' }, in: { direction: 'inbound', format: 'events' } }, ['pipe']) }, p)
   const caller = await env.client({ realtimeOrigin: p.url })
@@ -844,7 +844,7 @@ test('A2A-04 ctx.taskClient consumes a pipe task: agent A starts a pipe task on 
     const s = await ctx.createStream({ declaredStream: 'prices', subscribeGraceMs: 0 })
     for (let i = 1; i <= 5; i++) s.write({ tick: i })
     await s.end()
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ prices: { direction: 'outbound', format: 'events' } }, ['pipe']) })
   await env.agent('pipe_consumer', async (task, ctx) => {

@@ -4,7 +4,7 @@
 // realtime traffic goes through a recording proxy so the setup messages can be read.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startNetwork, sdk, deferred } from './helpers.mjs'
+import { startNetwork, sdk, deferred, aborted } from './helpers.mjs'
 import { startHttpProxy } from './httpproxy.mjs'
 
 const { textPart, InvalidArgumentError } = sdk
@@ -46,7 +46,7 @@ test('ASTR-03 STRM-21 a shared stream: the first task sets it up (embedded), lat
     const t = { stream: s, same: again.every((a) => a === s), ready: deferred() }
     tasks.set(task.taskId, t)
     t.ready.resolve()
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ prices: { direction: 'outbound', format: 'events', affinity: 'shared' } }), concurrency: 4 })
   const open = async () => {
@@ -133,7 +133,7 @@ test('ASTR-05 an external stream: a token for another writer, activate() announc
     }
     got.resolve({ streamId: s.streamId, channel: s.channel, token: s.token, external: s.external, thrown })
     await s.activate({ metadata: { writer: 'elsewhere' } })
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ feed: { direction: 'outbound', format: 'events' } }) })
   const session = await client.sendMessage({ agentName: 'ext_streamer', taskKind: 'pipe', duration: 5, requestParts: [] })
@@ -169,7 +169,7 @@ test('ASTR-06 failStream(streamId, reason) fails every task that holds the strea
         : undefined,
     })
     holders.push(task.taskId)
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ room: { direction: 'outbound', format: 'events', affinity: 'shared' } }), concurrency: 4 })
   const one = await client.sendMessage({ agentName: 'failing_streams', taskKind: 'pipe', duration: 5, requestParts: [textPart('a')] })
@@ -240,7 +240,7 @@ test('STRM-19 STREAM_MAX_MESSAGE_SIZE and STREAM_BUNDLE_SIZE set the defaults; o
 test('AGT-15 the stream token lifetime: the pipe duration, else 60 for pipe tasks, else ceil(maxRunningTimeSec / 60)', async () => {
   await agent('ttl_probe', async (task, ctx) => {
     await ctx.createStream({ subscribeGraceMs: 0 })
-    if (task.taskKind === 'pipe') await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    if (task.taskKind === 'pipe') await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ _default: { direction: 'outbound', format: 'bytes' } }, ['request', 'pipe']), maxRunningTimeSec: 90, concurrency: 4 })
   const req = await client.sendMessage({ agentName: 'ttl_probe', requestParts: [], stream: true })
@@ -309,7 +309,7 @@ test('STRM-13 SESS-08 a stream the caller ended itself counts as done: the sessi
     const s = await ctx.createStream({ subscribeGraceMs: 0 })
     s.write({ hi: 1 })
     await s.flush()
-    if (!ctx.cancelSignal.aborted) await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ chat: { direction: 'bidirectional', format: 'events' } }) })
   const session = await client.sendMessage({ agentName: 'bidi_quiet', taskKind: 'pipe', duration: 5, requestParts: [] })

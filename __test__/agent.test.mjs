@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { sdk, startNetwork, artifactText, deferred } from './helpers.mjs'
+import { sdk, startNetwork, artifactText, deferred, aborted } from './helpers.mjs'
 
 const { textPart } = sdk
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -91,7 +91,7 @@ test('cancel aborts ctx.cancelSignal; what the handler returns is published befo
   const client = await env.client()
   const seen = deferred()
   await env.agent('cancellable', async (task, ctx) => {
-    await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+    await aborted(ctx.cancelSignal)
     seen.resolve({ aborted: ctx.cancelSignal.aborted, cancelled: ctx.isCancelled, expired: ctx.isExpired })
     return { artifacts: [{ data: 'partial result', mimeType: 'text/plain' }] }
   })
@@ -176,7 +176,7 @@ test('pipe tasks expire: completed with completionReason duration_expired, with 
   const client = await env.client()
   const flags = deferred()
   await env.agent('pipe_expiring', async (task, ctx) => {
-    await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+    await aborted(ctx.cancelSignal)
     flags.resolve({ expired: ctx.isExpired, cancelled: ctx.isCancelled })
     return {}
   })

@@ -10,7 +10,7 @@ import zlib from 'node:zlib'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { sdk, startNetwork, artifactText, deferred } from './helpers.mjs'
+import { sdk, startNetwork, artifactText, deferred, aborted } from './helpers.mjs'
 
 const { TaskClient, ConsumerAuth, StaticAuthProvider, textPart, RpcError, InvalidArgumentError, ConfigError, FileUploadError } = sdk
 
@@ -45,14 +45,14 @@ before(async () => {
     const name = ctx.requestParts[0]?.text ?? ''
     const g = gate(name).promise
     if (name.startsWith('stubborn')) await g
-    else await Promise.race([g, new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))])
+    else await Promise.race([g, aborted(ctx.cancelSignal)])
     return { artifacts: [{ data: ctx.isCancelled ? 'stopped' : 'released', mimeType: 'text/plain' }] }
   }, { concurrency: 16 })
   await env.agent('outcome', async (task, ctx) => {
     const mode = ctx.requestParts[0]?.text
     if (mode === 'fail') throw new Error('nope')
     if (mode === 'cancel') {
-      await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+      await aborted(ctx.cancelSignal)
       return {}
     }
     return { artifacts: [{ data: made(20_000), mimeType: 'application/octet-stream', fileName: 'made.bin' }] }
@@ -74,14 +74,14 @@ before(async () => {
   })
   await env.agent('pipe_hold', async (task, ctx) => {
     deadlineOf(task.taskId).resolve(task.durationExpiresAtMs)
-    await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { concurrency: 4 })
   await env.agent('pipe_ret', () => ({ artifacts: [{ data: 'started', mimeType: 'text/plain' }] }))
   ctlAgent = await env.agent('ctl', async (task, ctx) => {
     if (ctx.requestParts[0]?.text === 'quick') return { artifacts: [{ data: 'quick', mimeType: 'text/plain' }] }
     const atEntry = ctx.isCancelled
-    await new Promise((r) => (ctx.cancelSignal.aborted ? r() : ctx.cancelSignal.addEventListener('abort', r)))
+    await aborted(ctx.cancelSignal)
     return { artifacts: [{ data: `cancelled=${ctx.isCancelled} atEntry=${atEntry}`, mimeType: 'text/plain' }] }
   }, { concurrency: 4 })
 })

@@ -1,7 +1,7 @@
 // Issue 3: the whole caller API (auth modes, refresh, connect, listTasks, lifecycle, errors).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { sdk, startNetwork, artifactText, deferred } from './helpers.mjs'
+import { sdk, startNetwork, artifactText, deferred, aborted } from './helpers.mjs'
 
 const { TaskClient, textPart, RpcError, BillingModeMismatchError, AuthRefreshFailedError, InvalidArgumentError, BlocksError } = sdk
 
@@ -20,7 +20,7 @@ before(async () => {
     startedOf(task.taskId)
     waiterStarted.get(task.taskId).resolve()
     // runs until canceled/terminated, or until the test opens the gate
-    await Promise.race([gate.promise, new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))])
+    await Promise.race([gate.promise, aborted(ctx.cancelSignal)])
     return { artifacts: [{ data: ctx.isCancelled ? 'stopped' : 'released', mimeType: 'text/plain' }] }
   }, { concurrency: 8 })
   await env.agent('failer', () => {
@@ -164,15 +164,17 @@ test('proactive refresh at 80% of expiresIn: an idle client gets a new token bef
   }
 })
 
-test('three failed proactive refreshes call onAuthError once and record AuthRefreshFailedError', { timeout: 40_000 }, async () => {
-  let calls = 0
+test('three failed proactive refreshes, spaced by authRetryDelaysMs, call onAuthError once and record AuthRefreshFailedError', async () => {
+  const at = []
   const failed = deferred()
+  const DELAYS = [300, 600]
   const client = await TaskClient.create({
     billingMode: 'free',
     cdmUrl: env.net.cdmUrl,
+    authRetryDelaysMs: DELAYS,
     tokenProvider: async () => {
-      calls++
-      if (calls === 1) {
+      at.push(performance.now())
+      if (at.length === 1) {
         const t = await consumerToken()
         return { token: t.accessToken, expiresIn: 1, userId: t.userId }
       }
@@ -180,24 +182,37 @@ test('three failed proactive refreshes call onAuthError once and record AuthRefr
     },
     onAuthError: (err) => failed.resolve(err),
   })
-  const err = await failed.promise
-  // AUTH-09 ERR-03: after the third failed attempt onAuthError gets the last error once, an AuthRefreshFailedError (the 5 s / 10 s spacing is not asserted)
+  const err = await within(5000, failed.promise, () => `onAuthError never came (${at.length} provider calls)`)
+  // AUTH-09 ERR-03: after the third failed attempt onAuthError gets the last error once, an AuthRefreshFailedError
   assert.ok(err instanceof AuthRefreshFailedError)
   assert.match(err.message, /token service down/)
-  assert.equal(calls, 4, 'first token + three proactive attempts')
+  assert.equal(at.length, 4, 'first token + three proactive attempts')
+  // the attempts are spaced by the configured delays (at least; a busy machine may add to them)
+  assert.ok(at[2] - at[1] >= DELAYS[0] - 20, `second attempt ${Math.round(at[2] - at[1])} ms after the first`)
+  assert.ok(at[3] - at[2] >= DELAYS[1] - 20, `third attempt ${Math.round(at[3] - at[2])} ms after the second`)
   // calls now fail before the network (after one more reactive attempt)
   // AUTH-10 ERR-03: after a permanent refresh failure a call rejects with AuthRefreshFailedError (only getTask is checked here)
   await assert.rejects(client.getTask('t_x'), AuthRefreshFailedError)
   client.destroy()
 })
 
-test('a refresh endpoint down for a while: a failed proactive refresh is retried, and the client goes on without onAuthError', { timeout: 40_000 }, async () => {
+test('authRetryDelaysMs: anything but up to ten delays of 0..3600000 ms is refused with what was wrong', async () => {
+  const base = { billingMode: 'free', cdmUrl: env.net.cdmUrl, tokenProvider: async () => ({ token: 't', expiresIn: 3600 }) }
+  await assert.rejects(TaskClient.create({ ...base, authRetryDelaysMs: 5000 }), (e) => e instanceof sdk.InvalidArgumentError && /authRetryDelaysMs must be an array/.test(e.message))
+  await assert.rejects(TaskClient.create({ ...base, authRetryDelaysMs: ['5s'] }), (e) => e instanceof sdk.InvalidArgumentError && /array of numbers/.test(e.message))
+  await assert.rejects(TaskClient.create({ ...base, authRetryDelaysMs: [-1] }), (e) => e instanceof sdk.InvalidArgumentError && /between 0 and 3600000, got -1/.test(e.message))
+  await assert.rejects(TaskClient.create({ ...base, authRetryDelaysMs: [NaN] }), (e) => e instanceof sdk.InvalidArgumentError && /got NaN/.test(e.message))
+  await assert.rejects(TaskClient.create({ ...base, authRetryDelaysMs: new Array(11).fill(1) }), (e) => e instanceof sdk.InvalidArgumentError && /at most 10/.test(e.message))
+})
+
+test('a refresh endpoint down for a while: a failed proactive refresh is retried, and the client goes on without onAuthError', async () => {
   let calls = 0
   const recovered = deferred()
   let authError = null
   const client = await TaskClient.create({
     billingMode: 'free',
     cdmUrl: env.net.cdmUrl,
+    authRetryDelaysMs: [200, 400],
     tokenProvider: async () => {
       calls++
       if (calls === 2) throw new Error('token service down')

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
-import { startNetwork, sdk, artifactText } from './helpers.mjs'
+import { startNetwork, sdk, artifactText, aborted } from './helpers.mjs'
 import { startHttpProxy } from './httpproxy.mjs'
 
 const {
@@ -568,7 +568,7 @@ test('SESS-08 drainWindowMs and autoDrain: false decide how long a session waits
     const s = await ctx.createStream()
     s.write({ hi: 1 })
     await s.flush()
-    await new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', resolve))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card, concurrency: 4 })
   const client = await env.client()

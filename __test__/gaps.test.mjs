@@ -9,7 +9,7 @@ import http from 'node:http'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { sdk, startNetwork, artifactText, deferred } from './helpers.mjs'
+import { sdk, startNetwork, artifactText, deferred, aborted } from './helpers.mjs'
 import { startHttpProxy } from './httpproxy.mjs'
 
 const { TaskClient, textPart, filePart, RpcError, ConfigError, FileUploadError, ClosedError, InvalidArgumentError } = sdk
@@ -463,7 +463,7 @@ test('STRM-07 STRM-11 an inbound stream of a pipe task: the caller writes, the a
     const got = []
     for await (const e of s.events()) got.push(e)
     await ctx.publishArtifact(JSON.stringify(got), { mimeType: 'application/json' })
-    await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+    await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ uploads: { direction: 'inbound', format: 'events' } }, ['pipe']) })
   const client = await env.client()
@@ -725,7 +725,7 @@ test('AGT-08 a handler whose promise never settles (and nothing else references)
 test('LIFE-03 CTX-02 a cancel reaches a handler waiting on ctx.cancelSignal after it created a stream the caller has not read', async () => {
   await env.agent('cancel_with_stream', async (task, ctx) => {
     await ctx.createStream()
-    if (!ctx.cancelSignal.aborted) await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+    await aborted(ctx.cancelSignal)
     return { artifacts: [{ data: `aborted cancelled=${ctx.isCancelled}`, mimeType: 'text/plain' }] }
   }, { card: card({ _default: { direction: 'outbound', format: 'events' } }, ['pipe']), terminateGraceMs: 100 })
   const client = await env.client()
@@ -819,7 +819,7 @@ test('LIFE-01 retryTask of a canceled task starts a new task with the same reque
     attempt++
     if (attempt === 1) {
       firstRunning.resolve()
-      await new Promise((r) => ctx.cancelSignal.addEventListener('abort', r))
+      await aborted(ctx.cancelSignal)
       return {}
     }
     return { artifacts: [{ data: `attempt ${attempt}: ${ctx.requestParts.map((p) => p.text).join(',')}`, mimeType: 'text/plain' }] }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import net from 'node:net'
 import zlib from 'node:zlib'
-import { sdk, runNodeArgs, startCli, devnetCli as cli, deferred } from './helpers.mjs'
+import { sdk, runNodeArgs, startCli, devnetCli as cli, deferred, startNetwork } from './helpers.mjs'
 
 const SUB = 'sub-c-devnet-free'
 const PUB = 'pub-c-devnet-free'
@@ -179,6 +179,67 @@ test("another user's instance id is refused with 403; its owner keeps receiving 
     await alice.stop(1000)
     await stop(child)
   }
+})
+
+/**
+ * An instance that registers and subscribes to its control channel (so the devnet counts it live)
+ * and then never reads it: the StartTasks sent to it go unanswered, as to an agent that hangs.
+ */
+async function muteInstance(net, agentName) {
+  const instanceId = `mute-${agentName}`
+  const r = await fetch(`${net.url}/api/v1/auth/agent/connect`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${net.apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ agentName, instanceId, concurrency: 4 }),
+  })
+  assert.equal(r.status, 200)
+  const { controlChannel, pamToken } = await r.json()
+  const sub = (tt) => fetch(`${net.url}/v2/subscribe/${SUB}/${controlChannel}/0?uuid=${instanceId}&auth=${pamToken}&tt=${tt}`).then((x) => x.json())
+  const cursor = (await sub(0)).t.t
+  return {
+    /** What reached the control channel since the handshake (one poll). */
+    async received() {
+      return (await sub(cursor)).m.map((m) => m.d)
+    },
+  }
+}
+
+test('a task no instance acknowledges is sent again to another instance, and fails with task_not_acknowledged after three unanswered sends', async () => {
+  const env = await startNetwork({ ackTimeoutMs: 1500 })
+  try {
+    const client = await env.client()
+    // only a mute instance: three StartTasks, one per ack timeout, then the task fails with a reason
+    const alone = await muteInstance(env.net, 'mute_alone')
+    const lost = await client.sendMessage({ agentName: 'mute_alone', requestParts: [sdk.textPart('nobody answers')] })
+    const t0 = Date.now()
+    const t = await lost.waitForTerminal(20_000)
+    assert.equal(t.state, 'failed')
+    assert.match(t.error, /^task_not_acknowledged: no instance of agent "mute_alone" acknowledged the task within 1.5 s \(3 StartTasks sent\)/)
+    assert.ok(Date.now() - t0 >= 4400, `failed after ${Date.now() - t0} ms: three ack timeouts of 1.5 s must pass first`)
+    const starts = (await alone.received()).filter((m) => m.type === 'StartTask' && m.taskId === lost.taskId)
+    assert.equal(starts.length, 3, 'the StartTask went to the only instance three times')
+    assert.equal((await client.getTask(lost.taskId)).state, 'failed')
+
+    // a mute instance and, after the task was sent to it, a working one: the task moves over and completes
+    const mute = await muteInstance(env.net, 'mute_then_real')
+    const s = await client.sendMessage({ agentName: 'mute_then_real', requestParts: [sdk.textPart('hello')] })
+    const first = (await mute.received()).filter((m) => m.type === 'StartTask').map((m) => m.taskId)
+    assert.deepEqual(first, [s.taskId], 'the task went to the mute instance first (it was the only one)')
+    await env.agent('mute_then_real', (task, ctx) => ({ artifacts: [{ data: `real: ${ctx.requestParts[0].text}`, mimeType: 'text/plain' }] }))
+    const texts = []
+    s.onArtifact((e) => texts.push(Buffer.from(e.artifactRef.data ?? '', 'base64').toString('utf8')))
+    assert.equal((await s.waitForTerminal(20_000)).state, 'completed')
+    assert.deepEqual(texts, ['real: hello'])
+  } finally {
+    await env.stop()
+  }
+})
+
+test('ackTimeoutMs and --ack-timeout refuse what is not a positive time', async () => {
+  await assert.rejects(sdk.LocalNetwork.start({ ackTimeoutMs: 0 }), /ackTimeoutMs must be a positive number of milliseconds, got 0/)
+  const r = await runNodeArgs([cli, '--ack-timeout', 'soon'])
+  assert.notEqual(r.code, 0)
+  assert.match(r.stderr, /--ack-timeout needs seconds, got "soon"/)
 })
 
 test('slowloris: a half-sent request head is closed after the 10 s header timeout while a long-poll held past it still works', async () => {

@@ -39,6 +39,15 @@ export function artifactText(event) {
 }
 
 /** A promise with its resolve function exposed. */
+/**
+ * Resolves when `signal` aborts, at once if it already has. (A bare
+ * `addEventListener('abort')` never fires for a signal that aborted before the listener was added:
+ * a handler that awaits it after the cancel came hangs.)
+ */
+export function aborted(signal) {
+  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', resolve, { once: true })))
+}
+
 export function deferred() {
   let resolve, reject
   const promise = new Promise((res, rej) => {

@@ -4,6 +4,7 @@
 // Flags: --port N, --api-key KEY[:USER] (repeatable), --agent NAME:paid|free (repeatable), --token-ttl SECS,
 // --data-dir DIR (database and files; default .blocks-devnet in the current directory), --in-memory,
 // --max-upload-bytes N, --allow-host NAME (repeatable: a host name served besides the loopback ones),
+// --ack-timeout SECS (how long an agent instance has to acknowledge a task before it is sent again),
 // --log error|warn|info|debug (debug prints one line per request)
 const { LocalNetwork } = require('../index.js')
 
@@ -39,6 +40,13 @@ function parse(argv) {
         const v = Number(value())
         if (!(v > 0)) throw new Error('--token-ttl needs a positive number of seconds')
         opts.tokenTtlSec = v
+        break
+      }
+      case '--ack-timeout': {
+        const v = value()
+        const secs = Number(v)
+        if (!(Number.isFinite(secs) && secs > 0)) throw new Error(`--ack-timeout needs seconds, got "${v}"`)
+        opts.ackTimeoutMs = secs * 1000
         break
       }
       case '--data-dir':
@@ -84,13 +92,17 @@ function parse(argv) {
 
 const USAGE = `usage:
   blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
-                [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--allow-host NAME]... [--log LEVEL]
+                [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--allow-host NAME]...
+                [--ack-timeout SECS] [--log LEVEL]
                                                            run a local network until Ctrl-C
       --data-dir DIR  database and files (default .blocks-devnet in the current directory);
                       the network keeps its agents, tasks, history and files across restarts
       --in-memory     keep nothing (a throwaway network)
       --allow-host NAME  also serve this host name (besides localhost, 127.0.0.0/8, [::1]; .NAME: and
                       every name under it); requests for other hosts get 421 (DNS rebinding)
+      --ack-timeout SECS  how long an agent instance has to acknowledge a task before it is sent
+                      again, to another instance if there is one (default 30); after three
+                      unanswered sends the task fails with task_not_acknowledged
       --log LEVEL     error | warn | info | debug (debug: one line per request)
   blocks-devnet send AGENT TEXT [--paid] [--timeout SECS]  send one task, print its events
   blocks-devnet tasks [--agent NAME] [--state STATE] [--limit N] [--paid]   list your tasks

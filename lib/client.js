@@ -46,6 +46,13 @@ function ownerOption(options) {
 const BILLING_MODE_REQUIRED = "TaskClient.create() requires a billingMode option ('free' or 'paid')"
 
 /** `longPollTimeoutMs`: undefined, or a number of milliseconds >= 1000. */
+/** `authRetryDelaysMs`: an array goes to the engine (which checks the values), anything else is refused here. */
+function retryDelays(options) {
+  const v = options.authRetryDelaysMs
+  if (v === undefined || (Array.isArray(v) && v.every((d) => typeof d === 'number'))) return v
+  throw new InvalidArgumentError(`authRetryDelaysMs must be an array of numbers of milliseconds (default [5000, 10000]), got ${JSON.stringify(v) ?? typeof v}`)
+}
+
 function longPollTimeout(options) {
   const v = options.longPollTimeoutMs
   if (v === undefined) return undefined
@@ -117,6 +124,7 @@ class TaskClient {
       longPollTimeoutMs: longPollTimeout(options),
       defaultOwnerId: ownerOption(options),
       allowInsecureHttp: insecureOption(options),
+      authRetryDelaysMs: retryDelays(options),
       ...authOptions(options),
     })
     const client = new TaskClient(n)

@@ -26,7 +26,8 @@ class LocalNetwork {
    * Start a devnet. Options: `port` (0 = any free port), `apiKeys` ([[key, userId], ...]),
    * `paidAgents` (names registered as paid), `tokenTtlSec`, `longPollHoldSec`, `dataDir` (database
    * and files; the network survives restarts), `inMemory` (the default: nothing kept),
-   * `maxUploadBytes`, `allowedHosts` (host names served besides localhost, 127.0.0.0/8 and
+   * `maxUploadBytes`, `ackTimeoutMs` (how long an instance has to acknowledge a task before it is
+   * sent again; default 30000), `allowedHosts` (host names served besides localhost, 127.0.0.0/8 and
    * [::1]; others get 421), `agents` (agent instances to run on the network until `stop()`).
    */
   static async start(options = {}) {

@@ -38,6 +38,8 @@ pub struct NativeClientOptions {
     pub default_owner_id: Option<String>,
     /// Allow plain `http://` to hosts that are not loopback.
     pub allow_insecure_http: Option<bool>,
+    /// Waits (ms) between proactive refresh attempts (default [5000, 10000]).
+    pub auth_retry_delays_ms: Option<Vec<f64>>,
 }
 
 /// Options of `NativeTaskClient.direct`.
@@ -140,6 +142,7 @@ impl NativeTaskClient {
             default_owner_id: opts.default_owner_id,
             external_auth: None,
             allow_insecure_http: opts.allow_insecure_http.unwrap_or(false),
+            auth_retry_delays_ms: opts.auth_retry_delays_ms,
         };
         let inner = TaskClient::create(options).await.or_js().await?;
         Ok(NativeTaskClient { inner })

@@ -28,6 +28,8 @@ pub struct NativeNetworkOptions {
     /// Host names served besides the loopback ones (`localhost`, 127.0.0.0/8, `[::1]`); a leading
     /// dot allows a name and every name under it. Requests for other hosts get 421.
     pub allowed_hosts: Option<Vec<String>>,
+    /// How long an instance has to acknowledge a task before it is sent again (default 30000).
+    pub ack_timeout_ms: Option<f64>,
 }
 
 /// Internal devnet handle.
@@ -112,6 +114,15 @@ impl NativeLocalNetwork {
                     ));
                 }
                 cfg.max_upload_bytes = m as u64;
+            }
+            if let Some(a) = o.ack_timeout_ms {
+                if !(a.is_finite() && a > 0.0) {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        format!("ackTimeoutMs must be a positive number of milliseconds, got {a}"),
+                    ));
+                }
+                cfg.ack_timeout = Duration::from_secs_f64(a / 1000.0);
             }
             if let Some(hosts) = o.allowed_hosts {
                 if let Some(bad) = hosts

@@ -280,6 +280,8 @@ export interface NativeClientOptions {
   defaultOwnerId?: string
   /** Allow plain `http://` to hosts that are not loopback. */
   allowInsecureHttp?: boolean
+  /** Waits (ms) between proactive refresh attempts (default [5000, 10000]). */
+  authRetryDelaysMs?: Array<number>
 }
 
 /** Options of `NativeTaskClient.direct`. */
@@ -332,6 +334,8 @@ export interface NativeNetworkOptions {
    * dot allows a name and every name under it. Requests for other hosts get 421.
    */
   allowedHosts?: Array<string>
+  /** How long an instance has to acknowledge a task before it is sent again (default 30000). */
+  ackTimeoutMs?: number
 }
 
 /** Where and how a registry call goes. */

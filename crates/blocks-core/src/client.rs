@@ -48,6 +48,30 @@ pub struct ClientOptions {
     pub external_auth: Option<Arc<dyn crate::auth::ExternalAuth>>,
     /// Allow plain `http://` to hosts that are not loopback (else refused).
     pub allow_insecure_http: bool,
+    /// Waits (ms) before the second, third, … proactive refresh attempt (default `[5000, 10000]`:
+    /// three attempts). Each must be a finite number in 0..=3600000; at most 10 of them.
+    pub auth_retry_delays_ms: Option<Vec<f64>>,
+}
+
+/// Check `authRetryDelaysMs` and turn it into durations.
+fn auth_retry_delays(ms: &[f64]) -> Result<Vec<Duration>> {
+    if ms.len() > 10 {
+        return Err(Error::InvalidArgument(format!(
+            "authRetryDelaysMs may hold at most 10 delays (one per extra refresh attempt), got {}",
+            ms.len()
+        )));
+    }
+    ms.iter()
+        .map(|&d| {
+            if d.is_finite() && (0.0..=3_600_000.0).contains(&d) {
+                Ok(Duration::from_secs_f64(d / 1000.0))
+            } else {
+                Err(Error::InvalidArgument(format!(
+                    "authRetryDelaysMs must hold numbers of milliseconds between 0 and 3600000, got {d}"
+                )))
+            }
+        })
+        .collect()
 }
 
 /// What [`TaskClient::send_message`] sends.
@@ -138,6 +162,11 @@ impl TaskClient {
                     .into(),
             ));
         }
+        let retry_delays = opts
+            .auth_retry_delays_ms
+            .as_deref()
+            .map(auth_retry_delays)
+            .transpose()?;
         let insecure = config::insecure_http_allowed(opts.allow_insecure_http);
         if let Some(u) = opts.cdm_url.clone().or_else(|| config::env("BLOCKS_CDM_URL")) {
             config::check_transport_security(&u, "the CDM URL", insecure)?;
@@ -184,7 +213,10 @@ impl TaskClient {
         };
         let auth = match mode {
             Some(mode) => {
-                let auth = ConsumerAuth::new(mode, &base_url, http.clone());
+                let auth = match retry_delays {
+                    Some(d) => ConsumerAuth::with_retry_delays(mode, &base_url, http.clone(), d),
+                    None => ConsumerAuth::new(mode, &base_url, http.clone()),
+                };
                 auth.set_on_auth_error(opts.on_auth_error);
                 auth.init().await?;
                 Some(auth)

@@ -87,6 +87,11 @@ pub struct DevnetConfig {
     pub keep_alive_timeout: Duration,
     /// Most connections open at once (default 1,024); more are answered 503 and closed.
     pub max_connections: usize,
+    /// How long an instance has to acknowledge a StartTask (its first event on the task
+    /// channel) before the task is taken back and sent again, to another instance if there is
+    /// one (default 30 s; CLI `--ack-timeout`, JS `ackTimeoutMs`). After [`DISPATCH_ATTEMPTS`]
+    /// unanswered StartTasks the task fails with `task_not_acknowledged`.
+    pub ack_timeout: Duration,
 }
 
 impl Default for DevnetConfig {
@@ -110,9 +115,13 @@ impl Default for DevnetConfig {
             body_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(75),
             max_connections: 1024,
+            ack_timeout: Duration::from_secs(30),
         }
     }
 }
+
+/// StartTasks sent for one task before it fails with `task_not_acknowledged`.
+pub const DISPATCH_ATTEMPTS: usize = 3;
 
 /// Errors of the devnet.
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +313,11 @@ impl Net {
             }
         }
         self.run(expire);
+        let (failed, moved) = self.records().unacknowledged(self.cfg.ack_timeout, DISPATCH_ATTEMPTS);
+        self.run(failed);
+        for a in moved {
+            self.dispatch(&a);
+        }
         for id in dead {
             tracing::info!(target: "blocks::devnet", "instance {id} stopped heartbeating; its tasks fail");
             let (effects, agent) = {

@@ -8,11 +8,13 @@ use blocks_devnet::{ApiKey, Devnet, DevnetConfig};
 const USAGE: &str =
     "usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
                      [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--allow-host NAME]...
-                     [--log error|warn|info|debug]
+                     [--ack-timeout SECS] [--log error|warn|info|debug]
   --data-dir DIR     where the network keeps its database and files (default .blocks-devnet in the current directory)
   --in-memory        keep nothing: a throwaway network
   --allow-host NAME  also serve requests for this host name (besides localhost, 127.0.0.0/8 and [::1]);
-                     .NAME allows NAME and every name under it; others get 421 (DNS rebinding)";
+                     .NAME allows NAME and every name under it; others get 421 (DNS rebinding)
+  --ack-timeout SECS how long an agent instance has to acknowledge a task before it is sent again
+                     (default 30); after three unanswered sends it fails with task_not_acknowledged";
 
 fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
     let mut cfg = DevnetConfig::default();
@@ -62,6 +64,16 @@ fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
                     return Err("--token-ttl must be positive".into());
                 }
                 cfg.token_ttl = Duration::from_secs_f64(secs);
+            }
+            "--ack-timeout" => {
+                let v = value()?;
+                let secs: f64 = v
+                    .parse()
+                    .map_err(|_| format!("--ack-timeout needs seconds, got {v:?}"))?;
+                if !(secs.is_finite() && secs > 0.0) {
+                    return Err("--ack-timeout must be positive".into());
+                }
+                cfg.ack_timeout = Duration::from_secs_f64(secs);
             }
             "--data-dir" => data_dir = Some(value()?.into()),
             "--in-memory" => in_memory = true,

@@ -171,6 +171,13 @@ pub struct Task {
     /// The caller's idempotency key, if it sent one.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// When the last StartTask went out (epoch ms), until the instance acknowledges the task
+    /// (its first `progress`, `artifact` or `terminal` on the task channel).
+    #[serde(default)]
+    pub dispatched_at_ms: Option<u64>,
+    /// StartTasks sent for this task that were not acknowledged in time.
+    #[serde(default)]
+    pub unacked: Vec<String>,
 }
 
 impl Task {
@@ -407,6 +414,8 @@ impl Records {
             instance: None,
             sub_key: sub_key.to_string(),
             idempotency_key: None,
+            dispatched_at_ms: None,
+            unacked: Vec::new(),
         };
         self.dirty.tasks.insert(t.id.clone());
         self.tasks.insert(t.id.clone(), t.clone());
@@ -436,11 +445,13 @@ impl Records {
                 }
                 continue;
             }
+            let unacked = self.tasks.get(&task_id).map(|t| t.unacked.clone()).unwrap_or_default();
+            // an instance that let this task's StartTask go unanswered comes last
             let pick = self
                 .instances
                 .values()
                 .filter(|i| i.agent == agent && i.live && (i.concurrency == 0 || i.running.len() < i.concurrency))
-                .min_by_key(|i| (i.running.len(), i.last_assigned))
+                .min_by_key(|i| (unacked.contains(&i.id), i.running.len(), i.last_assigned))
                 .map(|i| i.id.clone());
             let Some(inst_id) = pick else { break };
             if let Some(q) = self.queues.get_mut(agent) {
@@ -473,6 +484,7 @@ impl Records {
             if let Some(t) = self.tasks.get_mut(&task_id) {
                 t.instance = Some(inst_id.clone());
                 t.expires_at_ms = expires;
+                t.dispatched_at_ms = Some(now_ms());
             }
             let mut start = json!({
                 "type": "StartTask", "taskId": task.id, "protocolVersion": blocks_wire::PROTOCOL_VERSION,
@@ -509,7 +521,12 @@ impl Records {
             return None;
         }
         self.dirty.tasks.insert(task_id.to_string());
-        match event.get("type").and_then(Value::as_str) {
+        let kind = event.get("type").and_then(Value::as_str);
+        if matches!(kind, Some("progress" | "artifact" | "terminal")) {
+            // the instance has the task (events the backend itself publishes do not count)
+            task.dispatched_at_ms = None;
+        }
+        match kind {
             Some("progress") if event.get("state").and_then(Value::as_str) == Some("running") => {
                 task.state = "running".into();
                 task.updated = iso_now();
@@ -545,6 +562,66 @@ impl Records {
             meta: Some(json!({ "instance": inst.id })),
             store: false,
         })
+    }
+
+    /// Tasks whose StartTask went unacknowledged for `bound`: each leaves its instance (which
+    /// keeps the slot no longer) and queues again at the front, to be sent to another instance if
+    /// there is one; after `attempts` StartTasks it fails with `task_not_acknowledged`. Returns the
+    /// terminals to publish and the agents whose queues moved.
+    pub fn unacknowledged(&mut self, bound: Duration, attempts: usize) -> (Vec<Effect>, Vec<String>) {
+        let now = now_ms();
+        let late: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                !t.is_terminal()
+                    && t.dispatched_at_ms
+                        .is_some_and(|at| now.saturating_sub(at) >= bound.as_millis() as u64)
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        let (mut effects, mut agents) = (Vec::new(), Vec::new());
+        for id in late {
+            let Some(t) = self.tasks.get_mut(&id) else { continue };
+            t.dispatched_at_ms = None;
+            let inst = t.instance.take();
+            if let Some(i) = &inst {
+                t.unacked.push(i.clone());
+            }
+            let (agent, tries) = (t.agent.clone(), t.unacked.len());
+            let terminal = (tries >= attempts).then(|| Effect {
+                sub_key: t.sub_key.clone(),
+                channel: t.channel(),
+                payload: json!({
+                    "type": "terminal", "taskId": t.id, "state": "failed",
+                    "error": format!(
+                        "task_not_acknowledged: no instance of agent {agent:?} acknowledged the task within {} s ({tries} StartTasks sent); check that the agent is running and subscribed to its control channel",
+                        bound.as_secs_f64()
+                    ),
+                    "protocolVersion": blocks_wire::PROTOCOL_VERSION,
+                }),
+                meta: None,
+                store: true,
+            });
+            self.dirty.tasks.insert(id.clone());
+            if let Some(i) = inst.and_then(|i| self.instances.get_mut(&i)) {
+                i.running.remove(&id);
+                self.dirty.instances.insert(i.id.clone());
+            }
+            tracing::warn!(
+                target: "blocks::devnet",
+                "task {id} of agent {agent}: StartTask not acknowledged within {bound:?} ({tries} of {attempts}); {}",
+                if terminal.is_some() { "it fails" } else { "it is sent again" }
+            );
+            match terminal {
+                Some(e) => effects.push(e),
+                None => self.queues.entry(agent.clone()).or_default().push_front(id),
+            }
+            if !agents.contains(&agent) {
+                agents.push(agent);
+            }
+        }
+        (effects, agents)
     }
 
     /// Instances that stopped being live: their tasks get a failed terminal.
