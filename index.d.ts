@@ -70,7 +70,7 @@ export type BillingMode = 'free' | 'paid'
 export type TerminalState = 'completed' | 'failed' | 'canceled'
 export type TaskState = 'pending' | 'running' | TerminalState | (string & {})
 
-export interface TaskClientOptions {
+export interface TaskClientOptions extends NetworkOptions {
   /** `free` (playground keyset) or `paid` (network keyset). Required. */
   billingMode: BillingMode
   /** Long-lived API key (`bk_…`), exchanged for a short-lived token. */
@@ -139,8 +139,21 @@ export interface Logger {
   debug(message: string, meta?: object): void
 }
 
+/**
+ * How the SDK reaches the network. It trusts the bundled Mozilla roots, the system store
+ * (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace it) and `NODE_EXTRA_CA_CERTS`, plus `tls.ca`; it goes
+ * through `proxy`, else `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` (`NO_PROXY` exempts hosts), as
+ * curl does. One setting serves every request: backend, realtime, token endpoint, files.
+ */
+export interface NetworkOptions {
+  /** Extra certificate authorities (PEM text; one bundle or several), e.g. a company proxy's CA. */
+  tls?: { ca?: string | Buffer | Array<string | Buffer> }
+  /** A proxy for every request (`http://host:port`, credentials in the URL if needed); `NO_PROXY` still applies. */
+  proxy?: string
+}
+
 /** Options of direct `new TaskClient(...)` construction (no CDM fetch). */
-export interface DirectTaskClientOptions {
+export interface DirectTaskClientOptions extends NetworkOptions {
   billingMode: BillingMode
   subscribeKey: string
   publishKey?: string
@@ -177,7 +190,7 @@ export interface AuthProvider {
  */
 export declare class AgentAuth {
   /** Throws "apiKey is required" / "baseUrl is required". */
-  constructor(apiKey: string, baseUrl: string)
+  constructor(apiKey: string, baseUrl: string, options?: NetworkOptions)
   /** Register; resolves with the connect answer (`accessToken`, `refreshToken`, `expiresIn`, `pamToken`, `controlChannel`, …). */
   init(payload: Record<string, unknown>): Promise<AgentConnectResponse>
   /** A new access token; concurrent calls share one request. */
@@ -200,7 +213,7 @@ export interface AgentConnectResponse {
 
 /** API-key, token-endpoint or token-provider auth with proactive and single-flight reactive refresh. */
 export declare class ConsumerAuth {
-  constructor(options: {
+  constructor(options: NetworkOptions & {
     apiKey?: string
     tokenEndpoint?: TaskClientOptions['tokenEndpoint']
     tokenProvider?: TaskClientOptions['tokenProvider']
@@ -803,7 +816,7 @@ export interface AgentCard {
   [k: string]: unknown
 }
 
-export interface AgentInstanceOptions {
+export interface AgentInstanceOptions extends NetworkOptions {
   handler: TaskHandler
   /** Route the SDK's logs (process-wide) into your logger. */
   logger?: Logger
@@ -878,6 +891,13 @@ export interface LocalNetworkOptions {
   /** Test knob: how many milliseconds a pipe-task "minute" lasts. */
   minuteMs?: number
   /**
+   * Serve HTTPS. `true`: the network makes a CA (kept in `<dataDir>/tls/ca.pem` across restarts,
+   * or in a temporary directory) that signs a certificate for localhost, 127.0.0.1 and ::1 (HTTP/2
+   * by ALPN, else HTTP/1.1); `{ caCert, caKey }`: sign with that CA (PEM; PKCS#8 key). Clients
+   * trust it with `NODE_EXTRA_CA_CERTS=<net.caFile>` or `tls: { ca: net.caPem }`.
+   */
+  tls?: boolean | { caCert: string | Buffer; caKey: string | Buffer }
+  /**
    * How long an agent instance has to acknowledge a task it was sent (its first progress,
    * artifact or terminal) before the task is sent again, to another instance if there is one
    * (default 30000). After three unanswered sends the task fails with `task_not_acknowledged`.
@@ -918,8 +938,12 @@ export declare class LocalNetwork {
   readonly port: number
   /** A token that passes every access rule of this network (PubNub `auth=`): for tests and tools acting as the network itself. */
   readonly serviceToken: string
-  /** `{ BLOCKS_CDM_URL, BLOCKS_API_KEY }` */
-  readonly env: { BLOCKS_CDM_URL: string; BLOCKS_API_KEY: string }
+  /** A TLS network's CA certificate (PEM), else null. */
+  readonly caPem: string | null
+  /** Where that CA is written (for `NODE_EXTRA_CA_CERTS`), else null. */
+  readonly caFile: string | null
+  /** `{ BLOCKS_CDM_URL, BLOCKS_API_KEY }`, plus `NODE_EXTRA_CA_CERTS` for a TLS network. */
+  readonly env: { BLOCKS_CDM_URL: string; BLOCKS_API_KEY: string; NODE_EXTRA_CA_CERTS?: string }
   /** The agent instances started with `agents`, in order. */
   readonly agents: AgentInstanceHandle[]
   /** Stop the agents started with the network, then the network. Idempotent. */

@@ -39,28 +39,27 @@ async function cached(channel) {
 }
 
 test('ASTR-03 STRM-21 a shared stream: the first task sets it up (embedded), later tasks activate and share one writer; it ends with its last holder and never sends an end marker', async () => {
-  const tasks = new Map()
+  // taskId → deferred of what its handler set up (whichever side comes first creates it)
+  const slots = new Map()
+  const slot = (id) => slots.get(id) ?? slots.set(id, deferred()).get(id)
   await agent('ticker_shared', async (task, ctx) => {
     const s = await ctx.createStream({ declaredStream: 'prices', subscribeGraceMs: 0 })
     const again = await Promise.all([ctx.createStream({ declaredStream: 'prices' }), ctx.createStream({ declaredStream: 'prices' })])
-    const t = { stream: s, same: again.every((a) => a === s), ready: deferred() }
-    tasks.set(task.taskId, t)
-    t.ready.resolve()
+    slot(task.taskId).resolve({ stream: s, same: again.every((a) => a === s) })
     await aborted(ctx.cancelSignal)
     return {}
   }, { card: card({ prices: { direction: 'outbound', format: 'events', affinity: 'shared' } }), concurrency: 4 })
   const open = async () => {
     const session = await client.sendMessage({ agentName: 'ticker_shared', taskKind: 'pipe', duration: 10, requestParts: [] })
     const ref = await session.waitForStream('prices')
-    for (let i = 0; i < 200 && !tasks.has(session.taskId); i++) await new Promise((r) => setImmediate(r))
-    await tasks.get(session.taskId).ready.promise
-    return { session, ref, it: ref.open().events()[Symbol.asyncIterator]() }
+    const t = await slot(session.taskId).promise
+    return { session, ref, t, it: ref.open().events()[Symbol.asyncIterator]() }
   }
   const a = await open()
   const b = await open()
   assert.equal(a.ref.streamId, 'prices', 'a shared stream is named by its declared key')
   assert.equal(b.ref.channel, 'stream.ticker_shared.prices')
-  const [ta, tb] = [tasks.get(a.session.taskId), tasks.get(b.session.taskId)]
+  const [ta, tb] = [a.t, b.t]
   assert.equal(ta.same && tb.same, true, 'the same task asking again (even concurrently) gets the same stream')
   assert.equal(ta.stream.affinity, 'shared')
   assert.deepEqual(setups(a.session.taskId).map((m) => [m.phase, m.affinity]), [['embedded', 'shared']])

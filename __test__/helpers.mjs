@@ -1,14 +1,29 @@
 // Shared test helpers: every suite runs the real SDK against a real in-process devnet on loopback.
 import { spawn } from 'node:child_process'
+import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 
 const require = createRequire(import.meta.url)
 export const sdk = require('../index.js')
 
-/** Start a devnet; returns it with helpers bound to it. */
+/**
+ * `BLOCKS_DEVNET_TLS=1`: every devnet of `startNetwork` serves HTTPS, signed by the test CA of
+ * fixtures/ (which `NODE_EXTRA_CA_CERTS` must name, so that Node's own fetch trusts it too; see
+ * scripts/test-tls.mjs).
+ */
+export const TLS = process.env.BLOCKS_DEVNET_TLS === '1'
+const fixtures = path.join(import.meta.dirname, 'fixtures')
+export const TEST_CA = path.join(fixtures, 'devnet-ca.pem')
+if (TLS && path.resolve(process.env.NODE_EXTRA_CA_CERTS ?? '') !== TEST_CA) {
+  throw new Error(`BLOCKS_DEVNET_TLS=1 needs NODE_EXTRA_CA_CERTS=${TEST_CA} (set before Node starts): run the suites with node scripts/test-tls.mjs`)
+}
+/** The `tls` option of a devnet signed by the test CA. */
+export const testCaTls = () => ({ caCert: fs.readFileSync(TEST_CA), caKey: fs.readFileSync(path.join(fixtures, 'devnet-ca-key.pem')) })
+
+/** Start a devnet (over TLS with `BLOCKS_DEVNET_TLS=1`); returns it with helpers bound to it. */
 export async function startNetwork(options = {}) {
-  const net = await sdk.LocalNetwork.start(options)
+  const net = await sdk.LocalNetwork.start(TLS && options.tls === undefined ? { tls: testCaTls(), ...options } : options)
   const clients = []
   const agents = []
   return {
@@ -102,7 +117,7 @@ export function startCli(args, { cwd } = {}) {
     let err = ''
     child.stdout.on('data', (d) => {
       out += d
-      const m = /blocks-devnet listening on http:\/\/127\.0\.0\.1:(\d+).*\n/.exec(out)
+      const m = /blocks-devnet listening on https?:\/\/127\.0\.0\.1:(\d+).*\n/.exec(out)
       if (m) {
         const env = Object.fromEntries([...out.matchAll(/export (\w+)=(\S+)/g)].map((x) => [x[1], x[2]]))
         resolve({ child, env, out, port: Number(m[1]), stderr: () => err })

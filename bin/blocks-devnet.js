@@ -49,6 +49,22 @@ function parse(argv) {
         opts.ackTimeoutMs = secs * 1000
         break
       }
+      case '--tls':
+        opts.tls = opts.tls ?? true
+        break
+      case '--tls-ca':
+      case '--tls-ca-key': {
+        const file = value()
+        let pem
+        try {
+          pem = require('node:fs').readFileSync(file, 'utf8')
+        } catch (e) {
+          throw new Error(`${flag} ${file}: ${e.message}`)
+        }
+        opts.tls = typeof opts.tls === 'object' ? opts.tls : {}
+        opts.tls[flag === '--tls-ca' ? 'caCert' : 'caKey'] = pem
+        break
+      }
       case '--data-dir':
         opts.dataDir = value()
         break
@@ -93,13 +109,16 @@ function parse(argv) {
 const USAGE = `usage:
   blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
                 [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--allow-host NAME]...
-                [--ack-timeout SECS] [--log LEVEL]
+                [--ack-timeout SECS] [--tls [--tls-ca CERT.pem --tls-ca-key KEY.pem]] [--log LEVEL]
                                                            run a local network until Ctrl-C
       --data-dir DIR  database and files (default .blocks-devnet in the current directory);
                       the network keeps its agents, tasks, history and files across restarts
       --in-memory     keep nothing (a throwaway network)
       --allow-host NAME  also serve this host name (besides localhost, 127.0.0.0/8, [::1]; .NAME: and
                       every name under it); requests for other hosts get 421 (DNS rebinding)
+      --tls           serve HTTPS: a CA kept in DIR/tls (made on first use) signs a certificate for
+                      localhost, 127.0.0.1 and ::1; trust it with the NODE_EXTRA_CA_CERTS export
+      --tls-ca CERT.pem --tls-ca-key KEY.pem  sign with this CA instead (with --tls)
       --ack-timeout SECS  how long an agent instance has to acknowledge a task before it is sent
                       again, to another instance if there is one (default 30); after three
                       unanswered sends the task fails with task_not_acknowledged
@@ -207,6 +226,7 @@ async function main() {
   }
   console.log(`export BLOCKS_CDM_URL=${net.cdmUrl}`)
   console.log(`export BLOCKS_API_KEY=${net.apiKey}`)
+  if (net.caFile) console.log(`export NODE_EXTRA_CA_CERTS=${net.caFile}`)
   const data = netOpts.dataDir === undefined ? 'in memory: nothing is kept' : `data in ${require('node:path').resolve(netOpts.dataDir)}`
   console.log(`blocks-devnet listening on ${net.url} (${data}; Ctrl-C to stop)`)
 }

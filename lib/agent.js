@@ -217,6 +217,7 @@ async function startAgentInstance(options) {
       terminateGraceMs: options.terminateGraceMs,
       longPollTimeoutMs: require('./client.js').longPollTimeout(options),
       allowInsecureHttp: require('./client.js').insecureOption(options),
+      net: require('./net.js').netOptions(options),
       streams: Object.entries(card?.streams ?? options.streams ?? {}).map(([name, d]) => [name, d.direction, d.format, d.affinity ?? 'dedicated']),
     },
     run,

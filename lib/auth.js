@@ -4,6 +4,7 @@
 
 const native = require('../native.js')
 const { InvalidArgumentError, makeError } = require('./errors.js')
+const { netOptions, construct } = require('./net.js')
 const { log } = require('./log.js')
 
 /** Normalise the auth options shared by TaskClient.create and ConsumerAuth. */
@@ -56,7 +57,8 @@ class ConsumerAuth {
     if (modes === 0) throw new InvalidArgumentError('ConsumerAuth requires one of: apiKey, tokenEndpoint, or tokenProvider')
     if (modes > 1) throw new InvalidArgumentError('Only one token provider mode may be specified')
     if (a.apiKey !== undefined && !options.baseUrl) throw new InvalidArgumentError('ConsumerAuth with apiKey needs baseUrl (the backend root URL)')
-    this._native = native.NativeAuth.consumer({ baseUrl: options.baseUrl, ...a })
+    const net = netOptions(options)
+    this._native = construct(() => native.NativeAuth.consumer({ baseUrl: options.baseUrl, ...a, net }))
   }
   /** Acquire the first token (idempotent). */
   init() {
@@ -97,10 +99,14 @@ class AgentAuth {
   /** @internal */
   _native
 
-  /** @param {string} apiKey @param {string} baseUrl the backend root URL */
-  constructor(apiKey, baseUrl) {
+  /**
+   * @param {string} apiKey @param {string} baseUrl the backend root URL
+   * @param {{ tls?: { ca?: string | Buffer | Array<string | Buffer> }, proxy?: string }} [options]
+   */
+  constructor(apiKey, baseUrl, options) {
+    const net = netOptions(options)
     try {
-      this._native = new native.NativeAgentAuth(typeof apiKey === 'string' ? apiKey : '', typeof baseUrl === 'string' ? baseUrl : '')
+      this._native = new native.NativeAgentAuth(typeof apiKey === 'string' ? apiKey : '', typeof baseUrl === 'string' ? baseUrl : '', net)
     } catch (err) {
       throw new InvalidArgumentError(err.message)
     }

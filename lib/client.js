@@ -6,6 +6,7 @@ const native = require('../native.js')
 const { TaskSession } = require('./session.js')
 const { jsonData, jsonOptions } = require('./json.js')
 const { InvalidArgumentError } = require('./errors.js')
+const { netOptions, construct } = require('./net.js')
 const { log, setLogger } = require('./log.js')
 const { AgentAuth, authOptions, nativeAuthOf } = require('./auth.js')
 const { prepareParts, BLOCKS_MAX_UPLOAD_BYTES } = require('./parts.js')
@@ -90,7 +91,8 @@ class TaskClient {
     if (authProvider !== undefined && agentAuth !== undefined) throw new InvalidArgumentError('Only one of authProvider and agentAuth may be given')
     if (agentAuth !== undefined && !(agentAuth instanceof AgentAuth)) throw new InvalidArgumentError('agentAuth must be an AgentAuth (new AgentAuth(apiKey, baseUrl), then init(payload))')
     const auth = authProvider ?? agentAuth
-    this.#native = native.NativeTaskClient.direct(
+    const net = netOptions(options)
+    this.#native = construct(() => native.NativeTaskClient.direct(
       {
         billingMode: options.billingMode,
         subscribeKey: options.subscribeKey,
@@ -99,9 +101,10 @@ class TaskClient {
         realtimeOrigin: options.realtimeOrigin,
         defaultOwnerId: ownerOption(options),
         allowInsecureHttp: insecureOption(options),
+        net,
       },
       auth === undefined ? undefined : nativeAuthOf(auth),
-    )
+    ))
   }
 
   /**
@@ -125,6 +128,7 @@ class TaskClient {
       defaultOwnerId: ownerOption(options),
       allowInsecureHttp: insecureOption(options),
       authRetryDelaysMs: retryDelays(options),
+      net: netOptions(options),
       ...authOptions(options),
     })
     const client = new TaskClient(n)

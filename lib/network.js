@@ -16,8 +16,12 @@ class LocalNetwork {
     this.port = n.port
     /** A token that passes every access rule of this network (`auth=`), for tests and tools. */
     this.serviceToken = n.serviceToken
+    /** A TLS network's CA certificate (PEM; give it as `tls: { ca }`), else null. */
+    this.caPem = n.caPem ?? null
+    /** Where that CA is written (give it as `NODE_EXTRA_CA_CERTS`), else null. */
+    this.caFile = n.caFile ?? null
     /** The environment a caller or agent needs to use this network. */
-    this.env = { BLOCKS_CDM_URL: n.cdmUrl, BLOCKS_API_KEY: n.apiKey }
+    this.env = { BLOCKS_CDM_URL: n.cdmUrl, BLOCKS_API_KEY: n.apiKey, ...(this.caFile ? { NODE_EXTRA_CA_CERTS: this.caFile } : {}) }
     /** Agent instances started by `LocalNetwork.start({ agents })`, in order. */
     this.agents = []
   }
@@ -26,13 +30,22 @@ class LocalNetwork {
    * Start a devnet. Options: `port` (0 = any free port), `apiKeys` ([[key, userId], ...]),
    * `paidAgents` (names registered as paid), `tokenTtlSec`, `longPollHoldSec`, `dataDir` (database
    * and files; the network survives restarts), `inMemory` (the default: nothing kept),
-   * `maxUploadBytes`, `ackTimeoutMs` (how long an instance has to acknowledge a task before it is
+   * `maxUploadBytes`, `tls` (true: serve HTTPS with the network's own CA, kept in
+   * `<dataDir>/tls`; or `{ caCert, caKey }`: sign with that CA), `ackTimeoutMs` (how long an instance has to acknowledge a task before it is
    * sent again; default 30000), `allowedHosts` (host names served besides localhost, 127.0.0.0/8 and
    * [::1]; others get 421), `agents` (agent instances to run on the network until `stop()`).
    */
   static async start(options = {}) {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('LocalNetwork.start options must be an object')
-    const { agents = [], ...rest } = options
+    const { agents = [], tls, ...rest } = options
+    if (tls === true) rest.tls = true
+    else if (tls !== undefined && tls !== false) {
+      const pem = (v) => (typeof v === 'string' ? v : v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : undefined)
+      if (tls === null || typeof tls !== 'object' || pem(tls.caCert) === undefined || pem(tls.caKey) === undefined) {
+        throw new InvalidArgumentError('tls must be true (the network makes its own CA) or { caCert, caKey } (a CA certificate and its PKCS#8 key, PEM)')
+      }
+      Object.assign(rest, { tls: true, tlsCaCert: pem(tls.caCert), tlsCaKey: pem(tls.caKey) })
+    }
     if (!Array.isArray(agents)) throw new InvalidArgumentError('agents must be an array of { card | agentName, handler, instances? }')
     agents.forEach((a, i) => {
       if (!a || typeof a.handler !== 'function') throw new InvalidArgumentError(`agents[${i}].handler must be a function (the task handler)`)
@@ -45,7 +58,8 @@ class LocalNetwork {
       const { startAgentInstance } = require('./agent.js')
       for (const { instances = 1, ...a } of agents) {
         for (let n = 0; n < instances; n++) {
-          net.agents.push(await startAgentInstance({ ...a, apiKey: net.apiKey, cdmUrl: net.cdmUrl }))
+          const tlsOpt = net.caPem ? { tls: { ca: net.caPem } } : {}
+          net.agents.push(await startAgentInstance({ ...tlsOpt, ...a, apiKey: net.apiKey, cdmUrl: net.cdmUrl }))
         }
       }
     } catch (e) {

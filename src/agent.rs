@@ -37,6 +37,8 @@ pub struct NativeAgentOptions {
     pub long_poll_timeout_ms: Option<f64>,
     /// Allow plain `http://` to hosts that are not loopback.
     pub allow_insecure_http: Option<bool>,
+    /// Extra CAs and the proxy.
+    pub net: Option<crate::net::NativeNetOptions>,
 }
 
 struct JsHandler {
@@ -221,6 +223,7 @@ impl NativeAgent {
                 .filter(|ms| ms.is_finite() && *ms >= 0.0)
                 .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
             allow_insecure_http: opts.allow_insecure_http.unwrap_or(false),
+            net: crate::net::net_options(opts.net),
             streams: opts
                 .streams
                 .unwrap_or_default()

@@ -193,6 +193,8 @@ pub struct NativeAuthOptions {
     pub token_provider: Option<ProviderFn>,
     #[napi(ts_type = "(kind: string, message: string, propsJson: string) => void")]
     pub on_auth_error: Option<AuthErrorFn>,
+    /// Extra CAs and the proxy.
+    pub net: Option<crate::net::NativeNetOptions>,
 }
 
 /// Internal: a consumer auth provider.
@@ -221,7 +223,7 @@ impl NativeAuth {
                 "ConsumerAuth requires one of: apiKey, tokenEndpoint, or tokenProvider",
             )
         })?;
-        let http = HttpClient::new().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let http = crate::net::http_client(opts.net)?;
         let inner = ConsumerAuth::new(mode, &base_url, http);
         inner.set_on_auth_error(on_error);
         Ok(NativeAuth { inner })
@@ -305,8 +307,12 @@ pub struct NativeAgentAuth {
 impl NativeAgentAuth {
     /// `apiKey` and `baseUrl` are required (errors name which is missing).
     #[napi(constructor)]
-    pub fn new(api_key: String, base_url: String) -> Result<NativeAgentAuth> {
-        let http = HttpClient::new().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+    pub fn new(
+        api_key: String,
+        base_url: String,
+        net: Option<crate::net::NativeNetOptions>,
+    ) -> Result<NativeAgentAuth> {
+        let http = crate::net::http_client(net)?;
         let inner = blocks_core::AgentAuth::new(&api_key, &base_url, http)
             .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         Ok(NativeAgentAuth { inner })

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::auth::{auth_error_callback, token_endpoint, token_source, AuthErrorFn, NativeAuth, ProviderFn};
 use crate::errors::OrJs;
+use crate::net::{http_client, net_options, NativeNetOptions};
 use crate::session::NativeSession;
 
 /// Options of `NativeTaskClient.create` (validated and resolved in the engine).
@@ -40,6 +41,8 @@ pub struct NativeClientOptions {
     pub allow_insecure_http: Option<bool>,
     /// Waits (ms) between proactive refresh attempts (default [5000, 10000]).
     pub auth_retry_delays_ms: Option<Vec<f64>>,
+    /// Extra CAs and the proxy.
+    pub net: Option<NativeNetOptions>,
 }
 
 /// Options of `NativeTaskClient.direct`.
@@ -52,6 +55,8 @@ pub struct NativeDirectOptions {
     pub realtime_origin: Option<String>,
     pub default_owner_id: Option<String>,
     pub allow_insecure_http: Option<bool>,
+    /// Extra CAs and the proxy.
+    pub net: Option<NativeNetOptions>,
 }
 
 /// Internal caller client.
@@ -143,6 +148,7 @@ impl NativeTaskClient {
             external_auth: None,
             allow_insecure_http: opts.allow_insecure_http.unwrap_or(false),
             auth_retry_delays_ms: opts.auth_retry_delays_ms,
+            net: net_options(opts.net),
         };
         let inner = TaskClient::create(options).await.or_js().await?;
         Ok(NativeTaskClient { inner })
@@ -174,6 +180,7 @@ impl NativeTaskClient {
             &origin,
             &opts.base_url.unwrap_or_default(),
             auth.map(|a| a.inner.clone()),
+            http_client(opts.net)?,
         )
         .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         client.set_default_owner_id(opts.default_owner_id);

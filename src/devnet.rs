@@ -30,6 +30,11 @@ pub struct NativeNetworkOptions {
     pub allowed_hosts: Option<Vec<String>>,
     /// How long an instance has to acknowledge a task before it is sent again (default 30000).
     pub ack_timeout_ms: Option<f64>,
+    /// Serve HTTPS with the devnet's own CA.
+    pub tls: Option<bool>,
+    /// Sign with this CA instead (PEM certificate and PKCS#8 key; implies `tls`).
+    pub tls_ca_cert: Option<String>,
+    pub tls_ca_key: Option<String>,
 }
 
 /// Internal devnet handle.
@@ -124,6 +129,17 @@ impl NativeLocalNetwork {
                 }
                 cfg.ack_timeout = Duration::from_secs_f64(a / 1000.0);
             }
+            cfg.tls = match (o.tls.unwrap_or(false), o.tls_ca_cert, o.tls_ca_key) {
+                (_, Some(cert_pem), Some(key_pem)) => Some(blocks_devnet::TlsCa::Given { cert_pem, key_pem }),
+                (true, None, None) => Some(blocks_devnet::TlsCa::Own),
+                (false, None, None) => None,
+                _ => {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        "tls: { caCert, caKey } needs both the CA certificate and its key (PEM)".to_string(),
+                    ))
+                }
+            };
             if let Some(hosts) = o.allowed_hosts {
                 if let Some(bad) = hosts
                     .iter()
@@ -160,6 +176,18 @@ impl NativeLocalNetwork {
     #[napi(getter)]
     pub fn cdm_url(&self) -> String {
         self.devnet.cdm_url()
+    }
+
+    /// The CA of a TLS devnet (PEM), or null for plain HTTP.
+    #[napi(getter)]
+    pub fn ca_pem(&self) -> Option<String> {
+        self.devnet.ca_pem().map(str::to_string)
+    }
+
+    /// Where that CA is written (for `NODE_EXTRA_CA_CERTS`), or null.
+    #[napi(getter)]
+    pub fn ca_file(&self) -> Option<String> {
+        self.devnet.ca_file().map(|f| f.display().to_string())
     }
 
     #[napi(getter)]

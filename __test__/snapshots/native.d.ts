@@ -37,7 +37,7 @@ export declare class NativeAgent {
 /** Internal: an agent's backend identity (wrapped by the JS `AgentAuth`). */
 export declare class NativeAgentAuth {
   /** `apiKey` and `baseUrl` are required (errors name which is missing). */
-  constructor(apiKey: string, baseUrl: string)
+  constructor(apiKey: string, baseUrl: string, net?: NativeNetOptions | undefined | null)
   /** Register with `payload`; resolves with the connect answer. */
   init(payload: any): Promise<any>
   /** Get a new access token (concurrent calls share one request). */
@@ -96,6 +96,10 @@ export declare class NativeLocalNetwork {
   /** A token that passes every access rule (for tests and tools acting as the network). */
   get serviceToken(): string
   get cdmUrl(): string
+  /** The CA of a TLS devnet (PEM), or null for plain HTTP. */
+  get caPem(): string | null
+  /** Where that CA is written (for `NODE_EXTRA_CA_CERTS`), or null. */
+  get caFile(): string | null
   get apiKey(): string
   get port(): number
   /** Stop the devnet. Idempotent. */
@@ -246,6 +250,8 @@ export interface NativeAgentOptions {
   longPollTimeoutMs?: number
   /** Allow plain `http://` to hosts that are not loopback. */
   allowInsecureHttp?: boolean
+  /** Extra CAs and the proxy. */
+  net?: NativeNetOptions
 }
 
 /** Options of `NativeAuth.consumer`. */
@@ -257,6 +263,8 @@ export interface NativeAuthOptions {
   tokenEndpointBody?: any
   tokenProvider?: () => Promise<{ token: string; expiresIn: number; userId?: string }>
   onAuthError?: (kind: string, message: string, propsJson: string) => void
+  /** Extra CAs and the proxy. */
+  net?: NativeNetOptions
 }
 
 /** Options of `NativeTaskClient.create` (validated and resolved in the engine). */
@@ -282,6 +290,8 @@ export interface NativeClientOptions {
   allowInsecureHttp?: boolean
   /** Waits (ms) between proactive refresh attempts (default [5000, 10000]). */
   authRetryDelaysMs?: Array<number>
+  /** Extra CAs and the proxy. */
+  net?: NativeNetOptions
 }
 
 /** Options of `NativeTaskClient.direct`. */
@@ -293,6 +303,8 @@ export interface NativeDirectOptions {
   realtimeOrigin?: string
   defaultOwnerId?: string
   allowInsecureHttp?: boolean
+  /** Extra CAs and the proxy. */
+  net?: NativeNetOptions
 }
 
 /** An engine error as data, for synchronous calls: JS turns it into its class with `makeError`. */
@@ -307,6 +319,14 @@ export interface NativeExternalAuthOptions {
   getHeader: () => Promise<string | null>
   refresh: () => Promise<boolean>
   ensureReady?: () => Promise<void>
+}
+
+/** Whom the engine trusts and which proxy it goes through (internal). */
+export interface NativeNetOptions {
+  /** Extra CA certificates (PEM), from `tls.ca`. */
+  tlsCa?: Array<Buffer>
+  /** Proxy URL for every request (`NO_PROXY` still applies). */
+  proxy?: string
 }
 
 /** Options of `NativeLocalNetwork.start`. */
@@ -336,6 +356,11 @@ export interface NativeNetworkOptions {
   allowedHosts?: Array<string>
   /** How long an instance has to acknowledge a task before it is sent again (default 30000). */
   ackTimeoutMs?: number
+  /** Serve HTTPS with the devnet's own CA. */
+  tls?: boolean
+  /** Sign with this CA instead (PEM certificate and PKCS#8 key; implies `tls`). */
+  tlsCaCert?: string
+  tlsCaKey?: string
 }
 
 /** Where and how a registry call goes. */

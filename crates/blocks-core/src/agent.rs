@@ -51,6 +51,8 @@ pub struct AgentOptions {
     pub long_poll_timeout: Option<Duration>,
     /// Allow plain `http://` to hosts that are not loopback (else refused).
     pub allow_insecure_http: bool,
+    /// Extra CAs and the proxy (every request of the instance and its task clients).
+    pub net: crate::http::NetOptions,
 }
 
 /// A stream declared in the agent card (`streams.<name>`).
@@ -750,7 +752,7 @@ impl AgentInstance {
         if let Some(u) = opts.cdm_url.clone().or_else(|| config::env("BLOCKS_CDM_URL")) {
             config::check_transport_security(&u, "the CDM URL", insecure)?;
         }
-        let http = HttpClient::new()?.with_long_poll_timeout(opts.long_poll_timeout);
+        let http = HttpClient::with_net(&opts.net)?.with_long_poll_timeout(opts.long_poll_timeout);
         let cdm = config::fetch_cdm(&http, opts.cdm_url.as_deref()).await?;
         let api_key = opts
             .api_key
@@ -993,6 +995,7 @@ impl AgentInstance {
             &self.inner.origin,
             self.inner.uploader.base_url(),
             Some(auth),
+            self.inner.http.clone(),
         )
     }
     /// Handlers running now.

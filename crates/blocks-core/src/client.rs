@@ -48,6 +48,8 @@ pub struct ClientOptions {
     pub external_auth: Option<Arc<dyn crate::auth::ExternalAuth>>,
     /// Allow plain `http://` to hosts that are not loopback (else refused).
     pub allow_insecure_http: bool,
+    /// Extra CAs and the proxy (every request of the client).
+    pub net: crate::http::NetOptions,
     /// Waits (ms) before the second, third, … proactive refresh attempt (default `[5000, 10000]`:
     /// three attempts). Each must be a finite number in 0..=3600000; at most 10 of them.
     pub auth_retry_delays_ms: Option<Vec<f64>>,
@@ -174,7 +176,7 @@ impl TaskClient {
         if let Some(te) = &opts.token_endpoint {
             config::check_transport_security(&te.url, "the token endpoint", insecure)?;
         }
-        let http = HttpClient::new()?.with_long_poll_timeout(opts.long_poll_timeout);
+        let http = HttpClient::with_net(&opts.net)?.with_long_poll_timeout(opts.long_poll_timeout);
         let cdm = config::fetch_cdm(&http, opts.cdm_url.as_deref()).await?;
         let keyset = cdm.keyset(billing_mode);
         let subscribe_key = config::pick(
@@ -246,6 +248,7 @@ impl TaskClient {
         origin: &str,
         base_url: &str,
         auth: Option<Arc<ConsumerAuth>>,
+        http: HttpClient,
     ) -> Result<TaskClient> {
         let mode = BillingMode::parse(billing_mode).ok_or_else(|| {
             Error::InvalidArgument("TaskClient requires a billingMode option ('free' or 'paid')".into())
@@ -254,7 +257,7 @@ impl TaskClient {
             return Err(Error::InvalidArgument("TaskClient requires a subscribeKey".into()));
         }
         Ok(Self::assemble(
-            HttpClient::new()?,
+            http,
             mode,
             keys,
             origin.trim_end_matches('/').to_string(),

@@ -165,7 +165,7 @@ fn next_step(code: &str, host: Option<&str>) -> String {
         "ENOTFOUND" => format!(": the host name{at} could not be resolved (or the connection failed before TLS); check the URL, your DNS and proxy settings (HTTPS_PROXY, NO_PROXY)"),
         "ETIMEDOUT" => ": the network did not answer in time; check your connection or proxy".into(),
         "ECONNRESET" => ": the connection was closed by the other side or a proxy; the call can be tried again".into(),
-        "CERT_UNTRUSTED" => format!(": the certificate{at} was signed by an unknown issuer (this SDK trusts the public Mozilla roots; a CA of your own, e.g. a company proxy's, is not supported yet)"),
+        "CERT_UNTRUSTED" => format!(": the certificate{at} was signed by an unknown issuer; give your CA bundle with NODE_EXTRA_CA_CERTS=/path/ca.pem or the `tls: {{ ca }}` option (for a TLS devnet: the NODE_EXTRA_CA_CERTS it prints)"),
         "CERT_HOSTNAME_MISMATCH" => format!(": the certificate is not valid for the host{at}; use the host name the certificate names"),
         "CERT_EXPIRED" => format!(": the certificate{at} has expired"),
         c if c.starts_with("CERT_") || c.starts_with("TLS_") => format!(": the TLS connection{at} was refused"),

@@ -1,6 +1,6 @@
 //! The shared HTTP client (reqwest + rustls) and the Blocks header conventions.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::RequestBuilder;
@@ -19,16 +19,102 @@ pub struct HttpClient {
 /// default leaves room for that; a silent, blackholed connection is detected after this long).
 pub const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(310);
 
+/// How the engine reaches the network: whom it trusts and which proxy it goes through. One
+/// value configures every request of a client (backend, realtime, token endpoints, uploads,
+/// downloads), so none of them can differ.
+#[derive(Clone, Debug, Default)]
+pub struct NetOptions {
+    /// Extra certificate authorities to trust (PEM; a bundle may hold several), besides the
+    /// bundled Mozilla roots, the system store and `NODE_EXTRA_CA_CERTS` (JS `tls.ca`).
+    pub ca: Vec<Vec<u8>>,
+    /// Send every request through this proxy (`http://host:port`, credentials in the URL if
+    /// needed); hosts in `NO_PROXY` still go direct. Without it the `HTTPS_PROXY`, `HTTP_PROXY`,
+    /// `ALL_PROXY` and `NO_PROXY` variables apply, as in curl.
+    pub proxy: Option<String>,
+}
+
+/// The system's trust store, loaded once per process (it is read from disk and parsed). It
+/// honours `SSL_CERT_FILE` / `SSL_CERT_DIR` (then those replace the platform store).
+fn system_roots() -> &'static [reqwest::Certificate] {
+    static ROOTS: OnceLock<Vec<reqwest::Certificate>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        for e in loaded.errors.iter().take(3) {
+            tracing::debug!(target: "blocks::http", "system trust store: {e}");
+        }
+        loaded
+            .certs
+            .iter()
+            .filter_map(|c| reqwest::Certificate::from_der(c.as_ref()).ok())
+            .collect()
+    })
+}
+
+/// The certificates of a PEM bundle (`what` names it in the error).
+fn pem_certificates(pem: &[u8], what: &str) -> Result<Vec<reqwest::Certificate>> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| Error::InvalidArgument(format!("{what} is not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{what} holds no certificate: give PEM text with -----BEGIN CERTIFICATE----- blocks"
+        )));
+    }
+    Ok(certs)
+}
+
+/// The CAs of `NODE_EXTRA_CA_CERTS` (a PEM file), as Node adds them: a file that cannot be read
+/// is warned about and skipped (Node does the same).
+fn node_extra_ca_certs() -> Vec<reqwest::Certificate> {
+    let Some(path) = std::env::var_os("NODE_EXTRA_CA_CERTS").filter(|p| !p.is_empty()) else {
+        return Vec::new();
+    };
+    let shown = std::path::Path::new(&path).display().to_string();
+    let loaded = std::fs::read(&path)
+        .map_err(|e| format!("cannot read it: {e}"))
+        .and_then(|pem| pem_certificates(&pem, "the file").map_err(|e| e.to_string()));
+    match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(target: "blocks::http", "ignoring extra certificates from NODE_EXTRA_CA_CERTS={shown}: {e}");
+            Vec::new()
+        }
+    }
+}
+
 impl HttpClient {
-    /// Build the client.
+    /// Build the client with the default network options (the environment decides).
     pub fn new() -> Result<Self> {
-        let client = reqwest::Client::builder()
+        Self::with_net(&NetOptions::default())
+    }
+
+    /// Build the client: trust the bundled Mozilla roots, the system store,
+    /// `NODE_EXTRA_CA_CERTS` and `net.ca`; go through `net.proxy` or the proxy variables.
+    pub fn with_net(net: &NetOptions) -> Result<Self> {
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
-            .user_agent(concat!("blocks-sdk-node/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::transport("building the HTTP client", e))?;
+            .user_agent(concat!("blocks-sdk-node/", env!("CARGO_PKG_VERSION")));
+        for c in system_roots() {
+            b = b.add_root_certificate(c.clone());
+        }
+        for c in node_extra_ca_certs() {
+            b = b.add_root_certificate(c);
+        }
+        for (i, pem) in net.ca.iter().enumerate() {
+            for c in pem_certificates(pem, &format!("tls.ca[{i}]"))? {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some(p) = net.proxy.as_deref().filter(|p| !p.is_empty()) {
+            let proxy = reqwest::Proxy::all(p)
+                .map_err(|e| {
+                    Error::InvalidArgument(format!("proxy {p:?} is not a proxy URL ({e}): give http://host:port"))
+                })?
+                .no_proxy(reqwest::NoProxy::from_env());
+            b = b.proxy(proxy);
+        }
+        let client = b.build().map_err(|e| Error::transport("building the HTTP client", e))?;
         Ok(HttpClient {
             client,
             long_poll_timeout: DEFAULT_LONG_POLL_TIMEOUT,

@@ -14,8 +14,11 @@
 //! | keep-alive pause between requests | `keep_alive_timeout`, 75 s | the connection is closed |
 //!
 //! At most `max_connections` (1,024) connections are open at once; a connection beyond that gets
-//! `503 Service Unavailable` with `Retry-After: 1` and is closed. HTTP/1.1 only: every client of
-//! the PubNub REST protocol and of the backend API speaks it.
+//! `503 Service Unavailable` with `Retry-After: 1` and is closed. Plain connections speak
+//! HTTP/1.1 (every client of the PubNub REST protocol and of the backend API does). Over TLS
+//! (`--tls`) the handshake must complete within `header_timeout`; then HTTP/2 when the client
+//! offers it by ALPN (no per-phase watchdog there: keep-alive pings every 20 s close a dead peer),
+//! HTTP/1.1 otherwise, with the timeouts above.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -104,7 +107,12 @@ impl Limits {
 
 /// Serve `listener` until `shutdown` completes, then let open connections finish (held long-polls
 /// were woken by the stop) and return once every one has closed.
-pub(crate) async fn serve(listener: TcpListener, net: Arc<Net>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    net: Arc<Net>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = Limits::of(&net.cfg);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
@@ -126,7 +134,14 @@ pub(crate) async fn serve(listener: TcpListener, net: Arc<Net>, shutdown: impl F
         };
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                tokio::spawn(connection(stream, net.clone(), limits, slot, stop_rx.clone()));
+                tokio::spawn(connection(
+                    stream,
+                    net.clone(),
+                    limits,
+                    slot,
+                    stop_rx.clone(),
+                    tls.clone(),
+                ));
             }
             Err(_) => match refusals.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -149,18 +164,51 @@ async fn connection(
     net: Arc<Net>,
     limits: Limits,
     _slot: OwnedSemaphorePermit,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(true);
     net.open_connections.fetch_add(1, Ordering::SeqCst);
     let _open = OpenGuard(net.clone());
     let (phase, watch_phase) = watch::channel(Phase::now(Kind::Head));
     let phase = Arc::new(phase);
-    let io = TokioIo::new(Watched {
+    let watched = Watched {
         inner: stream,
         phase: phase.clone(),
-    });
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    };
+    let Some(acceptor) = tls else {
+        return serve_http1(TokioIo::new(watched), net, phase, watch_phase, limits, stop).await;
+    };
+    let tls = match tokio::time::timeout(limits.header, acceptor.accept(watched)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(target: "blocks::devnet", "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(target: "blocks::devnet", "no TLS handshake within {:?}: closing", limits.header);
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_http2(TokioIo::new(tls), net, phase, stop).await
+    } else {
+        phase.send_replace(Phase::now(Kind::Head));
+        serve_http1(TokioIo::new(tls), net, phase, watch_phase, limits, stop).await
+    }
+}
+
+/// The request handler of a connection: it tells the watchdog what phase the connection is in.
+fn service(
+    net: Arc<Net>,
+    phase: Arc<watch::Sender<Phase>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
         let (net, phase) = (net.clone(), phase.clone());
         async move {
             phase.send_replace(Phase::now(Kind::Busy));
@@ -168,10 +216,52 @@ async fn connection(
             phase.send_replace(Phase::now(Kind::Sending));
             Ok::<_, Infallible>(resp.map(|body| Body::new(Tracked { inner: body, phase })))
         }
-    });
+    })
+}
+
+/// An HTTP/2 connection (TLS with ALPN h2): many requests at once, so no per-phase watchdog;
+/// keep-alive pings close a peer that went away.
+async fn serve_http2<I>(io: I, net: Arc<Net>, phase: Arc<watch::Sender<Phase>>, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .serve_connection(io, service(net, phase));
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(target: "blocks::devnet", "connection ended: {e}");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 connection, with the watchdog of its phases.
+async fn serve_http1<I>(
+    io: I,
+    net: Arc<Net>,
+    phase: Arc<watch::Sender<Phase>>,
+    watch_phase: watch::Receiver<Phase>,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(io, service);
+        .serve_connection(io, service(net, phase));
     tokio::pin!(conn);
     let dog = watchdog(watch_phase, limits);
     tokio::pin!(dog);

@@ -73,6 +73,11 @@ struct State {
 }
 
 impl Files {
+    /// The directory of the store (a temporary one for an in-memory devnet, removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// A store under `dir` (created), or a temporary one.
     pub fn open(dir: Option<&Path>, db: Option<std::sync::Arc<crate::store::Store>>) -> std::io::Result<Files> {
         let (dir, temporary) = match dir {
@@ -233,7 +238,10 @@ fn base(net: &Net, headers: &HeaderMap) -> String {
     headers
         .get("host")
         .and_then(|h| h.to_str().ok())
-        .map(|h| format!("http://{h}"))
+        .map(|h| {
+            let scheme = if net.url.starts_with("https:") { "https" } else { "http" };
+            format!("{scheme}://{h}")
+        })
         .unwrap_or_else(|| net.url.clone())
 }
 

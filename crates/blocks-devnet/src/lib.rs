@@ -11,6 +11,9 @@ mod server;
 mod state;
 mod store;
 mod streams;
+mod tls;
+
+pub use tls::TlsCa;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,6 +95,10 @@ pub struct DevnetConfig {
     /// one (default 30 s; CLI `--ack-timeout`, JS `ackTimeoutMs`). After [`DISPATCH_ATTEMPTS`]
     /// unanswered StartTasks the task fails with `task_not_acknowledged`.
     pub ack_timeout: Duration,
+    /// Serve HTTPS (`--tls`): a CA kept in `<data_dir>/tls` (or made in memory), or the given
+    /// one, signs a certificate for the loopback names; the URLs in the CDM are `https://`.
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsCa>,
 }
 
 impl Default for DevnetConfig {
@@ -116,6 +123,7 @@ impl Default for DevnetConfig {
             keep_alive_timeout: Duration::from_secs(75),
             max_connections: 1024,
             ack_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -339,6 +347,8 @@ pub struct Devnet {
     port: u16,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The TLS devnet's CA: PEM and the file it is written to.
+    ca: Option<(String, std::path::PathBuf)>,
 }
 
 impl Devnet {
@@ -373,6 +383,19 @@ impl Devnet {
         };
         let files = files::Files::open(config.data_dir.as_deref(), db.clone())
             .map_err(|e| DevnetError::Config(format!("cannot open the file store: {e}")))?;
+        let tls = match &config.tls {
+            Some(ca) => Some(
+                tls::setup(
+                    ca,
+                    config.data_dir.as_ref().map(|d| d.join("tls")).as_deref(),
+                    files.dir(),
+                    &config.allowed_hosts,
+                )
+                .map_err(DevnetError::Config)?,
+            ),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (mut records, rt) = match &db {
             Some(db) => {
                 let loaded = db.load().map_err(|e| DevnetError::Config(e.to_string()))?;
@@ -410,7 +433,7 @@ impl Devnet {
         let net = Arc::new_cyclic(|me| Net {
             me: me.clone(),
             cfg: config,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             rt,
             records: Mutex::new(records),
             stopped: AtomicBool::new(false),
@@ -423,6 +446,7 @@ impl Devnet {
         });
         let serve_net = net.clone();
         let stop_net = net.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
         let server = tokio::spawn(async move {
             let shutdown = async move {
                 loop {
@@ -433,7 +457,7 @@ impl Devnet {
                     n.await;
                 }
             };
-            conn::serve(listener, serve_net, shutdown).await;
+            conn::serve(listener, serve_net, acceptor, shutdown).await;
         });
         let tick_net = Arc::downgrade(&net);
         let ticker = tokio::spawn(async move {
@@ -455,10 +479,11 @@ impl Devnet {
                 }
             }
         });
-        tracing::debug!(target: "blocks::devnet", "listening on http://127.0.0.1:{port}");
+        tracing::debug!(target: "blocks::devnet", "listening on {scheme}://127.0.0.1:{port}");
         Ok(Devnet {
             net,
             port,
+            ca: tls.map(|t| (t.ca_pem, t.ca_file)),
             server: Mutex::new(Some(server)),
             ticker: Mutex::new(Some(ticker)),
         })
@@ -468,9 +493,18 @@ impl Devnet {
     pub fn port(&self) -> u16 {
         self.port
     }
-    /// `http://127.0.0.1:{port}`.
+    /// `http://127.0.0.1:{port}` (`https://` for a TLS devnet).
     pub fn url(&self) -> String {
         self.net.url.clone()
+    }
+    /// The CA a client must trust to reach a TLS devnet (PEM), or `None` for plain HTTP.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(|(pem, _)| pem.as_str())
+    }
+    /// Where that CA is written: give it as `NODE_EXTRA_CA_CERTS` (kept in `<data dir>/tls/ca.pem`
+    /// across restarts; in the temporary directory of an in-memory devnet).
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca.as_ref().map(|(_, f)| f.as_path())
     }
     /// The CDM document URL.
     pub fn cdm_url(&self) -> String {
@@ -505,10 +539,14 @@ impl Devnet {
 
     /// The environment a caller or agent needs.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("BLOCKS_CDM_URL".into(), self.cdm_url()),
             ("BLOCKS_API_KEY".into(), self.api_key()),
-        ]
+        ];
+        if let Some(f) = self.ca_file() {
+            env.push(("NODE_EXTRA_CA_CERTS".into(), f.display().to_string()));
+        }
+        env
     }
 
     /// Stop serving (idempotent): held long-polls end, the port is released.

@@ -8,11 +8,16 @@ use blocks_devnet::{ApiKey, Devnet, DevnetConfig};
 const USAGE: &str =
     "usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
                      [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--allow-host NAME]...
-                     [--ack-timeout SECS] [--log error|warn|info|debug]
+                     [--ack-timeout SECS] [--tls [--tls-ca CERT.pem --tls-ca-key KEY.pem]]
+                     [--log error|warn|info|debug]
   --data-dir DIR     where the network keeps its database and files (default .blocks-devnet in the current directory)
   --in-memory        keep nothing: a throwaway network
   --allow-host NAME  also serve requests for this host name (besides localhost, 127.0.0.0/8 and [::1]);
                      .NAME allows NAME and every name under it; others get 421 (DNS rebinding)
+  --tls              serve HTTPS: a CA kept in DIR/tls (made on first use) signs a certificate for
+                     localhost, 127.0.0.1 and ::1; trust it with the NODE_EXTRA_CA_CERTS export
+  --tls-ca CERT.pem, --tls-ca-key KEY.pem
+                     sign with this CA instead (PEM certificate and PKCS#8 key)
   --ack-timeout SECS how long an agent instance has to acknowledge a task before it is sent again
                      (default 30); after three unanswered sends it fails with task_not_acknowledged";
 
@@ -22,6 +27,7 @@ fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
     let mut in_memory = false;
     let mut keys = Vec::new();
     let mut log = "info".to_string();
+    let (mut tls, mut tls_ca, mut tls_key) = (false, None::<String>, None::<String>);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -75,6 +81,9 @@ fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
                 }
                 cfg.ack_timeout = Duration::from_secs_f64(secs);
             }
+            "--tls" => tls = true,
+            "--tls-ca" => tls_ca = Some(value()?),
+            "--tls-ca-key" => tls_key = Some(value()?),
             "--data-dir" => data_dir = Some(value()?.into()),
             "--in-memory" => in_memory = true,
             "--max-upload-bytes" => {
@@ -105,6 +114,17 @@ fn parse(args: &[String]) -> Result<(DevnetConfig, String), String> {
     if !keys.is_empty() {
         cfg.api_keys = keys;
     }
+    let read = |p: &str, what: &str| std::fs::read_to_string(p).map_err(|e| format!("{what} {p}: {e}"));
+    cfg.tls = match (tls, tls_ca, tls_key) {
+        (false, None, None) => None,
+        (true, None, None) => Some(blocks_devnet::TlsCa::Own),
+        (true, Some(c), Some(k)) => Some(blocks_devnet::TlsCa::Given {
+            cert_pem: read(&c, "--tls-ca")?,
+            key_pem: read(&k, "--tls-ca-key")?,
+        }),
+        (false, _, _) => return Err("--tls-ca and --tls-ca-key go with --tls".into()),
+        (true, _, _) => return Err("--tls-ca and --tls-ca-key go together (the CA certificate and its key)".into()),
+    };
     cfg.data_dir = match (in_memory, data_dir) {
         (true, Some(_)) => return Err("--in-memory and --data-dir exclude each other: choose one".into()),
         (true, None) => None,

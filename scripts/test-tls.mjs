@@ -1,0 +1,15 @@
+// The devnet suites over TLS: the same test files, every devnet serving HTTPS signed by the test
+// CA of __test__/fixtures/, which NODE_EXTRA_CA_CERTS names (the SDK and Node's fetch both trust
+// it). Usage: node scripts/test-tls.mjs [test files…] (default: foundation, streams, files).
+import { spawnSync } from 'node:child_process'
+import path from 'node:path'
+
+const root = path.join(import.meta.dirname, '..')
+const files = process.argv.slice(2)
+const suites = files.length ? files : ['foundation', 'streams', 'files'].map((n) => `__test__/${n}.test.mjs`)
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=120000', ...suites], {
+  cwd: root,
+  stdio: 'inherit',
+  env: { ...process.env, BLOCKS_DEVNET_TLS: '1', NODE_EXTRA_CA_CERTS: path.join(root, '__test__', 'fixtures', 'devnet-ca.pem') },
+})
+process.exit(r.status ?? 1)
