@@ -10,7 +10,7 @@ const require = createRequire(import.meta.url)
 if (process.argv[1] === new URL(import.meta.url).pathname) {
   const { LocalNetwork } = require('../index.js')
   const net = await LocalNetwork.start(JSON.parse(process.argv[2] ?? '{}'))
-  console.log(JSON.stringify({ url: net.url, cdmUrl: net.cdmUrl, apiKey: net.apiKey, serviceToken: net.serviceToken }))
+  console.log(JSON.stringify({ url: net.url, cdmUrl: net.cdmUrl, apiKey: net.apiKey, serviceToken: net.serviceToken, caPem: net.caPem }))
   process.stdin.resume()
   await once(process.stdin, 'end')
   await net.stop()

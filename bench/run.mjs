@@ -131,8 +131,10 @@ async function echoRoundTrips(c, count) {
   return stats(t)
 }
 
+let plainEcho
 {
   const s = await echoRoundTrips(client, N)
+  plainEcho = s
   const fl = floor('echo', N)
   row(
     `echo round trip (sendMessage -> terminal seen), ${N} sequential tasks, median / p99`,
@@ -343,6 +345,26 @@ async function echoRoundTrips(c, count) {
   await dagent.stop(0)
   await durable.stop()
   rmSync(dataDir, { recursive: true, force: true })
+}
+
+// the same echo round trip over TLS (the TLS devnet: rustls, HTTP/2 by ALPN), as production runs
+{
+  const secure = await startDevnetProcess({ tls: true })
+  const topts = { apiKey: secure.apiKey, cdmUrl: secure.cdmUrl, tls: { ca: secure.caPem } }
+  const tagent = await startAgentInstance({ agentName: 'bench_echo', handler: () => ({ artifacts: [{ data: 'e' }] }), ...topts })
+  const tclient = await TaskClient.create({ billingMode: 'free', ...topts })
+  const count = smoke ? 5 : N
+  const s = await echoRoundTrips(tclient, count)
+  row(
+    `echo round trip over TLS (HTTPS devnet, HTTP/2), ${count} sequential tasks, median / p99`,
+    `${ms(s.median)} / ${ms(s.p99)}`,
+    null,
+    'npm run bench',
+    `${(s.median / plainEcho.median).toFixed(2)}x plain HTTP`,
+  )
+  tclient.destroy()
+  await tagent.stop(0)
+  await secure.stop()
 }
 
 client.destroy()
