@@ -647,7 +647,7 @@ export interface AgentRegistryPage {
   next?: string
 }
 /** Where a registry call goes; `apiKey` is sent as a bearer token when given. */
-export interface RegistryOptions {
+export interface RegistryOptions extends NetworkOptions {
   baseUrl: string
   apiKey?: string
 }
@@ -673,9 +673,9 @@ export interface CdmConfig {
   [extra: string]: unknown
 }
 /** The CDM document: `url`, else `BLOCKS_CDM_URL`, else the hosted default. */
-export declare function fetchCdmConfig(url?: string): Promise<CdmConfig>
+export declare function fetchCdmConfig(url?: string, options?: NetworkOptions): Promise<CdmConfig>
 /** The legacy Blocks config document (missing optional fields as `''`). */
-export declare function loadBlocksConfig(url: string): Promise<{ publishKey: string; subscribeKey: string; blocksBackendUrl: string }>
+export declare function loadBlocksConfig(url: string, options?: NetworkOptions): Promise<{ publishKey: string; subscribeKey: string; blocksBackendUrl: string }>
 
 /** Channel names of the network, and the rules about them. */
 export declare const channels: {

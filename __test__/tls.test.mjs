@@ -192,7 +192,7 @@ test('tls.ca that is not a PEM certificate, or of the wrong type, is InvalidArgu
   assert.throws(() => new sdk.AgentAuth('k', net.url, { tls: { ca: 'junk' } }), (e) => e instanceof InvalidArgumentError && /tls\.ca\[0\]/.test(e.message))
 })
 
-test('ConsumerAuth, AgentAuth and new TaskClient take tls.ca too', async () => {
+test('ConsumerAuth, AgentAuth, new TaskClient and the registry functions take tls.ca too', async () => {
   const auth = new sdk.ConsumerAuth({ apiKey: net.apiKey, baseUrl: net.url, tls })
   await auth.init()
   assert.match(auth.getAuthHeader(), /^Bearer /)
@@ -204,6 +204,10 @@ test('ConsumerAuth, AgentAuth and new TaskClient take tls.ca too', async () => {
   assert.equal((await s.waitForTerminal(15_000)).state, 'completed')
   assert.deepEqual(texts, ['echo: direct'])
   auth.destroy()
+  // the module functions take it too
+  assert.equal((await sdk.fetchCdmConfig(net.cdmUrl, { tls })).api.baseUrl, net.url)
+  await assert.rejects(sdk.fetchCdmConfig(net.cdmUrl), (e) => e.code === 'CERT_UNTRUSTED')
+  assert.equal((await sdk.getAgent('echo', { baseUrl: net.url, apiKey: net.apiKey, tls })).agentName, 'echo')
   const agentAuth = new sdk.AgentAuth(net.apiKey, net.url, { tls })
   const connected = await agentAuth.init({ agentName: 'tls_identity', instanceId: 'tls-identity-1', concurrency: 1 })
   assert.ok(connected.accessToken)

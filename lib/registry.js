@@ -4,6 +4,7 @@
 
 const native = require('../native.js')
 const { InvalidArgumentError } = require('./errors.js')
+const { netOptions } = require('./net.js')
 
 /** `{ baseUrl, apiKey? }` → what the engine needs; errors name what is missing. */
 function where(fn, options = {}) {
@@ -11,7 +12,7 @@ function where(fn, options = {}) {
   const { baseUrl, apiKey } = options
   if (typeof baseUrl !== 'string' || baseUrl === '') throw new InvalidArgumentError(`${fn} needs options.baseUrl (the backend root URL, e.g. the devnet's URL)`)
   if (apiKey !== undefined && typeof apiKey !== 'string') throw new InvalidArgumentError(`${fn}: apiKey must be a string`)
-  return { baseUrl, apiKey }
+  return { baseUrl, apiKey, net: netOptions(options) }
 }
 
 function page(fn, options = {}) {
@@ -59,15 +60,15 @@ function removeAgent(agentName, options = {}) {
   return native.registryRemove(name('removeAgent', agentName, 'an agent name'), { ...where('removeAgent', options), reason })
 }
 
-/** The CDM document: `url`, else `BLOCKS_CDM_URL`, else the hosted default. */
-function fetchCdmConfig(url) {
+/** The CDM document: `url`, else `BLOCKS_CDM_URL`, else the hosted default. `options`: `{ tls?, proxy? }`. */
+function fetchCdmConfig(url, options) {
   if (url !== undefined && (typeof url !== 'string' || url === '')) throw new InvalidArgumentError('fetchCdmConfig(url?): url must be a non-empty string')
-  return native.fetchCdmConfig(url)
+  return native.fetchCdmConfig(url, netOptions(options))
 }
 
-/** The legacy Blocks config document: `{ publishKey, subscribeKey, blocksBackendUrl }`. */
-function loadBlocksConfig(url) {
-  return native.loadBlocksConfig(name('loadBlocksConfig', url, 'a URL'))
+/** The legacy Blocks config document: `{ publishKey, subscribeKey, blocksBackendUrl }`. `options`: `{ tls?, proxy? }`. */
+function loadBlocksConfig(url, options) {
+  return native.loadBlocksConfig(name('loadBlocksConfig', url, 'a URL'), netOptions(options))
 }
 
 function channel(kind, a, b) {

@@ -21,24 +21,31 @@ pub struct NativeRegistryOptions {
     pub tag: Option<String>,
     pub listing: Option<String>,
     pub reason: Option<String>,
+    /// Extra CAs and the proxy.
+    pub net: Option<crate::net::NativeNetOptions>,
 }
 
-async fn http() -> Result<HttpClient> {
-    HttpClient::new().or_js().await
+async fn http(net: Option<crate::net::NativeNetOptions>) -> Result<HttpClient> {
+    HttpClient::with_net(&crate::net::net_options(net)).or_js().await
 }
 
 /// One agent's registry record, or null.
 #[napi(ts_return_type = "Promise<any>")]
-pub async fn registry_get_agent(agent_name: String, opts: NativeRegistryOptions) -> Result<Option<Value>> {
-    registry::get_agent(&http().await?, &opts.base_url, &agent_name, opts.api_key.as_deref())
-        .await
-        .or_js()
-        .await
+pub async fn registry_get_agent(agent_name: String, mut opts: NativeRegistryOptions) -> Result<Option<Value>> {
+    registry::get_agent(
+        &http(opts.net.take()).await?,
+        &opts.base_url,
+        &agent_name,
+        opts.api_key.as_deref(),
+    )
+    .await
+    .or_js()
+    .await
 }
 
 /// A page of the registry.
 #[napi(ts_return_type = "Promise<any>")]
-pub async fn registry_list(opts: NativeRegistryOptions) -> Result<Value> {
+pub async fn registry_list(mut opts: NativeRegistryOptions) -> Result<Value> {
     let q = RegistryQuery {
         limit: opts.limit,
         cursor: opts.cursor,
@@ -46,17 +53,22 @@ pub async fn registry_list(opts: NativeRegistryOptions) -> Result<Value> {
         tag: opts.tag,
         listing: opts.listing,
     };
-    registry::list_agents(&http().await?, &opts.base_url, &q, opts.api_key.as_deref())
-        .await
-        .or_js()
-        .await
+    registry::list_agents(
+        &http(opts.net.take()).await?,
+        &opts.base_url,
+        &q,
+        opts.api_key.as_deref(),
+    )
+    .await
+    .or_js()
+    .await
 }
 
 /// Remove an agent: true when removed, false when unknown.
 #[napi]
-pub async fn registry_remove(agent_name: String, opts: NativeRegistryOptions) -> Result<bool> {
+pub async fn registry_remove(agent_name: String, mut opts: NativeRegistryOptions) -> Result<bool> {
     registry::remove_agent(
-        &http().await?,
+        &http(opts.net.take()).await?,
         &opts.base_url,
         &agent_name,
         opts.api_key.as_deref(),
@@ -69,8 +81,8 @@ pub async fn registry_remove(agent_name: String, opts: NativeRegistryOptions) ->
 
 /// The CDM document (explicit URL, else `BLOCKS_CDM_URL`, else the hosted default), validated.
 #[napi(ts_return_type = "Promise<any>")]
-pub async fn fetch_cdm_config(url: Option<String>) -> Result<Value> {
-    let cdm = blocks_core::config::fetch_cdm(&http().await?, url.as_deref())
+pub async fn fetch_cdm_config(url: Option<String>, net: Option<crate::net::NativeNetOptions>) -> Result<Value> {
+    let cdm = blocks_core::config::fetch_cdm(&http(net).await?, url.as_deref())
         .await
         .or_js()
         .await?;
@@ -79,8 +91,11 @@ pub async fn fetch_cdm_config(url: Option<String>) -> Result<Value> {
 
 /// The legacy Blocks config document.
 #[napi(ts_return_type = "Promise<any>")]
-pub async fn load_blocks_config(url: String) -> Result<Value> {
-    registry::load_blocks_config(&http().await?, &url).await.or_js().await
+pub async fn load_blocks_config(url: String, net: Option<crate::net::NativeNetOptions>) -> Result<Value> {
+    registry::load_blocks_config(&http(net).await?, &url)
+        .await
+        .or_js()
+        .await
 }
 
 /// Channel names and the rules about them (from blocks-wire): `{ task, control, stream, setup,

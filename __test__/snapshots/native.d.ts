@@ -220,7 +220,7 @@ export declare class NativeTaskContext {
 export declare function channelName(kind: string, a?: string, b?: string): { channel?: string; error?: string }
 
 /** The CDM document (explicit URL, else `BLOCKS_CDM_URL`, else the hosted default), validated. */
-export declare function fetchCdmConfig(url?: string | undefined | null): Promise<any>
+export declare function fetchCdmConfig(url?: string | undefined | null, net?: NativeNetOptions | undefined | null): Promise<any>
 
 /** True for a protocol version this SDK speaks. */
 export declare function isProtocolVersionSupported(version: string): boolean
@@ -229,7 +229,7 @@ export declare function isProtocolVersionSupported(version: string): boolean
 export declare function isReservedOwnerId(id: string): boolean
 
 /** The legacy Blocks config document. */
-export declare function loadBlocksConfig(url: string): Promise<any>
+export declare function loadBlocksConfig(url: string, net?: NativeNetOptions | undefined | null): Promise<any>
 
 /** Options of `NativeAgent.start`. */
 export interface NativeAgentOptions {
@@ -373,6 +373,8 @@ export interface NativeRegistryOptions {
   tag?: string
   listing?: string
   reason?: string
+  /** Extra CAs and the proxy. */
+  net?: NativeNetOptions
 }
 
 /** One large file of a `sendMessage` call (internal). */
