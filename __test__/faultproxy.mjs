@@ -68,6 +68,7 @@ export async function startFaultProxy(targetUrl) {
     }
   })
   await new Promise((r) => server.listen(0, '127.0.0.1', r))
-  proxy.url = `http://127.0.0.1:${server.address().port}`
+  // bytes pass through untouched: a TLS devnet is reached over TLS through it (same certificate)
+  proxy.url = `${target.protocol}//127.0.0.1:${server.address().port}`
   return proxy
 }

@@ -7,6 +7,7 @@
 //   proxy.rewrite = (r, { status, headers, json }) => ({ status, headers, json }) | undefined
 //                             change the devnet's JSON answer to a request before the SDK sees it
 import http from 'node:http'
+import https from 'node:https'
 
 export async function startHttpProxy(targetUrl) {
   const target = new URL(targetUrl)
@@ -56,7 +57,9 @@ export async function startHttpProxy(targetUrl) {
       }
       const headers = { ...req.headers, host: target.host }
       const rewrite = proxy.rewrite
-      const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (r) => {
+      // the SDK talks plain HTTP to the proxy (loopback); a TLS devnet behind it is reached over TLS
+      // (NODE_EXTRA_CA_CERTS names its CA in the TLS runs)
+      const up = (target.protocol === 'https:' ? https : http).request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (r) => {
         if (!rewrite || !/json/.test(r.headers['content-type'] ?? '')) {
           res.writeHead(r.statusCode, r.headers)
           r.pipe(res)
