@@ -13,10 +13,14 @@ test('blocks-devnet CLI: flags, exports, send and tasks subcommands, clean Ctrl-
   assert.match(help.stdout, /blocks-devnet send AGENT TEXT/)
   const bad = await runNodeArgs([cli, '--port', 'x'])
   assert.equal(bad.code, 2)
-  assert.match(bad.stderr, /--port needs a number 0-65535, got x/)
+  assert.match(bad.stderr, /--port needs a number 0-65535, got "x"/)
   const unknown = await runNodeArgs([cli, '--frobnicate'])
   assert.equal(unknown.code, 2)
   assert.match(unknown.stderr, /unknown flag --frobnicate/)
+  // one parser (crates/blocks-devnet/src/cli.rs) for the JS CLI and the Rust binary: an empty key is refused by both
+  const empty = await runNodeArgs([cli, '--api-key', ':someone'])
+  assert.equal(empty.code, 2)
+  assert.match(empty.stderr, /--api-key needs a non-empty key \(KEY or KEY:USER\)/)
 
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'devnet-cli-'))
   const { child, env, port } = await startCli(['--port', '0', '--api-key', 'bk_cli:cli_user', '--agent', 'premium:paid', '--data-dir', dataDir])
@@ -80,7 +84,7 @@ test('blocks-devnet CLI: data directory by default, --in-memory, --log debug pri
   assert.match(both.stderr, /--in-memory and --data-dir exclude each other/)
   const level = await runNodeArgs([cli, '--log', 'loud'])
   assert.equal(level.code, 2)
-  assert.match(level.stderr, /--log must be error, warn, info or debug, got loud/)
+  assert.match(level.stderr, /--log must be error, warn, info or debug, got "loud"/)
 
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'devnet-cwd-'))
   try {

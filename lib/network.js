@@ -69,6 +69,15 @@ class LocalNetwork {
     return net
   }
 
+  /** @internal `npx blocks-devnet`: a network from command-line flags (the engine parses them). */
+  static async _startFromArgs(argv) {
+    const n = await native.NativeLocalNetwork.startFromArgs(argv)
+    const net = new LocalNetwork(n)
+    net.logLevel = n.logLevel ?? null
+    net.dataDir = n.dataDir ?? null
+    return net
+  }
+
   /** Stop the agents started with the network, then the network. Idempotent. */
   async stop() {
     const agents = this.agents.splice(0)

@@ -1,8 +1,6 @@
 //! `NativeLocalNetwork`: an in-process devnet for tests and demos (wrapped by JS `LocalNetwork`).
 
-use std::time::Duration;
-
-use blocks_devnet::{ApiKey, Devnet, DevnetConfig};
+use blocks_devnet::{Devnet, DevnetConfig};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -41,6 +39,88 @@ pub struct NativeNetworkOptions {
 #[napi]
 pub struct NativeLocalNetwork {
     devnet: Devnet,
+    log: Option<String>,
+    data_dir: Option<String>,
+}
+
+/// The usage text of the devnet's flags (the binary's `--help`).
+#[napi]
+pub fn devnet_usage() -> String {
+    blocks_devnet::cli::USAGE.to_string()
+}
+
+/// `LocalNetwork.start` options → the devnet's configuration, with the command line's rules.
+fn config_of(opts: Option<NativeNetworkOptions>) -> std::result::Result<DevnetConfig, String> {
+    use blocks_devnet::cli;
+    let mut cfg = DevnetConfig::default();
+    let Some(o) = opts else { return Ok(cfg) };
+    cfg.stream_chaos = o.stream_chaos.unwrap_or(false);
+    if let Some(m) = o.minute_ms {
+        cfg.minute = cli::positive_ms("minuteMs", m)?;
+    }
+    if let Some(p) = o.port {
+        cfg.port = u16::try_from(p).map_err(|_| format!("port {p} is out of range (0-65535)"))?;
+    }
+    if let Some(keys) = o.api_keys {
+        let mut parsed = Vec::new();
+        for (n, kv) in keys.iter().enumerate() {
+            match kv.as_slice() {
+                [k, u] => parsed.push(cli::api_key("apiKeys", k, u, n)?),
+                [k] => parsed.push(cli::api_key("apiKeys", k, "", n)?),
+                _ => return Err(format!("apiKeys[{n}] must be [apiKey, userId]")),
+            }
+        }
+        if !parsed.is_empty() {
+            cfg.api_keys = parsed;
+        }
+    }
+    if let Some(p) = o.paid_agents {
+        cfg.paid_agents = p;
+    }
+    if let Some(t) = o.token_ttl_sec {
+        cfg.token_ttl = cli::positive_secs("tokenTtlSec", t)?;
+    }
+    if let Some(h) = o.long_poll_hold_sec {
+        cfg.long_poll_hold = cli::positive_secs("longPollHoldSec", h)?;
+    }
+    match (o.data_dir.filter(|d| !d.is_empty()), o.in_memory.unwrap_or(false)) {
+        (Some(_), true) => return Err("dataDir and inMemory: true exclude each other: choose one".into()),
+        (Some(d), false) => cfg.data_dir = Some(d.into()),
+        (None, _) => {}
+    }
+    if let Some(m) = o.max_upload_bytes {
+        if !(m.is_finite() && m >= 0.0) {
+            return Err(format!("maxUploadBytes must be a non-negative number, got {m}"));
+        }
+        cfg.max_upload_bytes = m as u64;
+    }
+    if let Some(a) = o.ack_timeout_ms {
+        cfg.ack_timeout = cli::positive_ms("ackTimeoutMs", a)?;
+    }
+    cfg.tls = cli::tls_ca_of(
+        o.tls.unwrap_or(false),
+        o.tls_ca_cert,
+        o.tls_ca_key,
+        "tls: { caCert, caKey }",
+    )?;
+    for h in o.allowed_hosts.unwrap_or_default() {
+        cfg.allowed_hosts.push(cli::host_name("allowedHosts entries", h)?);
+    }
+    Ok(cfg)
+}
+
+impl NativeLocalNetwork {
+    async fn serve(cfg: DevnetConfig) -> Result<NativeLocalNetwork> {
+        let data_dir = cfg.data_dir.as_ref().map(|d| d.display().to_string());
+        let devnet = Devnet::start(cfg)
+            .await
+            .map_err(|e| Error::new(Status::GenericFailure, format!("devnet failed to start: {e}")))?;
+        Ok(NativeLocalNetwork {
+            devnet,
+            log: None,
+            data_dir,
+        })
+    }
 }
 
 #[napi]
@@ -48,118 +128,30 @@ impl NativeLocalNetwork {
     /// Start a devnet on loopback.
     #[napi]
     pub async fn start(opts: Option<NativeNetworkOptions>) -> Result<NativeLocalNetwork> {
-        let mut cfg = DevnetConfig::default();
-        let mut opts_minute = None;
-        if let Some(o) = opts {
-            cfg.stream_chaos = o.stream_chaos.unwrap_or(false);
-            if let Some(m) = o.minute_ms {
-                if !(m.is_finite() && m > 0.0) {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        format!("minuteMs must be a positive number, got {m}"),
-                    ));
-                }
-                opts_minute = Some(Duration::from_secs_f64(m / 1000.0));
-            }
-            if let Some(p) = o.port {
-                cfg.port = u16::try_from(p)
-                    .map_err(|_| Error::new(Status::InvalidArg, format!("port {p} is out of range (0-65535)")))?;
-            }
-            if let Some(keys) = o.api_keys {
-                let parsed: Vec<ApiKey> = keys
-                    .into_iter()
-                    .filter_map(|kv| match kv.as_slice() {
-                        [k, u] => Some(ApiKey {
-                            key: k.clone(),
-                            user_id: u.clone(),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                if !parsed.is_empty() {
-                    cfg.api_keys = parsed;
-                }
-            }
-            if let Some(p) = o.paid_agents {
-                cfg.paid_agents = p;
-            }
-            if let Some(t) = o.token_ttl_sec {
-                if !(t.is_finite() && t > 0.0) {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        format!("tokenTtlSec must be a positive number, got {t}"),
-                    ));
-                }
-                cfg.token_ttl = Duration::from_secs_f64(t);
-            }
-            if let Some(h) = o.long_poll_hold_sec {
-                if !(h.is_finite() && h > 0.0) {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        format!("longPollHoldSec must be a positive number, got {h}"),
-                    ));
-                }
-                cfg.long_poll_hold = Duration::from_secs_f64(h);
-            }
-            match (o.data_dir.filter(|d| !d.is_empty()), o.in_memory.unwrap_or(false)) {
-                (Some(_), true) => {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        "dataDir and inMemory: true exclude each other: choose one".to_string(),
-                    ))
-                }
-                (Some(d), false) => cfg.data_dir = Some(d.into()),
-                (None, _) => {}
-            }
-            if let Some(m) = o.max_upload_bytes {
-                if !(m.is_finite() && m >= 0.0) {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        format!("maxUploadBytes must be a non-negative number, got {m}"),
-                    ));
-                }
-                cfg.max_upload_bytes = m as u64;
-            }
-            if let Some(a) = o.ack_timeout_ms {
-                if !(a.is_finite() && a > 0.0) {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        format!("ackTimeoutMs must be a positive number of milliseconds, got {a}"),
-                    ));
-                }
-                cfg.ack_timeout = Duration::from_secs_f64(a / 1000.0);
-            }
-            cfg.tls = match (o.tls.unwrap_or(false), o.tls_ca_cert, o.tls_ca_key) {
-                (_, Some(cert_pem), Some(key_pem)) => Some(blocks_devnet::TlsCa::Given { cert_pem, key_pem }),
-                (true, None, None) => Some(blocks_devnet::TlsCa::Own),
-                (false, None, None) => None,
-                _ => {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        "tls: { caCert, caKey } needs both the CA certificate and its key (PEM)".to_string(),
-                    ))
-                }
-            };
-            if let Some(hosts) = o.allowed_hosts {
-                if let Some(bad) = hosts
-                    .iter()
-                    .find(|h| h.trim().trim_start_matches('.').is_empty() || h.contains(['/', ' ', ':']))
-                {
-                    return Err(Error::new(
-                        Status::InvalidArg,
-                        format!("allowedHosts entries must be host names (no port, no scheme), got {bad:?}"),
-                    ));
-                }
-                cfg.allowed_hosts = hosts;
-            }
-        }
-        if let Some(m) = opts_minute {
-            cfg.minute = m;
-        }
-        let devnet = Devnet::start(cfg)
-            .await
-            .map_err(|e| Error::new(Status::GenericFailure, format!("devnet failed to start: {e}")))?;
-        Ok(NativeLocalNetwork { devnet })
+        let cfg = config_of(opts).map_err(|e| Error::new(Status::InvalidArg, e))?;
+        Self::serve(cfg).await
+    }
+
+    /// Start a devnet from command-line flags (`npx blocks-devnet`): the same parser and rules
+    /// as the `blocks-devnet` binary. Flag errors are `InvalidArg` errors naming the flag.
+    #[napi]
+    pub async fn start_from_args(args: Vec<String>) -> Result<NativeLocalNetwork> {
+        let serve = blocks_devnet::cli::parse(&args).map_err(|e| Error::new(Status::InvalidArg, e))?;
+        let mut net = Self::serve(serve.config).await?;
+        net.log = serve.log;
+        Ok(net)
+    }
+
+    /// The log level `--log` asked for, or null.
+    #[napi(getter)]
+    pub fn log_level(&self) -> Option<String> {
+        self.log.clone()
+    }
+
+    /// The data directory, or null for an in-memory network.
+    #[napi(getter)]
+    pub fn data_dir(&self) -> Option<String> {
+        self.data_dir.clone()
     }
 
     #[napi(getter)]

@@ -92,6 +92,15 @@ export declare class NativeExternalStream {
 export declare class NativeLocalNetwork {
   /** Start a devnet on loopback. */
   static start(opts?: NativeNetworkOptions | undefined | null): Promise<NativeLocalNetwork>
+  /**
+   * Start a devnet from command-line flags (`npx blocks-devnet`): the same parser and rules
+   * as the `blocks-devnet` binary. Flag errors are `InvalidArg` errors naming the flag.
+   */
+  static startFromArgs(args: Array<string>): Promise<NativeLocalNetwork>
+  /** The log level `--log` asked for, or null. */
+  get logLevel(): string | null
+  /** The data directory, or null for an in-memory network. */
+  get dataDir(): string | null
   get url(): string
   /** A token that passes every access rule (for tests and tools acting as the network). */
   get serviceToken(): string
@@ -218,6 +227,9 @@ export declare class NativeTaskContext {
  * skill, all, public, private, log }`; a missing id comes back as `{ error }`.
  */
 export declare function channelName(kind: string, a?: string, b?: string): { channel?: string; error?: string }
+
+/** The usage text of the devnet's flags (the binary's `--help`). */
+export declare function devnetUsage(): string
 
 /** The CDM document (explicit URL, else `BLOCKS_CDM_URL`, else the hosted default), validated. */
 export declare function fetchCdmConfig(url?: string | undefined | null, net?: NativeNetOptions | undefined | null): Promise<any>

@@ -3,6 +3,7 @@
 //! Embeddable (`Devnet::start`) and runnable (`blocks-devnet`).
 
 mod backend;
+pub mod cli;
 mod conn;
 mod files;
 mod filter;
