@@ -491,7 +491,7 @@ test('an agent reconnects after its connections drop, without losing the control
     upstream.on('close', drop)
   })
   await new Promise((r) => proxy.listen(0, '127.0.0.1', r))
-  const origin = `http://127.0.0.1:${proxy.address().port}`
+  const origin = `${target.protocol}//127.0.0.1:${proxy.address().port}` // a TCP relay: TLS passes through
   try {
     await env.agent('roamer', (task, ctx) => ({ artifacts: [{ data: 'still here', mimeType: 'text/plain' }] }), { realtimeOrigin: origin })
     const client = await env.client()

@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import https from 'node:https'
 import zlib from 'node:zlib'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -143,7 +144,9 @@ function decode(raw, encoding) {
  */
 async function startRecorder(targetUrl, { cdm = false } = {}) {
   const target = new URL(targetUrl)
-  const upstream = new http.Agent({ keepAlive: true })
+  // plain HTTP to the SDK (loopback); the devnet behind it may speak TLS (BLOCKS_DEVNET_TLS=1)
+  const proto = target.protocol === 'https:' ? https : http
+  const upstream = new proto.Agent({ keepAlive: true })
   const records = []
   const listeners = new Set()
   const notify = (rec) => {
@@ -167,7 +170,7 @@ async function startRecorder(targetUrl, { cdm = false } = {}) {
       }
       records.push(rec)
       notify(rec)
-      const up = http.request(
+      const up = proto.request(
         { hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host }, agent: upstream },
         (ur) => {
           const rc = []

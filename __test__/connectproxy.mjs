@@ -3,6 +3,7 @@
 //   proxy.url          http://127.0.0.1:<port>
 //   proxy.connects     the CONNECT targets ("host:port"), in order
 //   proxy.forwarded    the absolute-form request URLs, in order
+//   proxy.onForward    called with each absolute-form URL as it arrives (set it to watch)
 import http from 'node:http'
 import net from 'node:net'
 
@@ -12,6 +13,7 @@ export async function startConnectProxy() {
   const server = http.createServer((req, res) => {
     // absolute-form: GET http://host:port/path HTTP/1.1
     proxy.forwarded.push(req.url)
+    proxy.onForward?.(req.url)
     const target = new URL(req.url)
     const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: target.pathname + target.search, headers: req.headers }, (r) => {
       res.writeHead(r.statusCode, r.headers)

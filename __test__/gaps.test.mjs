@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import https from 'node:https'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -302,7 +303,7 @@ test('FILE-05 every failing upload step is a FileUploadError naming the step and
   const proxy = await startHttpProxy(env.net.url)
   // the devnet names its own address in uploadUrl (the proxy forwards with the devnet's Host):
   // point the storage POST at the proxy too, so the test can answer it
-  proxy.rewrite = (r, res) => (r.path === '/api/v1/files/request-upload' && res.json?.uploadUrl ? { ...res, json: { ...res.json, uploadUrl: res.json.uploadUrl.replace(/^http:\/\/[^/]+/, proxy.url) } } : undefined)
+  proxy.rewrite = (r, res) => (r.path === '/api/v1/files/request-upload' && res.json?.uploadUrl ? { ...res, json: { ...res.json, uploadUrl: res.json.uploadUrl.replace(/^https?:\/\/[^/]+/, proxy.url) } } : undefined)
   try {
     const client = await env.client({ baseUrl: proxy.url })
     const send = () => client.sendMessage({ agentName: 'sink', requestParts: [filePart(made(20_000), { partId: 'big', fileName: 'big.bin' })] })
@@ -372,7 +373,8 @@ async function startBlobBreaker(targetUrl, keepBytes = 1000) {
   const target = new URL(targetUrl)
   const p = { breakBlobs: false, broken: 0, url: '' }
   const server = http.createServer((req, res) => {
-    const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+    // the devnet may speak TLS (BLOCKS_DEVNET_TLS=1): X-Forwarded-Proto keeps its URLs on this plain proxy
+    const up = (target.protocol === 'https:' ? https : http).request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, 'x-forwarded-proto': 'http' } }, (r) => {
       res.writeHead(r.statusCode, r.headers)
       if (!(p.breakBlobs && req.url.startsWith('/storage/blob/'))) return r.pipe(res)
       let sent = 0

@@ -106,8 +106,16 @@ test('HTTPS_PROXY tunnels a caller to the TLS devnet; with NO_PROXY naming the h
 test('HTTP_PROXY forwards a caller to a plain devnet, long-polls included; NO_PROXY exempts it', async () => {
   const env = { ...clean, ...plainNet.env, HTTP_PROXY: proxy.url }
   const before = proxy.forwarded.length
-  const r = await runNode(child('echo', 'plain via env'), { env })
-  assert.match(r.stdout, /artifact echo: plain via env\nterminal completed/, r.stdout + r.stderr)
+  // the task waits until the caller's subscribe long-poll has come through the proxy
+  const subscribed = deferred()
+  proxy.onForward = (u) => new URL(u).pathname.startsWith('/v2/subscribe/') && subscribed.resolve()
+  subscribed.promise.then(() => gate('gate:plain').resolve())
+  try {
+    const r = await runNode(child('echo', 'gate:plain'), { env })
+    assert.match(r.stdout, /artifact echo: gate:plain\nterminal completed/, r.stdout + r.stderr)
+  } finally {
+    proxy.onForward = undefined
+  }
   const seen = proxy.forwarded.slice(before).map((u) => new URL(u).pathname)
   assert.ok(seen.includes('/config.json') && seen.some((p) => p.startsWith('/v2/subscribe/')), `CDM and subscribe polls were forwarded: ${seen}`)
   const skip = proxy.forwarded.length

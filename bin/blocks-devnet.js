@@ -85,6 +85,14 @@ async function main() {
     console.log(usage())
     return
   }
+  // the flags are checked (and the log level set) before anything starts
+  try {
+    const log = require('../native.js').devnetCheckArgs(argv)
+    if (log) require('../index.js').setLogLevel(log)
+  } catch (e) {
+    console.error(`blocks-devnet: ${e.message}`)
+    process.exit(2)
+  }
   // signal handlers first: a Ctrl-C that comes right after the exports are printed (or during
   // start-up) must stop the network cleanly, not kill the process with the default action
   let net = null
@@ -99,14 +107,7 @@ async function main() {
   }
   process.on('SIGINT', shutdown)
   process.on('SIGTERM', shutdown)
-  try {
-    net = await LocalNetwork._startFromArgs(argv)
-  } catch (e) {
-    if (e.code !== 'InvalidArg') throw e
-    console.error(`blocks-devnet: ${e.message}`)
-    process.exit(2)
-  }
-  if (net.logLevel) require('../index.js').setLogLevel(net.logLevel)
+  net = await LocalNetwork._startFromArgs(argv)
   if (stopping) {
     await net.stop()
     process.exit(0)

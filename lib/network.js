@@ -73,7 +73,6 @@ class LocalNetwork {
   static async _startFromArgs(argv) {
     const n = await native.NativeLocalNetwork.startFromArgs(argv)
     const net = new LocalNetwork(n)
-    net.logLevel = n.logLevel ?? null
     net.dataDir = n.dataDir ?? null
     return net
   }

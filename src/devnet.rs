@@ -39,8 +39,16 @@ pub struct NativeNetworkOptions {
 #[napi]
 pub struct NativeLocalNetwork {
     devnet: Devnet,
-    log: Option<String>,
     data_dir: Option<String>,
+}
+
+/// Check the devnet's flags without starting anything: the `--log` level they ask for (or null).
+/// Bad flags are `InvalidArg` errors naming the flag.
+#[napi]
+pub fn devnet_check_args(args: Vec<String>) -> Result<Option<String>> {
+    blocks_devnet::cli::parse(&args)
+        .map(|s| s.log)
+        .map_err(|e| Error::new(Status::InvalidArg, e))
 }
 
 /// The usage text of the devnet's flags (the binary's `--help`).
@@ -115,11 +123,7 @@ impl NativeLocalNetwork {
         let devnet = Devnet::start(cfg)
             .await
             .map_err(|e| Error::new(Status::GenericFailure, format!("devnet failed to start: {e}")))?;
-        Ok(NativeLocalNetwork {
-            devnet,
-            log: None,
-            data_dir,
-        })
+        Ok(NativeLocalNetwork { devnet, data_dir })
     }
 }
 
@@ -137,15 +141,7 @@ impl NativeLocalNetwork {
     #[napi]
     pub async fn start_from_args(args: Vec<String>) -> Result<NativeLocalNetwork> {
         let serve = blocks_devnet::cli::parse(&args).map_err(|e| Error::new(Status::InvalidArg, e))?;
-        let mut net = Self::serve(serve.config).await?;
-        net.log = serve.log;
-        Ok(net)
-    }
-
-    /// The log level `--log` asked for, or null.
-    #[napi(getter)]
-    pub fn log_level(&self) -> Option<String> {
-        self.log.clone()
+        Self::serve(serve.config).await
     }
 
     /// The data directory, or null for an in-memory network.

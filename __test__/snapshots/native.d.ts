@@ -97,8 +97,6 @@ export declare class NativeLocalNetwork {
    * as the `blocks-devnet` binary. Flag errors are `InvalidArg` errors naming the flag.
    */
   static startFromArgs(args: Array<string>): Promise<NativeLocalNetwork>
-  /** The log level `--log` asked for, or null. */
-  get logLevel(): string | null
   /** The data directory, or null for an in-memory network. */
   get dataDir(): string | null
   get url(): string
@@ -227,6 +225,12 @@ export declare class NativeTaskContext {
  * skill, all, public, private, log }`; a missing id comes back as `{ error }`.
  */
 export declare function channelName(kind: string, a?: string, b?: string): { channel?: string; error?: string }
+
+/**
+ * Check the devnet's flags without starting anything: the `--log` level they ask for (or null).
+ * Bad flags are `InvalidArg` errors naming the flag.
+ */
+export declare function devnetCheckArgs(args: Array<string>): string | null
 
 /** The usage text of the devnet's flags (the binary's `--help`). */
 export declare function devnetUsage(): string

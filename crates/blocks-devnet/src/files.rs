@@ -233,15 +233,19 @@ fn err(status: u16, code: &str, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": { "code": code, "message": message } }))
 }
 
-/// The public base URL of this devnet as the client reached it.
+/// The public base URL of this devnet as the client reached it: its `Host`, and the scheme a
+/// local proxy in front says it was reached with (`X-Forwarded-Proto`), else the devnet's own.
 fn base(net: &Net, headers: &HeaderMap) -> String {
+    let own = if net.url.starts_with("https:") { "https" } else { "http" };
+    let scheme = match headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) {
+        Some("http") => "http",
+        Some("https") => "https",
+        _ => own,
+    };
     headers
         .get("host")
         .and_then(|h| h.to_str().ok())
-        .map(|h| {
-            let scheme = if net.url.starts_with("https:") { "https" } else { "http" };
-            format!("{scheme}://{h}")
-        })
+        .map(|h| format!("{scheme}://{h}"))
         .unwrap_or_else(|| net.url.clone())
 }
 
