@@ -99,7 +99,10 @@ fn send_request(v: &Value) -> std::result::Result<SendMessageRequest, String> {
     let duration = match v.get("duration") {
         None | Some(Value::Null) => None,
         Some(d) => Some(d.as_f64().ok_or_else(|| {
-            "Pipe tasks require a duration between 1 and 43200 minutes (a number of minutes)".to_string()
+            format!(
+                "Pipe tasks require {} (a number of minutes)",
+                blocks_wire::PipeDuration::RULE
+            )
         })?),
     };
     Ok(SendMessageRequest {

@@ -112,7 +112,12 @@ impl NativeSession {
         reorder_timeout_ms: Option<f64>,
         uuid_prefix: String,
     ) -> Either<crate::stream::NativeStream, NativeErrorInfo> {
-        let timeout = std::time::Duration::from_secs_f64(reorder_timeout_ms.unwrap_or(750.0).max(0.0) / 1000.0);
+        let timeout = std::time::Duration::from_secs_f64(
+            reorder_timeout_ms
+                .unwrap_or(blocks_wire::DEFAULT_REORDER_TIMEOUT_MS as f64)
+                .max(0.0)
+                / 1000.0,
+        );
         let inner = self.inner.clone();
         napi::bindgen_prelude::within_runtime_if_available(move || {
             match inner.open_stream(&stream_id, timeout, &uuid_prefix) {

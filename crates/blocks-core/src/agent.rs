@@ -1468,7 +1468,7 @@ fn terminal_for(ctx: &TaskContext) -> Option<Value> {
 fn valid_pipe(task: &Value) -> bool {
     let d = task.get("duration").and_then(Value::as_f64);
     let exp = task.get("durationExpiresAtMs").and_then(Value::as_f64);
-    matches!(d, Some(d) if d.fract() == 0.0 && (1.0..=43_200.0).contains(&d)) && matches!(exp, Some(e) if e > 0.0)
+    d.and_then(blocks_wire::PipeDuration::from_f64).is_some() && matches!(exp, Some(e) if e > 0.0)
 }
 
 /// `BLOCKS_PROFILE` with the token `timing` (comma list, any case): one info line per dispatched

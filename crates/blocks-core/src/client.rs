@@ -502,19 +502,16 @@ impl TaskClient {
             Some("pipe") => {
                 let d = req
                     .duration
-                    .filter(|d| d.fract() == 0.0 && (1.0..=blocks_wire::MAX_PIPE_DURATION_MIN as f64).contains(d))
+                    .and_then(blocks_wire::PipeDuration::from_f64)
                     .ok_or_else(|| {
                         let got = match req.duration {
                             Some(d) if d.fract() != 0.0 => format!(" (whole minutes; got {d})"),
                             _ => String::new(),
                         };
-                        Error::InvalidArgument(format!(
-                            "Pipe tasks require a duration between 1 and {} minutes{got}",
-                            blocks_wire::MAX_PIPE_DURATION_MIN
-                        ))
+                        Error::InvalidArgument(format!("Pipe tasks require {}{got}", blocks_wire::PipeDuration::RULE))
                     })?;
                 blocks.insert("taskKind".into(), json!("pipe"));
-                blocks.insert("duration".into(), json!(d as i64));
+                blocks.insert("duration".into(), json!(d.minutes()));
             }
             Some("request") | None => {
                 if req.duration.is_some() {

@@ -524,19 +524,18 @@ fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
         .unwrap_or("request");
     let duration = blocks.and_then(|b| b.get("duration"));
     let duration = match (kind, duration) {
-        ("pipe", Some(d)) => match d.as_i64() {
-            Some(d) if (1..=43_200).contains(&d) => Some(d),
-            _ => {
-                return Err(invalid(
-                    "pipe tasks need an integer duration between 1 and 43200 minutes",
-                ))
+        ("pipe", d) => match d
+            .and_then(Value::as_i64)
+            .and_then(blocks_wire::PipeDuration::from_minutes)
+        {
+            Some(d) => Some(d.minutes()),
+            None => {
+                return Err(invalid(format!(
+                    "pipe tasks need {} (whole minutes)",
+                    blocks_wire::PipeDuration::RULE
+                )))
             }
         },
-        ("pipe", None) => {
-            return Err(invalid(
-                "pipe tasks need an integer duration between 1 and 43200 minutes",
-            ))
-        }
         ("request", None) => None,
         ("request", Some(_)) => return Err(invalid("request tasks must not have a duration")),
         (other, _) => return Err(invalid(format!("unknown taskKind {other:?}"))),

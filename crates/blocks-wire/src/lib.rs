@@ -22,6 +22,41 @@ pub const MAX_UPLOAD_BYTES: u64 = 26_214_400;
 pub const MIN_PIPE_DURATION_MIN: i64 = 1;
 /// Pipe task duration bounds (minutes).
 pub const MAX_PIPE_DURATION_MIN: i64 = 43_200;
+/// How long a stream reader waits for a missing sequence number before it skips the gap (ms).
+pub const DEFAULT_REORDER_TIMEOUT_MS: u64 = 750;
+
+/// A pipe task's duration: whole minutes in
+/// [`MIN_PIPE_DURATION_MIN`]..=[`MAX_PIPE_DURATION_MIN`]. A value of this type cannot be out of
+/// range; every place that accepts a duration (the SDK's `sendMessage`, the agent's StartTask
+/// check, the devnet's SendMessage) builds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PipeDuration(i64);
+
+impl PipeDuration {
+    /// The rule, as the messages that refuse a duration say it.
+    pub const RULE: &'static str = "a duration between 1 and 43200 minutes";
+
+    /// Whole minutes within the bounds, or `None`.
+    pub fn from_minutes(minutes: i64) -> Option<PipeDuration> {
+        (MIN_PIPE_DURATION_MIN..=MAX_PIPE_DURATION_MIN)
+            .contains(&minutes)
+            .then_some(PipeDuration(minutes))
+    }
+
+    /// A JSON number (or JS number) of minutes: whole and within the bounds, or `None`.
+    pub fn from_f64(minutes: f64) -> Option<PipeDuration> {
+        if minutes.fract() != 0.0 || !minutes.is_finite() {
+            return None;
+        }
+        Self::from_minutes(minutes as i64)
+    }
+
+    /// The minutes.
+    pub fn minutes(self) -> i64 {
+        self.0
+    }
+}
+
 /// Presence timeout (seconds) of an agent's control client.
 pub const CONTROL_PRESENCE_TIMEOUT_SEC: u64 = 20;
 
@@ -31,6 +66,24 @@ pub const TERMINAL_STATES: &[&str] = &["completed", "failed", "canceled"];
 /// True for `completed`, `failed` and `canceled`.
 pub fn is_terminal_state(state: &str) -> bool {
     TERMINAL_STATES.contains(&state)
+}
+
+#[cfg(test)]
+mod pipe_duration_tests {
+    use super::PipeDuration;
+
+    #[test]
+    fn only_whole_minutes_in_range() {
+        assert_eq!(PipeDuration::from_f64(1.0).map(PipeDuration::minutes), Some(1));
+        assert_eq!(
+            PipeDuration::from_f64(43_200.0).map(PipeDuration::minutes),
+            Some(43_200)
+        );
+        for bad in [0.0, -1.0, 43_201.0, 1.5, f64::NAN, f64::INFINITY] {
+            assert_eq!(PipeDuration::from_f64(bad), None, "{bad}");
+        }
+        assert_eq!(PipeDuration::from_minutes(0), None);
+    }
 }
 
 /// True when `version` is a protocol version this implementation speaks.

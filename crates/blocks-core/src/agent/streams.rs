@@ -550,7 +550,7 @@ impl TaskContext {
                 channel: channel.to_string(),
                 format,
                 direction: decl.direction.clone(),
-                reorder_timeout: Duration::from_millis(750),
+                reorder_timeout: Duration::from_millis(blocks_wire::DEFAULT_REORDER_TIMEOUT_MS),
                 writer,
                 cursor,
             },
