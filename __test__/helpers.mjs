@@ -1,22 +1,37 @@
 // Shared test helpers: every suite runs the real SDK against a real in-process devnet on loopback.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import { createRequire } from 'node:module'
 import path from 'node:path'
+import tls from 'node:tls'
 
 const require = createRequire(import.meta.url)
 export const sdk = require('../index.js')
 
 /**
- * `BLOCKS_DEVNET_TLS=1`: every devnet of `startNetwork` serves HTTPS, signed by the test CA of
- * fixtures/ (which `NODE_EXTRA_CA_CERTS` must name, so that Node's own fetch trusts it too; see
- * scripts/test-tls.mjs).
+ * `BLOCKS_DEVNET_TLS=1` (the one variable): every devnet of `startNetwork` serves HTTPS, signed by
+ * the test CA of fixtures/. This process trusts that CA from here on (Node's fetch and https via
+ * `tls.setDefaultCACertificates`, the SDK via `NODE_EXTRA_CA_CERTS`, which child processes
+ * inherit and Node reads at their start). `npm run test:tls` runs suites this way.
  */
 export const TLS = process.env.BLOCKS_DEVNET_TLS === '1'
 const fixtures = path.join(import.meta.dirname, 'fixtures')
 export const TEST_CA = path.join(fixtures, 'devnet-ca.pem')
-if (TLS && path.resolve(process.env.NODE_EXTRA_CA_CERTS ?? '') !== TEST_CA) {
-  throw new Error(`BLOCKS_DEVNET_TLS=1 needs NODE_EXTRA_CA_CERTS=${TEST_CA} (set before Node starts): run the suites with node scripts/test-tls.mjs`)
+if (TLS) {
+  const pem = fs.readFileSync(TEST_CA, 'utf8')
+  if (!tls.getCACertificates('default').some((c) => c.trim() === pem.trim())) {
+    tls.setDefaultCACertificates([...tls.getCACertificates('default'), pem])
+  }
+  const extra = process.env.NODE_EXTRA_CA_CERTS
+  if (!extra) process.env.NODE_EXTRA_CA_CERTS = TEST_CA
+  else if (path.resolve(extra) !== TEST_CA && !fs.readFileSync(extra, 'utf8').includes(pem.trim())) {
+    // keep what the machine already trusts extra (a company CA), plus the test CA
+    const both = path.join(os.tmpdir(), `blocks-test-ca-${process.pid}.pem`)
+    fs.writeFileSync(both, `${fs.readFileSync(extra, 'utf8').trimEnd()}\n${pem}`)
+    process.env.NODE_EXTRA_CA_CERTS = both
+    process.on('exit', () => fs.rmSync(both, { force: true }))
+  }
 }
 /** The `tls` option of a devnet signed by the test CA. */
 export const testCaTls = () => ({ caCert: fs.readFileSync(TEST_CA), caKey: fs.readFileSync(path.join(fixtures, 'devnet-ca-key.pem')) })

@@ -123,31 +123,47 @@ test('with tls.ca: an echo, a bytes stream, a file upload and download, and an a
   assert.deepEqual(relayed, ['completed: echo: via relay hi'])
 })
 
-/** A caller in a child process (its environment decides whom it trusts): one echo. */
-const echoChild = `
-  const { TaskClient, textPart } = await import(${JSON.stringify(indexPath)})
+/**
+ * A caller in a child process (its environment decides whom it trusts): an echo, a bytes stream,
+ * a file upload and download, and an agent-to-agent call; or the error it got.
+ */
+const fullChild = `
+  const { TaskClient, textPart, filePart } = await import(${JSON.stringify(indexPath)})
+  const text = (e) => Buffer.from(e.artifactRef.data, 'base64').toString()
   try {
     const c = await TaskClient.create({ billingMode: 'free', apiKey: process.env.BLOCKS_API_KEY, cdmUrl: process.env.BLOCKS_CDM_URL })
     const s = await c.sendMessage({ agentName: 'echo', requestParts: [textPart('child')] })
-    s.onArtifact((e) => console.log('artifact', Buffer.from(e.artifactRef.data, 'base64').toString()))
+    s.onArtifact((e) => console.log('artifact', text(e)))
     console.log('terminal', (await s.waitForTerminal(15000)).state)
+    const t = await c.sendMessage({ agentName: 'ticker', requestParts: [], stream: true })
+    const chunks = []
+    for await (const chunk of (await t.waitForStream()).open().bytes()) chunks.push(chunk)
+    console.log('stream', Buffer.concat(chunks).toString())
+    const data = Buffer.alloc(100000, 9)
+    const m = await c.sendMessage({ agentName: 'mirror', requestParts: [filePart(data, 'c.bin')] })
+    await m.waitForTerminal(15000)
+    console.log('file', (await m.downloadArtifact(m.listArtifacts()[0])).data.equals(data))
+    const r = await c.sendMessage({ agentName: 'relay', requestParts: [textPart('kid')] })
+    r.onArtifact((e) => console.log('relay', text(e)))
+    await r.waitForTerminal(20000)
     c.destroy()
   } catch (e) {
     console.log('error', e.name, e.code)
   }
 `
+const ALL = /artifact echo: child\nterminal completed\nstream tick 0;tick 1;tick 2;tick 3;tick 4;\nfile true\nrelay completed: echo: via relay kid/
 
-test('NODE_EXTRA_CA_CERTS adds the CA, as in Node; SSL_CERT_FILE replaces the system store with it', async () => {
-  const base = { BLOCKS_CDM_URL: net.cdmUrl, BLOCKS_API_KEY: net.apiKey, NODE_EXTRA_CA_CERTS: '', SSL_CERT_FILE: '', SSL_CERT_DIR: '' }
-  const extra = await runNode(echoChild, { env: { ...base, NODE_EXTRA_CA_CERTS: net.caFile } })
-  assert.match(extra.stdout, /artifact echo: child\nterminal completed/, extra.stdout + extra.stderr)
-  const certFile = await runNode(echoChild, { env: { ...base, SSL_CERT_FILE: net.caFile } })
-  assert.match(certFile.stdout, /artifact echo: child\nterminal completed/, certFile.stdout + certFile.stderr)
+test('NODE_EXTRA_CA_CERTS adds the CA, as in Node; SSL_CERT_FILE replaces the system store with it: echo, stream, files, agent-to-agent', async () => {
+  const base = { BLOCKS_CDM_URL: net.cdmUrl, BLOCKS_API_KEY: net.apiKey, NODE_EXTRA_CA_CERTS: '', SSL_CERT_FILE: '', SSL_CERT_DIR: '', BLOCKS_DEVNET_TLS: '' }
+  const extra = await runNode(fullChild, { env: { ...base, NODE_EXTRA_CA_CERTS: net.caFile } })
+  assert.match(extra.stdout, ALL, extra.stdout + extra.stderr)
+  const certFile = await runNode(fullChild, { env: { ...base, SSL_CERT_FILE: net.caFile } })
+  assert.match(certFile.stdout, ALL, certFile.stdout + certFile.stderr)
   // the same child without either: the certificate is refused
-  const none = await runNode(echoChild, { env: base })
+  const none = await runNode(fullChild, { env: base })
   assert.match(none.stdout, /error TransportError CERT_UNTRUSTED/, none.stdout + none.stderr)
   // an unreadable NODE_EXTRA_CA_CERTS is warned about and skipped, as Node does
-  const missing = await runNode(echoChild, { env: { ...base, NODE_EXTRA_CA_CERTS: path.join(os.tmpdir(), 'no-such-ca.pem') } })
+  const missing = await runNode(fullChild, { env: { ...base, NODE_EXTRA_CA_CERTS: path.join(os.tmpdir(), 'no-such-ca.pem') } })
   assert.match(missing.stdout, /error TransportError CERT_UNTRUSTED/)
   assert.match(missing.stdout + missing.stderr, /ignoring extra certificates from NODE_EXTRA_CA_CERTS=.*no-such-ca\.pem: cannot read it/)
 })

@@ -1,6 +1,6 @@
-// The devnet suites over TLS: the same test files, every devnet serving HTTPS signed by the test
-// CA of __test__/fixtures/, which NODE_EXTRA_CA_CERTS names (the SDK and Node's fetch both trust
-// it). Usage: node scripts/test-tls.mjs [test files…] (default: foundation, streams, files).
+// The devnet suites over TLS: the same test files with BLOCKS_DEVNET_TLS=1, so every devnet serves
+// HTTPS signed by the test CA of __test__/fixtures/ (the helpers make the process trust it).
+// Usage: node scripts/test-tls.mjs [test files…] (default: foundation, streams, files).
 import { spawnSync } from 'node:child_process'
 import path from 'node:path'
 
@@ -10,6 +10,6 @@ const suites = files.length ? files : ['foundation', 'streams', 'files'].map((n)
 const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=120000', ...suites], {
   cwd: root,
   stdio: 'inherit',
-  env: { ...process.env, BLOCKS_DEVNET_TLS: '1', NODE_EXTRA_CA_CERTS: path.join(root, '__test__', 'fixtures', 'devnet-ca.pem') },
+  env: { ...process.env, BLOCKS_DEVNET_TLS: '1' },
 })
 process.exit(r.status ?? 1)
