@@ -1082,9 +1082,9 @@ impl Instance {
                 let ctx = self.running.lock().ok().and_then(|r| r.get(&task_id).cloned());
                 if let Some(ctx) = ctx {
                     let status = if kind == "PauseTask" { "paused" } else { "resumed" };
-                    tokio::spawn(async move {
-                        let _ = ctx.publish_event(json!({ "type": "system", "status": status })).await;
-                    });
+                    // queued here, in the order the control messages came (a spawned publish per
+                    // message let a Resume overtake its Pause under load)
+                    ctx.queue_event(json!({ "type": "system", "status": status }));
                 }
             }
             "SwitchEnvironment" => self.switch_environment(&msg),
