@@ -881,7 +881,7 @@ export interface LocalNetworkOptions {
   /** Host names served besides loopback ones (others get 421); a leading dot allows a whole domain. */
   allowedHosts?: string[]
   /** Extra users: `[[apiKey, userId], ...]`; the first is the default key. */
-  apiKeys?: Array<[string, string]>
+  apiKeys?: Array<[string, string] | [string]>
   /** Agents registered as paid on first sight. */
   paidAgents?: string[]
   /** Lifetime of access tokens, seconds. */

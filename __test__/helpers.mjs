@@ -19,6 +19,7 @@ export const TLS = process.env.BLOCKS_DEVNET_TLS === '1'
 const fixtures = path.join(import.meta.dirname, 'fixtures')
 export const TEST_CA = path.join(fixtures, 'devnet-ca.pem')
 if (TLS) {
+  if (typeof tls.setDefaultCACertificates !== 'function') throw new Error(`BLOCKS_DEVNET_TLS=1 needs tls.setDefaultCACertificates (Node >= 22.19; this is ${process.version}): run the tests with npm test, which uses the pinned Node`)
   const pem = fs.readFileSync(TEST_CA, 'utf8')
   if (!tls.getCACertificates('default').some((c) => c.trim() === pem.trim())) {
     tls.setDefaultCACertificates([...tls.getCACertificates('default'), pem])

@@ -10,6 +10,9 @@ import { startConnectProxy } from './connectproxy.mjs'
 const { TaskClient, InvalidArgumentError, textPart, filePart } = sdk
 const indexPath = fileURLToPath(new URL('../index.js', import.meta.url))
 const HOLD_SEC = 1
+// this file decides every proxy itself: none inherited from the machine (the SDK reads them when a
+// client is built, and an explicit proxy still honours NO_PROXY)
+for (const v of ['HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy', 'NO_PROXY', 'no_proxy']) delete process.env[v]
 
 let tlsNet
 let plainNet

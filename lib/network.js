@@ -58,8 +58,9 @@ class LocalNetwork {
       const { startAgentInstance } = require('./agent.js')
       for (const { instances = 1, ...a } of agents) {
         for (let n = 0; n < instances; n++) {
-          const tlsOpt = net.caPem ? { tls: { ca: net.caPem } } : {}
-          net.agents.push(await startAgentInstance({ ...tlsOpt, ...a, apiKey: net.apiKey, cdmUrl: net.cdmUrl }))
+          // the network's CA is added to the agent's own CAs, if it has any
+          const tls = net.caPem ? { tls: { ...a.tls, ca: [net.caPem, ...[a.tls?.ca ?? []].flat()] } } : {}
+          net.agents.push(await startAgentInstance({ ...a, ...tls, apiKey: net.apiKey, cdmUrl: net.cdmUrl }))
         }
       }
     } catch (e) {

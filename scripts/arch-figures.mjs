@@ -45,7 +45,8 @@ for (const [name, dir] of Object.entries(crates)) {
       }
     })
     const mod = path.basename(f, '.rs')
-    const deps = new Set([...text.matchAll(/(?:use |\b)crate::(\w+)/g)].map((x) => x[1]).filter((d) => d !== mod))
+    const code = lines.filter((l) => !l.trim().startsWith('//')).join('\n') // doc links are not imports
+    const deps = new Set([...code.matchAll(/(?:use |\b)crate::(\w+)/g)].map((x) => x[1]).filter((d) => d !== mod))
     uses.set(mod, deps)
   }
   // circles of length 2 or 3 between the crate's modules

@@ -97,8 +97,10 @@ fn config_of(opts: Option<NativeNetworkOptions>) -> std::result::Result<DevnetCo
         (None, _) => {}
     }
     if let Some(m) = o.max_upload_bytes {
-        if !(m.is_finite() && m >= 0.0) {
-            return Err(format!("maxUploadBytes must be a non-negative number, got {m}"));
+        if !(m.is_finite() && m >= 0.0 && m.fract() == 0.0 && m <= 9_007_199_254_740_991.0) {
+            return Err(format!(
+                "maxUploadBytes must be a whole, non-negative number of bytes, got {m}"
+            ));
         }
         cfg.max_upload_bytes = m as u64;
     }

@@ -33,6 +33,17 @@ pub struct NetOptions {
     pub proxy: Option<String>,
 }
 
+/// A URL without the password of its userinfo (`http://user:***@host`), for messages.
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let user = url[s + 3..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// The system's trust store, loaded once per process (it is read from disk and parsed). It
 /// honours `SSL_CERT_FILE` / `SSL_CERT_DIR` (then those replace the platform store).
 fn system_roots() -> &'static [reqwest::Certificate] {
@@ -109,7 +120,10 @@ impl HttpClient {
         if let Some(p) = net.proxy.as_deref().filter(|p| !p.is_empty()) {
             let proxy = reqwest::Proxy::all(p)
                 .map_err(|e| {
-                    Error::InvalidArgument(format!("proxy {p:?} is not a proxy URL ({e}): give http://host:port"))
+                    Error::InvalidArgument(format!(
+                        "proxy {:?} is not a proxy URL ({e}): give http://host:port",
+                        redact_userinfo(p)
+                    ))
                 })?
                 .no_proxy(reqwest::NoProxy::from_env());
             b = b.proxy(proxy);

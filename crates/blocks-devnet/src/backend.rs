@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::server::{json_response, Req};
+use crate::http::{json_response, Req};
 use crate::state::{Effect, TokenKind};
 use crate::Net;
 
@@ -277,13 +277,13 @@ fn connect(net: &Net, req: &Req) -> Response<Body> {
     ) else {
         return err(400, "BAD_REQUEST", "agentName and instanceId are required");
     };
-    if instance_id.is_empty() || instance_id.len() > crate::server::MAX_NAME_BYTES {
+    if instance_id.is_empty() || instance_id.len() > crate::http::MAX_NAME_BYTES {
         return err(
             400,
             "BAD_REQUEST",
             &format!(
                 "instanceId must be 1 to {} bytes long (it is the instance's realtime uuid)",
-                crate::server::MAX_NAME_BYTES
+                crate::http::MAX_NAME_BYTES
             ),
         );
     }
@@ -501,10 +501,10 @@ fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
     };
     // the parts are published again inside StartTask on the agent's control channel: nested too
     // deeply, they would make that channel unreadable for the agent (see MAX_MESSAGE_DEPTH)
-    if crate::server::json_depth(&parts) > crate::server::MAX_MESSAGE_DEPTH {
+    if crate::http::json_depth(&parts) > crate::http::MAX_MESSAGE_DEPTH {
         return Err(invalid(format!(
             "requestParts nest more than {} levels deep",
-            crate::server::MAX_MESSAGE_DEPTH
+            crate::http::MAX_MESSAGE_DEPTH
         )));
     }
     let owner = match p.get("ownerId").and_then(Value::as_str).filter(|s| !s.is_empty()) {

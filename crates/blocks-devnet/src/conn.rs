@@ -212,7 +212,12 @@ fn service(
         let (net, phase) = (net.clone(), phase.clone());
         async move {
             phase.send_replace(Phase::now(Kind::Busy));
-            let resp = crate::server::handle(net, req.map(Body::new)).await;
+            // DNS rebinding: a request for a host name the devnet does not serve gets 421 before
+            // any handler sees it
+            let resp = match misdirected(&net, req.uri(), req.headers()) {
+                Some(refused) => refused,
+                None => crate::server::handle(net, req.map(Body::new)).await,
+            };
             phase.send_replace(Phase::now(Kind::Sending));
             Ok::<_, Infallible>(resp.map(|body| Body::new(Tracked { inner: body, phase })))
         }
@@ -535,7 +540,7 @@ pub(crate) fn misdirected(net: &Net, uri: &Uri, headers: &HeaderMap) -> Option<R
         Some(Err(())) => "(malformed)".to_string(),
     };
     tracing::warn!(target: "blocks::devnet", "421: request for host {host:?}");
-    Some(crate::server::json_response(
+    Some(crate::http::json_response(
         421,
         &json!({
             "status": 421, "error": true, "service": "Blocks Devnet",

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::server::{json_response, Req};
+use crate::http::{json_response, Req};
 use crate::state::random_id;
 use crate::Net;
 
@@ -377,7 +377,7 @@ pub(crate) fn request_upload(net: &Net, req: &Req, user: &str) -> Response<Body>
 /// Largest form field other than `file` (the `key`, policy fields): they are read whole.
 const MAX_FORM_FIELD: u64 = 64 * 1024;
 
-/// True when a multipart error is the body timeout of [`crate::server::timed_stream`].
+/// True when a multipart error is the body timeout of [`crate::http::timed_stream`].
 fn timed_out(e: &multer::Error) -> bool {
     match e {
         multer::Error::StreamReadFailed(inner) => inner
@@ -616,7 +616,7 @@ pub(crate) fn confirm_upload(net: &Net, req: &Req, user: &str) -> Response<Body>
 /// `GET /v1/files/{sub}/channels/{channel}/files/{id}/{name}` → 307 to the signed blob URL.
 pub(crate) fn file_url(net: &Net, req: &Req, channel: &str, id: &str, name: &str) -> Response<Body> {
     let auth = req.q("auth").unwrap_or("");
-    if !crate::server::allowed(net, auth, channel, crate::server::Op::Read) {
+    if !crate::access::allowed(net, auth, channel, crate::access::Op::Read) {
         return json_response(
             403,
             &json!({ "status": 403, "error": true, "message": "Forbidden", "service": "Access Manager" }),
@@ -628,7 +628,7 @@ pub(crate) fn file_url(net: &Net, req: &Req, channel: &str, id: &str, name: &str
             let location = format!(
                 "{}/storage/blob/{id}/{}?key={}",
                 base(net, &req.headers),
-                crate::server::encode(name),
+                crate::http::encode(name),
                 b.key
             );
             Response::builder()

@@ -2,11 +2,13 @@
 //! (auth, registry, JSON-RPC tasks), a PubNub-REST-protocol realtime server and the dispatcher.
 //! Embeddable (`Devnet::start`) and runnable (`blocks-devnet`).
 
+mod access;
 mod backend;
 pub mod cli;
 mod conn;
 mod files;
 mod filter;
+mod http;
 mod realtime;
 mod server;
 mod state;
@@ -29,16 +31,16 @@ pub use filter::Filter;
 /// The limits the devnet holds every request to (issue 20: hostile and careless input).
 pub mod limits {
     pub use crate::filter::{MAX_FILTER_BYTES, MAX_FILTER_DEPTH};
-    pub use crate::realtime::RETAINED_BYTES;
-    pub use crate::server::{
+    pub use crate::http::{
         MAX_BODY, MAX_CHANNELS_PER_REQUEST, MAX_MESSAGE_BYTES, MAX_MESSAGE_DEPTH, MAX_NAME_BYTES, MAX_PRESENCE_TIMEOUT,
     };
+    pub use crate::realtime::RETAINED_BYTES;
 }
 
 /// The request-body reader, for the property tests (not a stable API).
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::server::{read_body, BodyError};
+    pub use crate::http::{read_body, BodyError};
 }
 
 use realtime::Realtime;
@@ -247,7 +249,7 @@ impl Net {
         let agent = channel
             .strip_prefix("u.")
             .and_then(|rest| rest.split('.').nth(1))
-            .and_then(|task_id| self.records().on_task_event(task_id, &payload));
+            .and_then(|task_id| self.records().on_task_event(task_id, &payload, publisher));
         let msg = self.rt.publish(sub_key, channel, payload, meta, publisher, store);
         if let Some(agent) = agent {
             self.dispatch(&agent);
@@ -322,11 +324,6 @@ impl Net {
             }
         }
         self.run(expire);
-        let (failed, moved) = self.records().unacknowledged(self.cfg.ack_timeout, DISPATCH_ATTEMPTS);
-        self.run(failed);
-        for a in moved {
-            self.dispatch(&a);
-        }
         for id in dead {
             tracing::info!(target: "blocks::devnet", "instance {id} stopped heartbeating; its tasks fail");
             let (effects, agent) = {
@@ -338,6 +335,12 @@ impl Net {
             if let Some(a) = agent {
                 self.dispatch(&a);
             }
+        }
+        // after the dead instances are gone: what is taken back goes to a live one
+        let (failed, moved) = self.records().unacknowledged(self.cfg.ack_timeout, DISPATCH_ATTEMPTS);
+        self.run(failed);
+        for a in moved {
+            self.dispatch(&a);
         }
     }
 }
@@ -376,6 +379,14 @@ impl Devnet {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     DevnetError::Config(format!("cannot create the data directory {}: {e}", dir.display()))
                 })?;
+                // tokens, tasks and the TLS CA key live here: keep the directory out of git
+                let ignore = dir.join(".gitignore");
+                if !ignore.exists() {
+                    let _ = std::fs::write(
+                        &ignore,
+                        "# made by blocks-devnet: its database, files and TLS CA key\n*\n",
+                    );
+                }
                 Some(Arc::new(
                     store::Store::open(dir).map_err(|e| DevnetError::Config(e.to_string()))?,
                 ))

@@ -305,8 +305,14 @@ impl Records {
             }
             r.instances.insert(i.id.clone(), i);
         }
-        for t in l.tasks.into_iter().filter_map(|t| from_json::<Task>("task", t)) {
+        let now = now_ms();
+        for mut t in l.tasks.into_iter().filter_map(|t| from_json::<Task>("task", t)) {
             r.counter = r.counter.max(t.seq);
+            // the downtime does not count against the acknowledgement bound: an instance gets the
+            // whole bound again once the network is back
+            if t.dispatched_at_ms.is_some() {
+                t.dispatched_at_ms = Some(now);
+            }
             if let Some(k) = &t.idempotency_key {
                 r.idempotency.insert((t.owner.clone(), k.clone()), t.id.clone());
             }
@@ -515,17 +521,16 @@ impl Records {
 
     /// A task-channel event was published: follow the task's state. Returns the agent whose queue
     /// may move on (capacity freed).
-    pub fn on_task_event(&mut self, task_id: &str, event: &Value) -> Option<String> {
+    pub fn on_task_event(&mut self, task_id: &str, event: &Value, publisher: &str) -> Option<String> {
+        let kind = event.get("type").and_then(Value::as_str);
+        if matches!(kind, Some("progress" | "artifact" | "terminal")) {
+            self.acknowledged(task_id, publisher);
+        }
         let task = self.tasks.get_mut(task_id)?;
         if task.is_terminal() {
             return None;
         }
         self.dirty.tasks.insert(task_id.to_string());
-        let kind = event.get("type").and_then(Value::as_str);
-        if matches!(kind, Some("progress" | "artifact" | "terminal")) {
-            // the instance has the task (events the backend itself publishes do not count)
-            task.dispatched_at_ms = None;
-        }
         match kind {
             Some("progress") if event.get("state").and_then(Value::as_str) == Some("running") => {
                 task.state = "running".into();
@@ -548,6 +553,40 @@ impl Records {
                 Some(agent)
             }
             _ => None,
+        }
+    }
+
+    /// An event of the task from `publisher` (the instance's realtime uuid; events the backend
+    /// itself publishes do not count): the instance the task was sent to has it. A task that was
+    /// taken back (not acknowledged in time) and waits in the queue is given to the instance of
+    /// its agent that turns out to run it after all, rather than sent again.
+    fn acknowledged(&mut self, task_id: &str, publisher: &str) {
+        let Some(task) = self.tasks.get(task_id).filter(|t| !t.is_terminal()) else {
+            return;
+        };
+        match task.instance.as_deref() {
+            Some(i) if i == publisher => {
+                if let Some(t) = self.tasks.get_mut(task_id) {
+                    t.dispatched_at_ms = None;
+                }
+            }
+            None if task.unacked.iter().any(|u| u == publisher) => {
+                let agent = task.agent.clone();
+                let Some(inst) = self.instances.get_mut(publisher).filter(|i| i.agent == agent) else {
+                    return;
+                };
+                inst.running.insert(task_id.to_string());
+                self.dirty.instances.insert(publisher.to_string());
+                if let Some(t) = self.tasks.get_mut(task_id) {
+                    t.instance = Some(publisher.to_string());
+                    t.dispatched_at_ms = None;
+                }
+                if let Some(q) = self.queues.get_mut(&agent) {
+                    q.retain(|id| id != task_id);
+                }
+            }
+            // another instance than the one it was sent to: it is not this dispatch's answer
+            _ => {}
         }
     }
 
@@ -692,11 +731,47 @@ mod tests {
             "busy"
         );
         assert_eq!(
-            r.on_task_event(&t1.id, &json!({"type": "terminal", "state": "completed"})),
+            r.on_task_event(&t1.id, &json!({"type": "terminal", "state": "completed"}), "i1"),
             Some("a".into())
         );
         let e = r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60));
         assert_eq!(e[0].payload["taskId"], json!(t2.id));
+    }
+
+    #[test]
+    fn an_unacknowledged_task_is_taken_back_and_only_its_instance_acknowledges_it() {
+        let mut r = Records::default();
+        live_instance(&mut r, "i1", "a", 1);
+        let t = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
+        let minute = Duration::from_secs(60);
+        assert_eq!(r.dispatch("a", minute, minute).len(), 1);
+        // an event from another uuid is not this dispatch's answer
+        r.on_task_event(&t.id, &json!({"type": "progress", "state": "running"}), "someone");
+        assert!(r.tasks[&t.id].dispatched_at_ms.is_some());
+        // not acknowledged within the bound: taken back, the slot freed, queued again
+        let (failed, moved) = r.unacknowledged(Duration::ZERO, 3);
+        assert!(failed.is_empty());
+        assert_eq!(moved, ["a"]);
+        assert_eq!(r.tasks[&t.id].instance, None);
+        assert!(r.instances["i1"].running.is_empty());
+        // the instance it was sent to turns out to run it: it keeps it, nothing is sent again
+        r.on_task_event(&t.id, &json!({"type": "progress", "state": "running"}), "i1");
+        assert_eq!(r.tasks[&t.id].instance.as_deref(), Some("i1"));
+        assert!(r.instances["i1"].running.contains(&t.id));
+        assert!(r.dispatch("a", minute, minute).is_empty(), "not dispatched twice");
+        // three unanswered sends fail it
+        let t2 = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
+        live_instance(&mut r, "i2", "a", 1);
+        for _ in 0..3 {
+            assert_eq!(r.dispatch("a", minute, minute).len(), 1);
+            let (failed, _) = r.unacknowledged(Duration::ZERO, 3);
+            if r.tasks[&t2.id].unacked.len() == 3 {
+                assert_eq!(failed.len(), 1);
+                assert!(failed[0].payload["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("task_not_acknowledged")));
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Which CA signs the devnet's certificate.
 #[derive(Clone, Debug, Default)]
@@ -94,11 +94,26 @@ fn kept_ca(dir: &Path) -> Result<(rcgen::Certificate, KeyPair, String), String> 
             std::fs::read_to_string(&cert_file).map_err(|e| err(&format!("reading {}", cert_file.display()), e))?;
         let key_pem =
             std::fs::read_to_string(&key_file).map_err(|e| err(&format!("reading {}", key_file.display()), e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_file)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o077 != 0 {
+                tracing::warn!(target: "blocks::devnet", "the devnet CA key {} is readable by others (mode {:o}): whoever reads it can impersonate hosts to those who trust this CA; chmod 600 it", key_file.display(), mode & 0o777);
+            }
+        }
         let (cert, key) = load_ca(&cert_pem, &key_pem)?;
         return Ok((cert, key, cert_pem));
     }
     let (cert, key) = new_ca()?;
     std::fs::create_dir_all(dir).map_err(|e| err(&format!("creating {}", dir.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
     write_private(&key_file, key.serialize_pem().as_bytes())?;
     let pem = cert.pem();
     std::fs::write(&cert_file, &pem).map_err(|e| err(&format!("writing {}", cert_file.display()), e))?;
@@ -118,6 +133,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f = o
         .open(path)
         .map_err(|e| err(&format!("writing {}", path.display()), e))?;
+    #[cfg(unix)]
+    {
+        // an existing file keeps its mode on open: set it
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err(&format!("restricting {}", path.display()), e))?;
+    }
     f.write_all(bytes)
         .map_err(|e| err(&format!("writing {}", path.display()), e))
 }
@@ -176,7 +198,9 @@ pub fn setup(ca: &TlsCa, kept: Option<&Path>, scratch: &Path, allowed_hosts: &[S
     let leaf = params
         .signed_by(&leaf_key, &ca_cert, &ca_key)
         .map_err(|e| err("signing the server certificate", e))?;
-    let chain = vec![leaf.der().clone(), CertificateDer::from(ca_cert.der().to_vec())];
+    // the leaf only: clients have the CA (a re-signed copy of it in the chain would differ from
+    // the certificate they trust, with the same issuer and serial)
+    let chain = vec![leaf.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
