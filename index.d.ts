@@ -903,6 +903,8 @@ export interface LocalNetworkOptions {
    * (default 30000). After three unanswered sends the task fails with `task_not_acknowledged`.
    */
   ackTimeoutMs?: number
+  /** Most connections open at once (default 1024; more are answered 503). */
+  maxConnections?: number
   /** Test knob: reorder and duplicate stream messages on the wire. */
   streamChaos?: boolean
   /**

@@ -9,7 +9,8 @@ const require = createRequire(import.meta.url)
 
 if (process.argv[1] === new URL(import.meta.url).pathname) {
   const { LocalNetwork } = require('../index.js')
-  const net = await LocalNetwork.start(JSON.parse(process.argv[2] ?? '{}'))
+  // the benchmarks hold more than the default 1,024 connections (1,000 live sessions, 1,000 subscribers)
+  const net = await LocalNetwork.start({ maxConnections: 8192, ...JSON.parse(process.argv[2] ?? '{}') })
   console.log(JSON.stringify({ url: net.url, cdmUrl: net.cdmUrl, apiKey: net.apiKey, serviceToken: net.serviceToken, caPem: net.caPem }))
   process.stdin.resume()
   await once(process.stdin, 'end')

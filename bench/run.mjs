@@ -82,19 +82,34 @@ const client = await TaskClient.create({ billingMode: 'free', ...opts })
   row('raw publish -> long-poll wake (JS fetch, floor)', `${ms(s.median)} / ${ms(s.p99)}`, null, 'npm run bench')
 }
 
-// devnet alone: publishes/s while 1,000 subscribers hold long-polls (each publish wakes one)
+// devnet alone: publishes/s while 1,000 subscribers hold long-polls (each publish wakes one).
+// node:http with one bounded keep-alive pool (1,000 + 16 sockets): the devnet serves at most 1,024
+// connections at once (issue 20), and fetch's pool opens as many as it likes.
 {
+  const http = await import('node:http')
   const sub = 'sub-c-devnet-free'
   const subscribers = smoke ? 50 : 1000
   const publishes = smoke ? 500 : 20_000
+  const agent = new http.Agent({ keepAlive: true, maxSockets: subscribers + 16 })
+  const call = (method, url, body) =>
+    new Promise((resolve, reject) => {
+      const req = http.request(url, { method, agent }, (res) => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (d) => (text += d))
+        res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(text)) : reject(new Error(`${method} ${url}: HTTP ${res.statusCode} ${text}`))))
+      })
+      req.on('error', reject)
+      req.end(body)
+    })
   let delivered = 0
   // each subscriber reads until it sees "end", so every publish is accounted for
   // every subscriber starts from a cursor taken before the first publish
-  const start = (await (await fetch(`${net.url}/time/0`)).json())[0]
+  const start = (await call('GET', `${net.url}/time/0`))[0]
   const loops = Array.from({ length: subscribers }, async (_, i) => {
     let tt = start
     for (;;) {
-      const v = await (await fetch(`${net.url}/v2/subscribe/${sub}/load_${i}/0?tt=${tt}&uuid=s${i}`)).json()
+      const v = await call('GET', `${net.url}/v2/subscribe/${sub}/load_${i}/0?tt=${tt}&uuid=s${i}`)
       delivered += v.m.filter((m) => m.d === 'x').length
       tt = v.t.t
       if (v.m.some((m) => m.d === 'end')) return
@@ -107,14 +122,15 @@ const client = await TaskClient.create({ billingMode: 'free', ...opts })
     Array.from({ length: 16 }, async () => {
       while (sent < publishes) {
         const i = sent++ % subscribers
-        await fetch(`${net.url}/publish/pub-c-devnet-free/${sub}/0/load_${i}/0?store=0`, { method: 'POST', body: '"x"' })
+        await call('POST', `${net.url}/publish/pub-c-devnet-free/${sub}/0/load_${i}/0?store=0`, '"x"')
       }
     }),
   )
   const secs = (performance.now() - t0) / 1000
   row(`devnet: publishes/s with ${subscribers} subscribers holding long-polls (16 publishers)`, `${(publishes / secs).toFixed(0)} publishes/s`, null, 'npm run bench')
-  for (let i = 0; i < subscribers; i++) fetch(`${net.url}/publish/pub-c-devnet-free/${sub}/0/load_${i}/0?store=0`, { method: 'POST', body: '"end"' })
+  await Promise.all(Array.from({ length: subscribers }, (_, i) => call('POST', `${net.url}/publish/pub-c-devnet-free/${sub}/0/load_${i}/0?store=0`, '"end"')))
   await Promise.all(loops)
+  agent.destroy()
   if (delivered < publishes) throw new Error(`only ${delivered} of ${publishes} publishes were delivered`)
 }
 

@@ -28,6 +28,8 @@ pub struct NativeNetworkOptions {
     pub allowed_hosts: Option<Vec<String>>,
     /// How long an instance has to acknowledge a task before it is sent again (default 30000).
     pub ack_timeout_ms: Option<f64>,
+    /// Most connections open at once (default 1024; more get 503).
+    pub max_connections: Option<u32>,
     /// Serve HTTPS with the devnet's own CA.
     pub tls: Option<bool>,
     /// Sign with this CA instead (PEM certificate and PKCS#8 key; implies `tls`).
@@ -106,6 +108,9 @@ fn config_of(opts: Option<NativeNetworkOptions>) -> std::result::Result<DevnetCo
     }
     if let Some(a) = o.ack_timeout_ms {
         cfg.ack_timeout = cli::positive_ms("ackTimeoutMs", a)?;
+    }
+    if let Some(n) = o.max_connections {
+        cfg.max_connections = cli::max_connections("maxConnections", f64::from(n))?;
     }
     cfg.tls = cli::tls_ca_of(
         o.tls.unwrap_or(false),

@@ -372,6 +372,8 @@ export interface NativeNetworkOptions {
   allowedHosts?: Array<string>
   /** How long an instance has to acknowledge a task before it is sent again (default 30000). */
   ackTimeoutMs?: number
+  /** Most connections open at once (default 1024; more get 503). */
+  maxConnections?: number
   /** Serve HTTPS with the devnet's own CA. */
   tls?: boolean
   /** Sign with this CA instead (PEM certificate and PKCS#8 key; implies `tls`). */

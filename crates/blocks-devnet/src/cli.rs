@@ -10,7 +10,7 @@ use crate::{ApiKey, DevnetConfig, TlsCa};
 pub const USAGE: &str =
     "usage: blocks-devnet [--port N] [--api-key KEY[:USER]]... [--agent NAME:paid|free]... [--token-ttl SECS]
                      [--data-dir DIR | --in-memory] [--max-upload-bytes N] [--allow-host NAME]...
-                     [--ack-timeout SECS] [--tls [--tls-ca CERT.pem --tls-ca-key KEY.pem]]
+                     [--ack-timeout SECS] [--max-connections N] [--tls [--tls-ca CERT.pem --tls-ca-key KEY.pem]]
                      [--log error|warn|info|debug]
   --data-dir DIR     where the network keeps its database and files (default .blocks-devnet in the current directory)
   --in-memory        keep nothing: a throwaway network
@@ -20,6 +20,7 @@ pub const USAGE: &str =
                      localhost, 127.0.0.1 and ::1; trust it with the NODE_EXTRA_CA_CERTS export
   --tls-ca CERT.pem, --tls-ca-key KEY.pem
                      sign with this CA instead (PEM certificate and PKCS#8 key)
+  --max-connections N  most connections open at once (default 1024; more are answered 503)
   --ack-timeout SECS how long an agent instance has to acknowledge a task before it is sent again
                      (default 30); after three unanswered sends it fails with task_not_acknowledged";
 
@@ -70,6 +71,7 @@ pub fn parse(args: &[String]) -> Result<Serve, String> {
                 }
             }
             "--token-ttl" => cfg.token_ttl = positive_secs(flag, number(flag, &value()?, "seconds")?)?,
+            "--max-connections" => cfg.max_connections = max_connections(flag, number(flag, &value()?, "a number")?)?,
             "--ack-timeout" => cfg.ack_timeout = positive_secs(flag, number(flag, &value()?, "seconds")?)?,
             "--tls" => tls = true,
             "--tls-ca" => tls_ca = Some(value()?),
@@ -135,6 +137,15 @@ pub fn positive_secs(what: &str, secs: f64) -> Result<Duration, String> {
 /// A positive, finite number of milliseconds (the embedded options count in ms).
 pub fn positive_ms(what: &str, ms: f64) -> Result<Duration, String> {
     positive_secs(what, ms / 1000.0).map_err(|_| format!("{what} must be a positive number of milliseconds, got {ms}"))
+}
+
+/// A cap on open connections: a whole number from 1 to 65,536.
+pub fn max_connections(what: &str, n: f64) -> Result<usize, String> {
+    if n.fract() == 0.0 && (1.0..=65_536.0).contains(&n) {
+        Ok(n as usize)
+    } else {
+        Err(format!("{what} must be a whole number from 1 to 65536, got {n}"))
+    }
 }
 
 /// An API key and its user (`""`: the n-th default user, `user_<n+1>`); the key may not be empty.
