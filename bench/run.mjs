@@ -1,6 +1,6 @@
 // `npm run bench`: measures the SDK against an embedded devnet and writes bench/RESULTS.md.
 // `node bench/run.mjs --smoke`: a few samples, printed only (runs in `npm test` so the suite cannot rot).
-import { writeFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { writeFileSync, readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import os from 'node:os'
@@ -13,6 +13,9 @@ if (!process.env.LOG_LEVEL) setLogLevel('warn')
 import { startDevnetProcess } from './devnet-child.mjs'
 
 const smoke = process.argv.includes('--smoke')
+// `--only-echo`: the create, floor and echo rows plus the TLS echo row, merged into RESULTS.md
+// (the other rows keep their last full run's values and date)
+const onlyEcho = process.argv.includes('--only-echo')
 const N = smoke ? 20 : 1000
 const rows = []
 
@@ -161,6 +164,7 @@ let plainEcho
   )
 }
 
+if (!onlyEcho) {
 // throughput: 64 concurrent callers, one instance at concurrency 64
 {
   const total = smoke ? 64 : 2000
@@ -363,6 +367,8 @@ let plainEcho
   rmSync(dataDir, { recursive: true, force: true })
 }
 
+}
+
 // the same echo round trip over TLS (the TLS devnet: rustls, HTTP/2 by ALPN), as production runs
 {
   const secure = await startDevnetProcess({ tls: true })
@@ -399,6 +405,19 @@ const md = [
   ...rows.map((r) => `| ${r.metric} | ${r.value} | ${r.floor} | ${r.ratio} | \`${r.command}\` |`),
   '',
 ].join('\n')
+const resultsFile = new URL('./RESULTS.md', import.meta.url)
 if (smoke) console.log('bench smoke: ok')
-else writeFileSync(new URL('./RESULTS.md', import.meta.url), md)
+else if (onlyEcho && existsSync(resultsFile)) {
+  // replace the rows measured now, append new ones, say so under the date of the full run
+  const line = (r) => `| ${r.metric} | ${r.value} | ${r.floor} | ${r.ratio} | \`${r.command}\` |`
+  const old = readFileSync(resultsFile, 'utf8').trimEnd().split('\n').filter((l) => !l.startsWith('Partial run'))
+  for (const r of rows) {
+    const i = old.findIndex((l) => l.startsWith(`| ${r.metric} |`))
+    if (i >= 0) old[i] = line(r)
+    else old.push(line(r))
+  }
+  const at = old.findIndex((l) => l.startsWith('Run: '))
+  old.splice(at + 1, 0, `Partial run (\`node bench/run.mjs --only-echo\`, ${new Date().toISOString()}): ${rows.map((r) => r.metric.split(',')[0]).join('; ')}`)
+  writeFileSync(resultsFile, old.join('\n') + '\n')
+} else writeFileSync(resultsFile, md)
 process.exit(0)
