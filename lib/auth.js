@@ -42,6 +42,17 @@ function authOptions(options) {
   return out
 }
 
+/** The refresh in flight of each provider: calls made meanwhile get the same promise. */
+const inflight = new WeakMap()
+function shared(owner, start) {
+  let p = inflight.get(owner)
+  if (!p) {
+    p = start().finally(() => inflight.delete(owner))
+    inflight.set(owner, p)
+  }
+  return p
+}
+
 /**
  * API-key, token-endpoint or token-provider auth with proactive refresh (at 80% of `expiresIn`)
  * and single-flight reactive refresh.
@@ -73,7 +84,9 @@ class ConsumerAuth {
   }
   /** Refresh now; true when a new token is available. Concurrent calls share one refresh. */
   onAuthFailure() {
-    return this._native.onAuthFailure()
+    // calls made while a refresh is in flight share it (the engine's single flight only joins
+    // calls that reach it before the refresh ends, which a busy event loop can delay)
+    return shared(this, () => this._native.onAuthFailure())
   }
   getUserId() {
     return this._native.userId ?? null
@@ -129,7 +142,8 @@ class AgentAuth {
 
   /** Get a new access token; concurrent calls share one request. */
   refresh() {
-    return this._native.refresh()
+    // calls made while a refresh is in flight share it (see ConsumerAuth.onAuthFailure)
+    return shared(this, () => this._native.refresh())
   }
 
   /** The current access token, or null before `init`. */
