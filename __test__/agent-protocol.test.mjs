@@ -745,14 +745,15 @@ test('STRM-17 writes are published with nobody reading: the agent writes before 
   // published although nobody subscribed to the channel yet
   const subscribedTo = (ch) => p.find((r) => r.path.startsWith('/v2/subscribe/') && r.path.split('/')[3].split(',').includes(ch))
   assert.deepEqual(subscribedTo(outRef.channel), [], 'no reader of the out stream yet')
-  assert.deepEqual(publishes(p).filter((x) => x.channel === outRef.channel).map((x) => x.body.events), [[{ n: 1 }, { n: 2 }, { n: 3 }]])
+  // (how the writes were batched into frames depends on timing; what was published does not)
+  assert.deepEqual(publishes(p).filter((x) => x.channel === outRef.channel).flatMap((x) => x.body.events), [{ n: 1 }, { n: 2 }, { n: 3 }])
   // the caller writes on the agent's inbound stream while the agent is not reading
   const writer = inRef.open()
   writer.write({ q: 1 })
   writer.write({ q: 2 })
   await writer.flush()
   const callerFrames = publishes(p).filter((x) => x.channel === inRef.channel && x.body?.type === 'stream_events')
-  assert.deepEqual(callerFrames.map((x) => x.body.events), [[{ q: 1 }, { q: 2 }]], 'the caller published at once')
+  assert.deepEqual(callerFrames.flatMap((x) => x.body.events), [{ q: 1 }, { q: 2 }], 'the caller published at once')
   assert.deepEqual(p.find((r) => /-pnpres|\/here_now|^\/v2\/presence\/sub[-_]key\/[^/]+\/channel\/stream\.[^/]+$/.test(r.path)).map((r) => r.path), [], 'no presence check before writing')
   // a reader that opens now still gets what was written before it subscribed
   const got = []
