@@ -294,7 +294,8 @@ if (!onlyEcho) {
   const live = smoke ? 50 : 1000
   const holder = await startAgentInstance({
     agentName: 'bench_hold',
-    handler: (task, ctx) => new Promise((resolve) => ctx.cancelSignal.addEventListener('abort', () => resolve({}))),
+    // resolves at once when the cancel came before the handler ran (a bare listener would wait forever)
+    handler: (task, ctx) => new Promise((resolve) => (ctx.cancelSignal.aborted ? resolve({}) : ctx.cancelSignal.addEventListener('abort', () => resolve({})))),
     concurrency: live,
     ...opts,
   })
