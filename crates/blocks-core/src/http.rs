@@ -1,6 +1,6 @@
 //! The shared HTTP client (reqwest + rustls) and the Blocks header conventions.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::RequestBuilder;
@@ -44,26 +44,27 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
+/// A certificate as rustls takes it.
+type Der = rustls::pki_types::CertificateDer<'static>;
+
 /// The system's trust store, loaded once per process (it is read from disk and parsed). It
 /// honours `SSL_CERT_FILE` / `SSL_CERT_DIR` (then those replace the platform store).
-fn system_roots() -> &'static [reqwest::Certificate] {
-    static ROOTS: OnceLock<Vec<reqwest::Certificate>> = OnceLock::new();
+fn system_roots() -> &'static [Der] {
+    static ROOTS: OnceLock<Vec<Der>> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let loaded = rustls_native_certs::load_native_certs();
         for e in loaded.errors.iter().take(3) {
             tracing::debug!(target: "blocks::http", "system trust store: {e}");
         }
-        loaded
-            .certs
-            .iter()
-            .filter_map(|c| reqwest::Certificate::from_der(c.as_ref()).ok())
-            .collect()
+        loaded.certs
     })
 }
 
 /// The certificates of a PEM bundle (`what` names it in the error).
-fn pem_certificates(pem: &[u8], what: &str) -> Result<Vec<reqwest::Certificate>> {
-    let certs = reqwest::Certificate::from_pem_bundle(pem)
+fn pem_certificates(pem: &[u8], what: &str) -> Result<Vec<Der>> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = Der::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::InvalidArgument(format!("{what} is not a PEM certificate bundle: {e}")))?;
     if certs.is_empty() {
         return Err(Error::InvalidArgument(format!(
@@ -75,12 +76,12 @@ fn pem_certificates(pem: &[u8], what: &str) -> Result<Vec<reqwest::Certificate>>
 
 /// The CAs of `NODE_EXTRA_CA_CERTS` (a PEM file), as Node adds them: a file that cannot be read
 /// is warned about and skipped (Node does the same).
-fn node_extra_ca_certs() -> Vec<reqwest::Certificate> {
-    let Some(path) = std::env::var_os("NODE_EXTRA_CA_CERTS").filter(|p| !p.is_empty()) else {
+fn node_extra_ca_certs(path: &std::ffi::OsStr) -> Vec<Der> {
+    if path.is_empty() {
         return Vec::new();
-    };
-    let shown = std::path::Path::new(&path).display().to_string();
-    let loaded = std::fs::read(&path)
+    }
+    let shown = std::path::Path::new(path).display().to_string();
+    let loaded = std::fs::read(path)
         .map_err(|e| format!("cannot read it: {e}"))
         .and_then(|pem| pem_certificates(&pem, "the file").map_err(|e| e.to_string()));
     match loaded {
@@ -90,6 +91,54 @@ fn node_extra_ca_certs() -> Vec<reqwest::Certificate> {
             Vec::new()
         }
     }
+}
+
+/// What a TLS configuration depends on: `NODE_EXTRA_CA_CERTS` and the client's own CAs.
+type TlsKey = (std::ffi::OsString, Vec<Vec<u8>>);
+
+/// The TLS configuration for these CAs, built once and shared by every client that trusts the
+/// same set: turning a few hundred system roots into trust anchors costs milliseconds, which
+/// each `TaskClient.create` would otherwise pay (each client keeps its own connection pool).
+fn tls_config(ca: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>> {
+    /// Distinct CA sets kept; a process that makes more starts the cache again.
+    const KEPT: usize = 16;
+    static CONFIGS: Mutex<Vec<(TlsKey, Arc<rustls::ClientConfig>)>> = Mutex::new(Vec::new());
+    let key: TlsKey = (std::env::var_os("NODE_EXTRA_CA_CERTS").unwrap_or_default(), ca.to_vec());
+    if let Ok(kept) = CONFIGS.lock() {
+        if let Some((_, c)) = kept.iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // the system store may hold certificates rustls cannot use as anchors: skipped, as reqwest does
+    let _ = roots.add_parsable_certificates(system_roots().iter().cloned());
+    roots.add_parsable_certificates(node_extra_ca_certs(&key.0));
+    for (i, pem) in ca.iter().enumerate() {
+        for c in pem_certificates(pem, &format!("tls.ca[{i}]"))? {
+            roots.add(c).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "tls.ca[{i}] holds a certificate that cannot be a trust anchor: {e}"
+                ))
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("building the TLS configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // what reqwest offers by itself: HTTP/2 when the server takes it, else HTTP/1.1
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    if let Ok(mut kept) = CONFIGS.lock() {
+        if kept.len() >= KEPT {
+            kept.clear();
+        }
+        kept.push((key, config.clone()));
+    }
+    Ok(config)
 }
 
 impl HttpClient {
@@ -105,18 +154,9 @@ impl HttpClient {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
-            .user_agent(concat!("blocks-sdk-node/", env!("CARGO_PKG_VERSION")));
-        for c in system_roots() {
-            b = b.add_root_certificate(c.clone());
-        }
-        for c in node_extra_ca_certs() {
-            b = b.add_root_certificate(c);
-        }
-        for (i, pem) in net.ca.iter().enumerate() {
-            for c in pem_certificates(pem, &format!("tls.ca[{i}]"))? {
-                b = b.add_root_certificate(c);
-            }
-        }
+            .user_agent(concat!("blocks-sdk-node/", env!("CARGO_PKG_VERSION")))
+            // a clone shares the verifier and its trust anchors (they sit behind an Arc)
+            .use_preconfigured_tls(rustls::ClientConfig::clone(&*tls_config(&net.ca)?));
         if let Some(p) = net.proxy.as_deref().filter(|p| !p.is_empty()) {
             let proxy = reqwest::Proxy::all(p)
                 .map_err(|e| {
