@@ -484,7 +484,19 @@ export declare class StreamRef {
    * for (default 750; 0 = arrival order). Throws StreamUnavailableError on a finished task's
    * never-opened stream, and an error for a stream that has already ended.
    */
-  open(options?: { reorderTimeoutMs?: number }): StreamHandle
+  open(options?: StreamOpenOptions): StreamHandle
+}
+
+/** Options of `StreamRef.open()`. The writer options apply to what the caller writes (inbound and bidirectional streams). */
+export interface StreamOpenOptions {
+  /** How long a gap in the sequence is waited for, in ms (default 750; 0 = arrival order). */
+  reorderTimeoutMs?: number
+  /** Bytes bundled into one frame before it is sent (default: `STREAM_BUNDLE_SIZE`, else built in). */
+  bundleSizeBytes?: number
+  /** How long a partial bundle waits, in ms (default: `STREAM_MAX_LATENCY_MS`, else built in). */
+  maxLatencyMs?: number
+  /** Largest message in bytes, above 512; a larger frame is sent in parts (default: `STREAM_MAX_MESSAGE_SIZE`, else built in). */
+  maxMessageSize?: number
 }
 
 /** Removes a listener. Calling it again does nothing. */
@@ -530,7 +542,7 @@ export declare class TaskSession {
   /** The first stream ref for which `predicate(ref)` is true, now or when announced. */
   waitForStreamWhere(predicate: (ref: StreamRef) => boolean): Promise<StreamRef>
   /** Open every stream this side can read. */
-  openAllStreams(options?: { reorderTimeoutMs?: number }): Promise<StreamHandle[]>
+  openAllStreams(options?: StreamOpenOptions): Promise<StreamHandle[]>
   /** The artifacts so far, in order (a fresh array each call). */
   listArtifacts(): ArtifactRef[]
   /** Download an artifact (ref or artifact event); works on closed and pre-closed sessions too. */

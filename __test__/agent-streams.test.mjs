@@ -325,3 +325,58 @@ test('STRM-13 SESS-08 a stream the caller ended itself counts as done: the sessi
   await session.waitForTerminal(15_000)
   assert.equal(session.isClosed, true, 'nothing left to drain')
 })
+
+test('STRM-14 STRM-19 the caller side: open() takes maxMessageSize / bundleSizeBytes / maxLatencyMs, STREAM_* set their defaults, and options override them', async () => {
+  const big = { text: 'z'.repeat(3000) }
+  const received = new Map()
+  await agent('inbound_tuned', async (task, ctx) => {
+    const s = await ctx.createStream()
+    ctx.reportStatus('reading')
+    const got = []
+    for await (const e of s.events()) got.push(e)
+    received.get(ctx.requestParts[0]?.text)?.resolve(got)
+    return {}
+  }, { card: card({ uploads: { direction: 'inbound', format: 'events' } }, ['pipe']) })
+  /** Send `big` on a new task's inbound stream with these open() options; what the agent read and the frames on the wire. */
+  async function send(label, options) {
+    const done = deferred()
+    received.set(label, done)
+    const session = await client.sendMessage({ agentName: 'inbound_tuned', taskKind: 'pipe', duration: 5, requestParts: [textPart(label)] })
+    const reading = deferred()
+    session.onProgress((e) => e.message === 'reading' && reading.resolve())
+    const ref = await session.waitForStream('uploads')
+    await reading.promise
+    const w = ref.open(options)
+    w.write(big)
+    await w.end()
+    const got = await done.promise
+    await session.cancel() // a pipe task stays open after its handler returns
+    await session.waitForTerminal(15_000)
+    return { got, frames: (await cached(ref.channel)).filter((f) => f?.type?.startsWith('stream_')) }
+  }
+  const explicit = await send('explicit', { maxMessageSize: 1024 })
+  assert.deepEqual(explicit.got, [big])
+  const parts = explicit.frames.filter((f) => f.multipart)
+  assert.ok(parts.length >= 3, `the 3 KB frame went in ~1 KB parts (got ${parts.length})`)
+  assert.ok(parts.every((p) => p.multipart.total === parts.length))
+  const plain = await send('default', {})
+  assert.equal(plain.frames.filter((f) => f.multipart).length, 0, 'by default a 3 KB frame is one message')
+  process.env.STREAM_MAX_MESSAGE_SIZE = '700'
+  try {
+    const fromEnv = await send('env', undefined)
+    assert.deepEqual(fromEnv.got, [big])
+    assert.ok(fromEnv.frames.filter((f) => f.multipart).length >= 4, 'STREAM_MAX_MESSAGE_SIZE=700 split the frame')
+    const overridden = await send('override', { maxMessageSize: 8192 })
+    assert.equal(overridden.frames.filter((f) => f.multipart).length, 0, 'the option wins over STREAM_MAX_MESSAGE_SIZE')
+  } finally {
+    delete process.env.STREAM_MAX_MESSAGE_SIZE
+  }
+  const session = await client.sendMessage({ agentName: 'inbound_tuned', taskKind: 'pipe', duration: 5, requestParts: [textPart('bad')] })
+  const ref = await session.waitForStream('uploads')
+  assert.throws(() => ref.open({ maxMessageSize: 512 }), (e) => e instanceof InvalidArgumentError && /maxMessageSize must be greater than 512/.test(e.message))
+  assert.throws(() => ref.open({ maxLatencyMs: 'soon' }), (e) => e instanceof InvalidArgumentError && /maxLatencyMs must be a number/.test(e.message))
+  assert.throws(() => ref.open({ bundleSizeBytes: -1 }), (e) => e instanceof InvalidArgumentError && /bundleSizeBytes must be a whole number/.test(e.message))
+  await ref.open().end()
+  await session.cancel()
+  await session.waitForTerminal(15_000)
+})

@@ -607,8 +607,24 @@ test('FILE-04 a large in-memory Blob is spooled to a private temporary file and 
   const client = await env.client()
   const temps = () => fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('blocks-upload-'))
   const before = temps()
-  const blob = new Blob([Buffer.alloc(300_000, 9)], { type: 'application/octet-stream' })
+  // a Blob that can only be read as a stream: reading it whole (arrayBuffer, bytes, text) fails the test
+  class StreamOnlyBlob extends Blob {
+    arrayBuffer() {
+      throw new Error('the SDK read the large Blob into memory (arrayBuffer)')
+    }
+    bytes() {
+      throw new Error('the SDK read the large Blob into memory (bytes)')
+    }
+    text() {
+      throw new Error('the SDK read the large Blob into memory (text)')
+    }
+  }
+  const blob = new StreamOnlyBlob([Buffer.alloc(300_000, 9)], { type: 'application/octet-stream' })
+  let streamed = 0
+  const stream = blob.stream.bind(blob)
+  blob.stream = () => (streamed++, stream())
   const s = await client.sendMessage({ agentName: 'sizer', requestParts: [sdk.filePart(blob, 'big.bin')] })
+  assert.equal(streamed, 1, 'the Blob was read once, as a stream')
   await s.waitForTerminal(15_000)
   assert.equal(artifactText(s.listArtifacts()[0]), '300000:true')
   assert.deepEqual(temps(), before, 'the spool file is gone')
@@ -633,4 +649,40 @@ test('PIPE-08 handle.publishTerminal(taskId, { state }) ends a pipe task whose h
   await assert.rejects(handle.publishTerminal(s.taskId, { state: 'completed' }), /No cached credentials/)
   await assert.rejects(handle.publishTerminal('t_unknown', { state: 'failed' }), /No cached credentials/)
   await assert.rejects(handle.publishTerminal(s.taskId, { state: 'running' }), /needs a terminal state/)
+})
+
+test('LIFE-07 SESS-12 subscribeToTask: onCancelRequested fires once for a cancel, then one terminal', async () => {
+  const card = { identity: { agentName: 'x' }, capabilities: { taskKinds: ['pipe'] }, runtime: { handler: './h.js' } }
+  await env.agent('sub_pipe', async (task, ctx) => {
+    ctx.reportStatus('waiting')
+    await aborted(ctx.cancelSignal)
+    return {}
+  }, { card })
+  const client = await env.client()
+  const s = await client.sendMessage({ agentName: 'sub_pipe', taskKind: 'pipe', duration: 5, requestParts: [] })
+  const cancels = []
+  const terminals = []
+  let waiting
+  const progressed = new Promise((resolve) => (waiting = resolve))
+  let ended
+  const terminal = new Promise((resolve) => (ended = resolve))
+  const sub = client.subscribeToTask(s.taskId, s.ownerId, {
+    onProgress: (e) => e.message === 'waiting' && waiting(),
+    onCancelRequested: (e) => cancels.push(e),
+    onTerminal: (e) => {
+      terminals.push(e)
+      ended(e)
+    },
+    onError: (err) => ended({ err }),
+  })
+  await progressed
+  await s.cancel()
+  const t = await terminal
+  assert.ifError(t.err)
+  assert.equal(t.state, 'canceled')
+  assert.equal(cancels.length, 1, 'one cancel_requested reached onCancelRequested')
+  assert.equal(cancels[0].type, 'cancel_requested')
+  await s.waitForTerminal(15_000)
+  assert.equal(terminals.length, 1)
+  sub.unsubscribe()
 })

@@ -135,12 +135,16 @@ test('session.close() returns Promise<void>', async () => {
   assert.equal(session.close(), p, 'idempotent: the same promise')
 })
 
-test('buildArtifactRef(options) and BLOCKS_MAX_UPLOAD_BYTES as the reference lists them; StreamRef and AgentAuth at the root', () => {
+test('buildArtifactRef(options) and BLOCKS_MAX_UPLOAD_BYTES as the reference lists them; StreamRef and AgentAuth at the root', async () => {
   assert.equal(BLOCKS_MAX_UPLOAD_BYTES, 26214400)
   assert.deepEqual(buildArtifactRef({ data: 'hello', mimeType: 'text/plain' }), { kind: 'inline', mimeType: 'text/plain', size: 5, data: 'aGVsbG8=' })
   assert.deepEqual(buildArtifactRef({ size: 20_000, mimeType: 'image/png', file: { id: 'f1', name: 'a.png', channel: 'u.o.t' } }), {
     kind: 'file', mimeType: 'image/png', size: 20_000, fileId: 'f1', fileName: 'a.png', channel: 'u.o.t',
   })
   assert.equal(typeof sdk.StreamRef, 'function')
-  assert.equal(typeof TaskClient, 'function')
+  assert.equal(typeof sdk.AgentAuth, 'function')
+  for (const m of ['init', 'refresh', 'authenticatedFetch']) assert.equal(typeof sdk.AgentAuth.prototype[m], 'function', `AgentAuth.prototype.${m}`)
+  const esm = await import('../index.mjs')
+  assert.equal(esm.AgentAuth, sdk.AgentAuth, 'the ESM entry exports the same AgentAuth')
+  assert.equal(esm.StreamRef, sdk.StreamRef)
 })

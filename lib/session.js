@@ -224,7 +224,7 @@ class TaskSession {
     for (const d of descriptors) {
       if (this.#streams.has(d.streamId)) continue
       const descriptor = { taskId: this.taskId, agentName: this.agentName, ...d }
-      const ref = new StreamRef(descriptor, (streamId, reorderTimeoutMs) => this.#openStream(streamId, reorderTimeoutMs))
+      const ref = new StreamRef(descriptor, (streamId, options) => this.#openStream(streamId, options))
       this.#streams.set(d.streamId, ref)
       fresh.push(ref)
     }
@@ -239,11 +239,16 @@ class TaskSession {
     }
   }
 
-  #openStream(streamId, reorderTimeoutMs) {
+  #openStream(streamId, options) {
+    const { reorderTimeoutMs, bundleSizeBytes, maxLatencyMs, maxMessageSize } = options
     if (reorderTimeoutMs !== undefined && !(typeof reorderTimeoutMs === 'number' && reorderTimeoutMs >= 0)) {
       throw new InvalidArgumentError('reorderTimeoutMs must be a non-negative number of milliseconds')
     }
-    const r = this.#native.openStream(streamId, reorderTimeoutMs, this.ownerId || this.agentName || 'blocks')
+    const writer = { bundleSizeBytes, maxLatencyMs, maxMessageSize }
+    for (const [name, v] of Object.entries(writer)) {
+      if (v !== undefined && typeof v !== 'number') throw new InvalidArgumentError(`open(options): ${name} must be a number, got ${typeof v}`)
+    }
+    const r = this.#native.openStream(streamId, reorderTimeoutMs, this.ownerId || this.agentName || 'blocks', writer)
     if (r && typeof r.propsJson === 'string') throw makeError(r.kind, r.message, r.propsJson)
     const handle = new StreamHandle(r)
     handle.affinity = this.#streams.get(streamId)?.descriptor.affinity ?? 'dedicated'

@@ -267,13 +267,16 @@ class StreamRef {
   }
   /**
    * The stream client (the same one while it is active). `reorderTimeoutMs`: how long a gap is
-   * waited for (default 750; 0 = arrival order). Throws `StreamUnavailableError` for a
+   * waited for (default 750; 0 = arrival order). For what the caller writes (inbound and
+   * bidirectional streams), as an agent's `createStream` takes them: `bundleSizeBytes`,
+   * `maxLatencyMs` and `maxMessageSize` (above 512; a larger frame is sent in parts); each
+   * defaults to its `STREAM_*` variable, else the built-in value. Throws `StreamUnavailableError` for a
    * never-opened stream of a finished task, and for a stream that has already ended.
    */
   open(options = {}) {
     if (this.#handle && this.#handle.isActive) return this.#handle
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('open(options) takes an options object, e.g. { reorderTimeoutMs: 750 }')
-    this.#handle = this.#open(this.descriptor.streamId, options.reorderTimeoutMs)
+    this.#handle = this.#open(this.descriptor.streamId, options)
     return this.#handle
   }
 }

@@ -111,7 +111,12 @@ impl NativeSession {
         stream_id: String,
         reorder_timeout_ms: Option<f64>,
         uuid_prefix: String,
+        writer: Option<NativeWriterOptions>,
     ) -> Either<crate::stream::NativeStream, NativeErrorInfo> {
+        let writer = match writer.unwrap_or_default().tuning() {
+            Ok(w) => w,
+            Err(e) => return Either::B(e.into()),
+        };
         let timeout = std::time::Duration::from_secs_f64(
             reorder_timeout_ms
                 .unwrap_or(blocks_wire::DEFAULT_REORDER_TIMEOUT_MS as f64)
@@ -120,7 +125,7 @@ impl NativeSession {
         );
         let inner = self.inner.clone();
         napi::bindgen_prelude::within_runtime_if_available(move || {
-            match inner.open_stream(&stream_id, timeout, &uuid_prefix) {
+            match inner.open_stream(&stream_id, timeout, &uuid_prefix, writer) {
                 Ok(s) => Either::A(crate::stream::NativeStream::new(s)),
                 Err(e) => Either::B(e.into()),
             }
@@ -141,5 +146,36 @@ impl NativeSession {
     pub fn close(&self) {
         let inner = self.inner.clone();
         napi::bindgen_prelude::within_runtime_if_available(move || inner.close());
+    }
+}
+
+/// How the caller's writes on a stream are framed (`StreamRef.open` options).
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeWriterOptions {
+    /// Bytes bundled into one frame before it is sent.
+    pub bundle_size_bytes: Option<f64>,
+    /// Milliseconds a partial bundle waits before it is sent.
+    pub max_latency_ms: Option<f64>,
+    /// Largest message in bytes (above 512) before a frame is split into parts.
+    pub max_message_size: Option<f64>,
+}
+
+impl NativeWriterOptions {
+    fn tuning(&self) -> blocks_core::error::Result<blocks_core::session::WriterTuning> {
+        fn count(name: &str, v: Option<f64>) -> blocks_core::error::Result<Option<u64>> {
+            match v {
+                None => Ok(None),
+                Some(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 1e12 => Ok(Some(n as u64)),
+                Some(n) => Err(blocks_core::error::Error::InvalidArgument(format!(
+                    "open(options): {name} must be a whole number of at least 0, got {n}"
+                ))),
+            }
+        }
+        Ok(blocks_core::session::WriterTuning {
+            bundle_bytes: count("bundleSizeBytes", self.bundle_size_bytes)?.map(|n| n as usize),
+            max_latency: count("maxLatencyMs", self.max_latency_ms)?.map(std::time::Duration::from_millis),
+            max_message_size: count("maxMessageSize", self.max_message_size)?.map(|n| n as usize),
+        })
     }
 }

@@ -134,7 +134,7 @@ export declare class NativeSession {
    * Open an announced stream (by runtime id or declared name), synchronously: the stream
    * connects in the background. An error comes back as data (JS throws it as its class).
    */
-  openStream(streamId: string, reorderTimeoutMs: number | undefined | null, uuidPrefix: string): NativeStream | NativeErrorInfo
+  openStream(streamId: string, reorderTimeoutMs: number | undefined | null, uuidPrefix: string, writer?: NativeWriterOptions | undefined | null): NativeStream | NativeErrorInfo
   /** The download URL of a file artifact (carries the read token). */
   fileUrl(artifactRef: any): string | NativeErrorInfo
   /** Stop the live subscription. Idempotent. */
@@ -406,6 +406,16 @@ export interface NativeUpload {
   fileName: string
   mimeType: string
   size: number
+}
+
+/** How the caller's writes on a stream are framed (`StreamRef.open` options). */
+export interface NativeWriterOptions {
+  /** Bytes bundled into one frame before it is sent. */
+  bundleSizeBytes?: number
+  /** Milliseconds a partial bundle waits before it is sent. */
+  maxLatencyMs?: number
+  /** Largest message in bytes (above 512) before a frame is split into parts. */
+  maxMessageSize?: number
 }
 
 /** Internal: registers the JS error factory (called once by `index.js`). */

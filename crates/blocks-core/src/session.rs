@@ -489,14 +489,18 @@ impl TaskSession {
 
     /// Open an announced stream (consumer side). Reopening an active one returns it; an ended one
     /// cannot be reopened; a never-opened stream of a finished task is unavailable (live-only).
+    /// `writer` tunes what the caller writes (explicit values, else the `STREAM_*` variables,
+    /// else the defaults), as an agent's `createStream` options do (STRM-14, STRM-19).
     pub fn open_stream(
         &self,
         stream_id: &str,
         reorder_timeout: std::time::Duration,
         uuid_prefix: &str,
+        writer: WriterTuning,
     ) -> Result<Arc<crate::stream::io::Stream>> {
         use crate::error::Error;
         use crate::stream::io::{stream_uuid, Stream, StreamSpec, WriterOptions};
+        let tuned = crate::agent::writer_options(writer.bundle_bytes, writer.max_latency, writer.max_message_size)?;
         let snap = self.snapshot();
         let desc = snap
             .streams
@@ -558,7 +562,7 @@ impl TaskSession {
                 reorder_timeout,
                 writer: WriterOptions {
                     end_marker,
-                    ..WriterOptions::default()
+                    ..tuned
                 },
                 cursor: desc["timetoken"].as_str().and_then(|t| t.parse().ok()),
             },
@@ -705,4 +709,16 @@ mod tests {
             .is_none());
         assert!(!s.is_terminal());
     }
+}
+
+/// How a caller's writes on a stream are framed (`StreamRef.open` options); `None` leaves the
+/// `STREAM_*` variable or the default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriterTuning {
+    /// Bytes bundled into one frame before it is sent (`bundleSizeBytes`).
+    pub bundle_bytes: Option<usize>,
+    /// How long a partial bundle waits (`maxLatencyMs`).
+    pub max_latency: Option<std::time::Duration>,
+    /// Largest message before a frame is split into parts (`maxMessageSize`, above 512).
+    pub max_message_size: Option<usize>,
 }
