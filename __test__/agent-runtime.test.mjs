@@ -2,7 +2,7 @@
 // never sits deaf on its control channel.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startNetwork, sdk, deferred } from './helpers.mjs'
+import { startNetwork, sdk, deferred, artifactText } from './helpers.mjs'
 
 const { textPart } = sdk
 
@@ -66,6 +66,45 @@ test('AGT-13 a revoked control token: the agent registers again and takes tasks;
   const refused = logs.find(([level, m]) => level === 'error' && /access denied — destroying control client/.test(m))
   assert.ok(refused, JSON.stringify(logs))
   assert.doesNotMatch(refused[1], /PubNub|PAM|tok_/, 'neutral words, no token')
+  sdk.setLogger(null)
+})
+
+test('AGT-13 control access refused again after every re-registration: the agent backs off, then stops and says so; a task sent afterwards waits for the next instance (not lost)', async () => {
+  const logs = []
+  let revocations = 0
+  const stopped = deferred()
+  const h = await env.agent('always_revoked', async (task) => ({ artifacts: [{ data: `ok ${task.requestParts[0].text}`, mimeType: 'text/plain' }] }), {
+    logger: {
+      error: (m) => {
+        logs.push(['error', m, Date.now()])
+        if (/shuts down/.test(m)) stopped.resolve(m)
+      },
+      // every time it registers again, its new control token is revoked too
+      warn: (m) => {
+        logs.push(['warn', m, Date.now()])
+        if (/registered again/.test(m)) revokeControl(h.controlChannel).then((n) => (revocations += n))
+      },
+      info: () => {},
+      debug: () => {},
+    },
+  })
+  const first = await client.sendMessage({ agentName: 'always_revoked', requestParts: [textPart('1')] })
+  assert.equal((await first.waitForTerminal(15_000)).state, 'completed')
+  await revokeControl(h.controlChannel)
+  const said = await stopped.promise
+  assert.match(said, /always_revoked .*shuts down: its control access was refused 5 times in a row/)
+  const reregistered = logs.filter(([level, m]) => level === 'warn' && /registered again/.test(m))
+  assert.equal(reregistered.length, 5, 'five re-registrations, then it stopped')
+  // it backed off between refusals (0.5 + 1 + 2 + 4 s in all) instead of spinning
+  const spread = reregistered.at(-1)[2] - reregistered[0][2]
+  assert.ok(spread >= 7000, `re-registrations spread over ${spread} ms`)
+  assert.ok(revocations >= 5)
+  // the stopped instance takes no task; one sent now runs on the next instance of the agent
+  const later = await client.sendMessage({ agentName: 'always_revoked', requestParts: [textPart('later')] })
+  await env.agent('always_revoked', async (task) => ({ artifacts: [{ data: `ok ${task.requestParts[0].text}`, mimeType: 'text/plain' }] }))
+  const t = await later.waitForTerminal(30_000)
+  assert.equal(t.state, 'completed', JSON.stringify(t))
+  assert.equal(artifactText(later.listArtifacts()[0]), 'ok later')
   sdk.setLogger(null)
 })
 

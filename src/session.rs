@@ -115,7 +115,7 @@ impl NativeSession {
     ) -> Either<crate::stream::NativeStream, NativeErrorInfo> {
         let writer = match writer.unwrap_or_default().tuning() {
             Ok(w) => w,
-            Err(e) => return Either::B(e.into()),
+            Err(m) => return Either::B(blocks_core::error::Error::InvalidArgument(m).into()),
         };
         let timeout = std::time::Duration::from_secs_f64(
             reorder_timeout_ms
@@ -162,14 +162,15 @@ pub struct NativeWriterOptions {
 }
 
 impl NativeWriterOptions {
-    fn tuning(&self) -> blocks_core::error::Result<blocks_core::session::WriterTuning> {
-        fn count(name: &str, v: Option<f64>) -> blocks_core::error::Result<Option<u64>> {
+    /// The tuning, or the message naming the bad option.
+    fn tuning(&self) -> std::result::Result<blocks_core::session::WriterTuning, String> {
+        fn count(name: &str, v: Option<f64>) -> std::result::Result<Option<u64>, String> {
             match v {
                 None => Ok(None),
                 Some(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 1e12 => Ok(Some(n as u64)),
-                Some(n) => Err(blocks_core::error::Error::InvalidArgument(format!(
+                Some(n) => Err(format!(
                     "open(options): {name} must be a whole number of at least 0, got {n}"
-                ))),
+                )),
             }
         }
         Ok(blocks_core::session::WriterTuning {

@@ -560,10 +560,7 @@ impl TaskSession {
                 format,
                 direction: local,
                 reorder_timeout,
-                writer: WriterOptions {
-                    end_marker,
-                    ..tuned
-                },
+                writer: WriterOptions { end_marker, ..tuned },
                 cursor: desc["timetoken"].as_str().and_then(|t| t.parse().ok()),
             },
         );

@@ -192,6 +192,9 @@ fn revoke_control_tokens(net: &Net, req: &Req) -> Response<Body> {
     for t in &doomed {
         r.revoke(t);
     }
+    drop(r);
+    // held long-polls check their token when they wake: wake them so they end with 403 now
+    net.rt.wake_all();
     json_response(200, &json!({ "revoked": doomed.len() }))
 }
 

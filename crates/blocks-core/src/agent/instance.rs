@@ -83,7 +83,9 @@ pub(super) async fn control_pump(
     let mut control = control;
     let mut _watch = AbortOnDrop(tokio::spawn(watch_control_link(control.link(), agent.clone())));
     let mut cursor = start;
+    let mut refusals = 0u32;
     loop {
+        let subscribed = std::time::Instant::now();
         let mut stream = Box::pin(control.subscribe(std::slice::from_ref(&channel), cursor));
         loop {
             let msg = tokio::select! {
@@ -139,7 +141,11 @@ pub(super) async fn control_pump(
         }
         let fault = *control.faults().borrow();
         let Some(status) = fault else { return };
-        if !inst.recover_control(status).await {
+        if subscribed.elapsed() > CONTROL_REFUSAL_WINDOW {
+            refusals = 0;
+        }
+        refusals += 1;
+        if !inst.recover_control(status, refusals).await {
             return;
         }
     }
@@ -178,39 +184,76 @@ impl Instance {
         futures::future::join_all(ends).await;
     }
 
-    /// After a refused control subscription: register again for a new control token (403), or
-    /// give up and say so. True when the subscription can start again.
-    pub(super) async fn recover_control(&self, status: u16) -> bool {
-        let (agent, id) = (&self.agent_name, &self.instance_id);
+    /// After a refused control subscription (`refusals` in a row, counting this one): register
+    /// again for a new control token (403) and resubscribe, or stop and say so. True when the
+    /// subscription can start again. The agent never sits deaf: every path that does not
+    /// resubscribe shuts the instance down (no more tasks, running ones failed, control left).
+    pub(super) async fn recover_control(&self, status: u16, refusals: u32) -> bool {
+        let (agent, id) = (self.agent_name.clone(), self.instance_id.clone());
         if status != 403 {
-            tracing::error!(target: "blocks::agent", event = "control_refused", operation = "subscribe",
-                "agent {agent} ({id}) stopped taking tasks: its control subscription was refused (HTTP {status}); restart it");
+            self.shut_down_fatal(&format!(
+                "its control subscription was refused (HTTP {status}); restart it"
+            ))
+            .await;
+            return false;
+        }
+        if refusals > MAX_CONTROL_REFUSALS {
+            self.shut_down_fatal(&format!(
+                "its control access was refused {MAX_CONTROL_REFUSALS} times in a row, each time right after it registered again; check the agent's API key and its access on the network, then restart it"
+            ))
+            .await;
             return false;
         }
         tracing::error!(target: "blocks::agent", event = "access_denied_destroy", operation = "subscribe",
             "access denied — destroying control client of agent {agent} ({id}): the access token expired or was revoked; registering again");
-        match self.uploader.reconnect().await {
-            Ok(answer) => {
-                let Some(token) = answer.get("pamToken").and_then(Value::as_str) else {
-                    tracing::error!(target: "blocks::agent", event = "access_denied_user_message",
-                        "agent {agent} ({id}) stopped taking tasks: registering again gave no control token; restart it");
-                    return false;
-                };
-                let control = self.control();
-                control.set_token(token);
-                control.clear_faults();
-                tracing::warn!(target: "blocks::agent", event = "control_reauthenticated",
-                    "agent {agent} ({id}) registered again after its control access was refused; taking tasks again");
-                true
-            }
-            Err(e) => {
-                tracing::error!(target: "blocks::agent", event = "access_denied_user_message",
-                    "agent {agent} ({id}) stopped taking tasks: it could not register again ({e}); restart it");
-                false
-            }
+        if refusals > 1 {
+            // refused again right after registering: back off (0.5, 1, 2, 4 s) instead of spinning
+            tokio::time::sleep(CONTROL_RETRY_BASE * 2u32.pow(refusals - 2)).await;
         }
+        let mut wait = CONTROL_RETRY_BASE;
+        let answer = loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return false;
+            }
+            match self.uploader.reconnect().await {
+                Ok(answer) => break answer,
+                // the network could not be reached: keep trying, as the control client does
+                Err(e @ (Error::Transport { .. } | Error::Timeout(_))) => {
+                    tracing::warn!(target: "blocks::agent", event = "control_reregister_retry",
+                        "agent {agent} ({id}) could not register again yet ({e}); retrying in {} ms", wait.as_millis());
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(CONTROL_RETRY_MAX);
+                }
+                Err(e) => {
+                    self.shut_down_fatal(&format!(
+                        "it could not register again after its control access was refused ({e})"
+                    ))
+                    .await;
+                    return false;
+                }
+            }
+        };
+        let Some(token) = answer.get("pamToken").and_then(Value::as_str) else {
+            self.shut_down_fatal("registering again gave no control token; restart it")
+                .await;
+            return false;
+        };
+        let control = self.control();
+        control.set_token(token);
+        control.clear_faults();
+        tracing::warn!(target: "blocks::agent", event = "control_reauthenticated",
+            "agent {agent} ({id}) registered again after its control access was refused; taking tasks again");
+        true
     }
 }
+
+/// Control refusals in a row (each right after registering again) before the agent stops.
+const MAX_CONTROL_REFUSALS: u32 = 5;
+/// First wait between attempts to recover control access; it doubles up to [`CONTROL_RETRY_MAX`].
+const CONTROL_RETRY_BASE: Duration = Duration::from_millis(500);
+const CONTROL_RETRY_MAX: Duration = Duration::from_secs(30);
+/// A control subscription that lasted this long before a refusal starts the count again.
+const CONTROL_REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
 /// Aborts a spawned task when dropped.
 pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
