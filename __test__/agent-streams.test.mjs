@@ -380,3 +380,29 @@ test('STRM-14 STRM-19 the caller side: open() takes maxMessageSize / bundleSizeB
   await session.cancel()
   await session.waitForTerminal(15_000)
 })
+
+test('ASTR-06 onActivate(stream) runs once, with the handle createStream gave, and what it writes reaches the caller', async () => {
+  const calls = []
+  await agent('activating', async (task, ctx) => {
+    const s = await ctx.createStream({
+      subscribeGraceMs: 0,
+      onActivate: (h) => {
+        calls.push(h)
+        h.write({ from: 'onActivate' })
+      },
+    })
+    calls.push(s)
+    await new Promise((resolve) => setImmediate(resolve))
+    s.write({ from: 'handler' })
+    await s.end()
+    return {}
+  }, { card: card({ _default: { direction: 'outbound', format: 'events' } }, ['request']) })
+  const session = await client.sendMessage({ agentName: 'activating', requestParts: [], stream: true })
+  const ref = await session.waitForStream()
+  const got = []
+  for await (const e of ref.open().events()) got.push(e)
+  assert.deepEqual(got, [{ from: 'onActivate' }, { from: 'handler' }])
+  assert.equal((await session.waitForTerminal(15_000)).state, 'completed')
+  assert.equal(calls.length, 2, 'onActivate ran once')
+  assert.equal(calls[0], calls[1], 'onActivate got the handle createStream resolved with')
+})

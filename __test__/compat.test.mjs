@@ -477,6 +477,7 @@ test('LIST-05 LIST-06 AUTH-25 the registry: getAgent maps the record, the list h
   const last = proxy.find((r) => r.path === '/api/v1/registry/agents').at(-1)
   assert.equal(last.query.include, 'full')
   assert.equal(last.query.limit, '200')
+  assert.equal(last.headers.authorization, `Bearer ${env.net.apiKey}`, 'AUTH-25: fetchAgentRegistry sends the key as a bearer')
   // paging: one agent per page, following next
   const names = []
   let cursor
@@ -489,11 +490,17 @@ test('LIST-05 LIST-06 AUTH-25 the registry: getAgent maps the record, the list h
   assert.deepEqual(names, all.agents.map((a) => a.agentName))
   const priv = await sdk.fetchAgentsByListing('private', opts)
   assert.ok(priv.agents.every((a) => a.listing === 'private') && priv.agents.length > 0)
-  assert.equal(proxy.find((r) => r.path === '/api/v1/registry/agents').at(-1).query.listing, 'private')
+  const lastList = () => proxy.find((r) => r.path === '/api/v1/registry/agents').at(-1)
+  assert.equal(lastList().query.listing, 'private')
+  assert.equal(lastList().headers.authorization, `Bearer ${env.net.apiKey}`, 'AUTH-25: fetchAgentsByListing')
   assert.deepEqual(await sdk.fetchAgentsByTag('finance', opts), { agents: [], totalCount: 0 })
-  assert.equal(proxy.find((r) => r.path === '/api/v1/registry/agents').at(-1).query.tag, 'finance')
+  assert.equal(lastList().query.tag, 'finance')
+  assert.equal(lastList().headers.authorization, `Bearer ${env.net.apiKey}`, 'AUTH-25: fetchAgentsByTag')
   assert.deepEqual(await sdk.fetchAgentsBySkill('summarize', opts), { agents: [], totalCount: 0 })
-  assert.equal(proxy.find((r) => r.path === '/api/v1/registry/agents').at(-1).query.skill, 'summarize')
+  assert.equal(lastList().query.skill, 'summarize')
+  assert.equal(lastList().headers.authorization, `Bearer ${env.net.apiKey}`, 'AUTH-25: fetchAgentsBySkill')
+  await sdk.fetchAgentsBySkill('summarize', { baseUrl: proxy.url })
+  assert.equal(lastList().headers.authorization, undefined, 'AUTH-25: no key, no Authorization on the list helpers either')
   // a 404 from the registry is an empty page
   proxy.intercept = (r) => (r.path === '/api/v1/registry/agents' && r.query.include ? { status: 404, json: { message: 'no registry here' } } : undefined)
   try {
@@ -685,4 +692,14 @@ test('LIFE-07 SESS-12 subscribeToTask: onCancelRequested fires once for a cancel
   await s.waitForTerminal(15_000)
   assert.equal(terminals.length, 1)
   sub.unsubscribe()
+})
+
+test('CFG-14 BLOCKS_MAX_UPLOAD_BYTES is a constant: an environment variable of that name does not change it', async () => {
+  const { execFileSync } = await import('node:child_process')
+  const out = execFileSync(process.execPath, ['-e', "process.stdout.write(String(require('./index.js').BLOCKS_MAX_UPLOAD_BYTES))"], {
+    cwd: new URL('..', import.meta.url),
+    env: { ...process.env, BLOCKS_MAX_UPLOAD_BYTES: '1' },
+    encoding: 'utf8',
+  })
+  assert.equal(out, '26214400')
 })
