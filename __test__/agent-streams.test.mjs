@@ -406,3 +406,24 @@ test('ASTR-06 onActivate(stream) runs once, with the handle createStream gave, a
   assert.equal(calls.length, 2, 'onActivate ran once')
   assert.equal(calls[0], calls[1], 'onActivate got the handle createStream resolved with')
 })
+
+test('AGT-03 AGT-05 AGT-15 an agent subscribes only to its control channel, with the instance filter (none for expectedInstances: 0); a request task without maxRunningTimeSec gets a 60-minute stream token', async () => {
+  const plain = await agent('sub_probe', async (task, ctx) => {
+    await ctx.createStream({ subscribeGraceMs: 0 })
+    return {}
+  }, { card: card({ _default: { direction: 'outbound', format: 'bytes' } }, ['request']) })
+  const open = await agent('sub_probe_all', async () => ({}), { expectedInstances: 0 })
+  const req = await client.sendMessage({ agentName: 'sub_probe', requestParts: [], stream: true })
+  await req.waitForTerminal(15_000)
+  assert.equal(setups(req.taskId)[0].durationMinutes, 60, 'AGT-15: the request-task default')
+  const subscribes = (h) => proxy.find((r) => r.path.startsWith('/v2/subscribe/') && r.query.uuid === h.instanceId)
+  for (const h of [plain, open]) {
+    assert.match(h.instanceId, new RegExp(`^AG-${h.agentName}-[0-9a-f-]{36}$`), 'AGT-03: AG-<agentName>-<uuid>')
+    const subs = subscribes(h)
+    assert.ok(subs.length >= 1, `${h.agentName} subscribed through the proxy`)
+    for (const r of subs) assert.equal(decodeURIComponent(r.path.split('/')[4]), h.controlChannel, 'AGT-03: only the control channel, never stream or setup channels')
+  }
+  // AGT-05: the filter of every control subscribe
+  for (const r of subscribes(plain)) assert.equal(r.query['filter-expr'], `meta.instance == '${plain.instanceId}' || meta.broadcast == "true"`)
+  for (const r of subscribes(open)) assert.equal(r.query['filter-expr'], undefined, 'expectedInstances: 0 sends no filter')
+})
