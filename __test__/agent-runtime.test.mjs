@@ -153,8 +153,8 @@ test('AGT-14 SwitchEnvironment { environment, pamToken }: the control client mov
   const logger = { error: (m) => logs.push(m), warn: () => {}, info: (m) => logs.push(m), debug: () => {} }
   try {
     const h = await env.agent('switcher', async () => ({}), { realtimeOrigin: proxy.url, logger })
-    const send = (message) =>
-      fetch(`${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${h.controlChannel}/0?uuid=ops&store=0&auth=${env.net.serviceToken}&meta=${encodeURIComponent(JSON.stringify({ instance: h.instanceId }))}`, {
+    const send = (message, keyset = 'free') =>
+      fetch(`${env.net.url}/publish/pub-c-devnet-${keyset}/sub-c-devnet-${keyset}/0/${h.controlChannel}/0?uuid=ops&store=0&auth=${env.net.serviceToken}&meta=${encodeURIComponent(JSON.stringify({ instance: h.instanceId }))}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(message),
@@ -177,6 +177,13 @@ test('AGT-14 SwitchEnvironment { environment, pamToken }: the control client mov
     await until('the old client leaving', () => proxy.find((r) => r.path.startsWith(`/v2/presence/sub-key/sub-c-devnet-free/channel/${h.controlChannel}/leave`)).length > 0)
     assert.ok(logs.some((m) => /switches its control client from playground to network \(token: present\)/.test(m)), JSON.stringify(logs))
     assert.ok(!logs.some((m) => m.includes(env.net.serviceToken)), 'token values are never logged')
+    // and back: network -> playground
+    const freeSubscribes = () => proxy.find((r) => r.path === `/v2/subscribe/sub-c-devnet-free/${h.controlChannel}/0`).length
+    const before = freeSubscribes()
+    assert.equal((await send({ type: 'SwitchEnvironment', environment: 'playground', pamToken: env.net.serviceToken }, 'paid')).status, 200)
+    await until('a control subscribe on the free keyset again', () => freeSubscribes() > before)
+    await until('the paid client leaving', () => proxy.find((r) => r.path.startsWith(`/v2/presence/sub-key/sub-c-devnet-paid/channel/${h.controlChannel}/leave`)).length > 0)
+    assert.ok(logs.some((m) => /switches its control client from network to playground \(token: present\)/.test(m)), JSON.stringify(logs))
     await h.stop(0)
   } finally {
     sdk.setLogger(null)
