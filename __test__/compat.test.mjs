@@ -309,6 +309,37 @@ test('LIST-03 LIST-04 getAgentCard sends the client\'s credential; AuthRefreshFa
   client.destroy()
 })
 
+test('LIST-04 getAgentCard "not found": one refresh and one retry with a refreshable provider; a single request and null without one', async () => {
+  const reads = (name) => proxy.find((r) => r.path === '/api/v1/registry/agents' && r.query.agentName === name).length
+  let refreshes = 0
+  const provider = (canRefresh) => ({
+    getAuthHeader: () => `Bearer ${env.net.apiKey}`,
+    onAuthFailure: async () => {
+      refreshes++
+      return canRefresh
+    },
+  })
+  // the registry answers "not found" for these names (the devnet would register an agent a user names)
+  proxy.intercept = (r) =>
+    r.path === '/api/v1/registry/agents' && r.query.agentName?.startsWith('missing_card_') ? { status: 404, json: { message: `Agent '${r.query.agentName}' not found` } } : undefined
+  try {
+    const refreshing = new TaskClient({ billingMode: 'free', subscribeKey: 'k', baseUrl: proxy.url, authProvider: provider(true) })
+    assert.equal(await refreshing.getAgentCard('missing_card_a'), null)
+    assert.equal(reads('missing_card_a'), 2, 'one retry after the refresh')
+    assert.equal(refreshes, 1, 'one refresh')
+    refreshes = 0
+    const fixed = new TaskClient({ billingMode: 'free', subscribeKey: 'k', baseUrl: proxy.url, authProvider: provider(false) })
+    assert.equal(await fixed.getAgentCard('missing_card_b'), null)
+    assert.equal(reads('missing_card_b'), 1, 'a provider that cannot refresh: one request')
+    const anonymous = new TaskClient({ billingMode: 'free', subscribeKey: 'k', baseUrl: proxy.url })
+    assert.equal(await anonymous.getAgentCard('missing_card_c'), null)
+    assert.equal(reads('missing_card_c'), 1, 'no provider: one request')
+    for (const c of [refreshing, fixed, anonymous]) c.destroy()
+  } finally {
+    proxy.intercept = null
+  }
+})
+
 test('PIPE-01 the pipe duration message is the official text', async () => {
   const client = await env.client()
   for (const duration of [undefined, 0, 43201]) {
