@@ -65,6 +65,7 @@ test('CFG-08 without a baseUrl, RPCs go to <origin>/v1/blocks/sub-key/<subscribe
   client.updateKeys('sub-c-devnet-paid', 'pub-c-devnet-paid')
   await client.getTask(session.taskId)
   assert.equal(rpcCalls('GetTask').at(-1).path, '/v1/blocks/sub-key/sub-c-devnet-paid/rpc')
+  assert.equal(rpcCalls('GetTask').at(-1).headers.authorization, `Bearer ${token}`, 'CFG-10: the auth state is untouched')
   client.updateKeys('sub-c-unknown')
   await assert.rejects(client.getTask(session.taskId), (e) => e instanceof RpcError && /HTTP 404/.test(e.message))
   assert.throws(() => client.updateKeys(''), InvalidArgumentError)
