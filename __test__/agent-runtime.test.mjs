@@ -69,43 +69,53 @@ test('AGT-13 a revoked control token: the agent registers again and takes tasks;
   sdk.setLogger(null)
 })
 
-test('AGT-13 control access refused again after every re-registration: the agent backs off, then stops and says so; a task sent afterwards waits for the next instance (not lost)', async () => {
+test('AGT-13 control access refused again after every re-registration: the agent backs off, then stops and says so; a task sent afterwards runs on the next instance (not lost)', async () => {
   const logs = []
-  let revocations = 0
+  const revokes = []
   const stopped = deferred()
-  const h = await env.agent('always_revoked', async (task) => ({ artifacts: [{ data: `ok ${task.requestParts[0].text}`, mimeType: 'text/plain' }] }), {
-    logger: {
-      error: (m) => {
-        logs.push(['error', m, Date.now()])
-        if (/shuts down/.test(m)) stopped.resolve(m)
+  const handler = async (task) => ({ artifacts: [{ data: `ok ${task.requestParts[0].text}`, mimeType: 'text/plain' }] })
+  try {
+    const h = await env.agent('always_revoked', handler, {
+      logger: {
+        error: (m) => {
+          logs.push(['error', m, Date.now()])
+          if (/shuts down/.test(m)) stopped.resolve(m)
+        },
+        // every time it registers again, its new control token is revoked too
+        warn: (m) => {
+          logs.push(['warn', m, Date.now()])
+          if (/registered again/.test(m)) revokes.push(revokeControl(h.controlChannel))
+        },
+        info: () => {},
+        debug: () => {},
       },
-      // every time it registers again, its new control token is revoked too
-      warn: (m) => {
-        logs.push(['warn', m, Date.now()])
-        if (/registered again/.test(m)) revokeControl(h.controlChannel).then((n) => (revocations += n))
-      },
-      info: () => {},
-      debug: () => {},
-    },
-  })
-  const first = await client.sendMessage({ agentName: 'always_revoked', requestParts: [textPart('1')] })
-  assert.equal((await first.waitForTerminal(15_000)).state, 'completed')
-  await revokeControl(h.controlChannel)
-  const said = await stopped.promise
-  assert.match(said, /always_revoked .*shuts down: its control access was refused 5 times in a row/)
-  const reregistered = logs.filter(([level, m]) => level === 'warn' && /registered again/.test(m))
-  assert.equal(reregistered.length, 5, 'five re-registrations, then it stopped')
-  // it backed off between refusals (0.5 + 1 + 2 + 4 s in all) instead of spinning
-  const spread = reregistered.at(-1)[2] - reregistered[0][2]
-  assert.ok(spread >= 7000, `re-registrations spread over ${spread} ms`)
-  assert.ok(revocations >= 5)
-  // the stopped instance takes no task; one sent now runs on the next instance of the agent
-  const later = await client.sendMessage({ agentName: 'always_revoked', requestParts: [textPart('later')] })
-  await env.agent('always_revoked', async (task) => ({ artifacts: [{ data: `ok ${task.requestParts[0].text}`, mimeType: 'text/plain' }] }))
-  const t = await later.waitForTerminal(30_000)
-  assert.equal(t.state, 'completed', JSON.stringify(t))
-  assert.equal(artifactText(later.listArtifacts()[0]), 'ok later')
-  sdk.setLogger(null)
+    })
+    const first = await client.sendMessage({ agentName: 'always_revoked', requestParts: [textPart('1')] })
+    assert.equal((await first.waitForTerminal(15_000)).state, 'completed')
+    revokes.push(revokeControl(h.controlChannel))
+    const said = await Promise.race([
+      stopped.promise,
+      new Promise((resolve, reject) => setTimeout(() => reject(new Error(`the agent never stopped; logs: ${JSON.stringify(logs)}`)), 60_000).unref()),
+    ])
+    assert.match(said, /always_revoked .*shuts down: its control access was refused 5 times in a row/)
+    const reregistered = logs.filter(([level, m]) => level === 'warn' && /registered again/.test(m))
+    assert.equal(reregistered.length, 5, 'five re-registrations, then it stopped')
+    // it backed off between refusals (0.5 + 1 + 2 + 4 s in all) instead of spinning
+    const spread = reregistered.at(-1)[2] - reregistered[0][2]
+    assert.ok(spread >= 7000, `re-registrations spread over ${spread} ms`)
+    const revoked = await Promise.all(revokes)
+    assert.equal(revoked.length, 6)
+    // the stopped instance takes no task. One sent now may still be handed to it (the devnet
+    // counts it live until its presence times out: its leave carried a revoked token); once the
+    // devnet drops it, a task it never acknowledged goes to the next instance
+    const later = await client.sendMessage({ agentName: 'always_revoked', requestParts: [textPart('later')] })
+    await env.agent('always_revoked', handler)
+    const t = await later.waitForTerminal(90_000)
+    assert.equal(t.state, 'completed', JSON.stringify(t))
+    assert.equal(artifactText(later.listArtifacts()[0]), 'ok later')
+  } finally {
+    sdk.setLogger(null)
+  }
 })
 
 test('LOG-07 the control link: transport_degraded (warn) once when it breaks, transport_restored (info) once when it is back', async () => {

@@ -413,6 +413,8 @@ test('AGT-03 AGT-05 AGT-15 an agent subscribes only to its control channel, with
     return {}
   }, { card: card({ _default: { direction: 'outbound', format: 'bytes' } }, ['request']) })
   const open = await agent('sub_probe_all', async () => ({}), { expectedInstances: 0 })
+  // a task through each: both have subscribed by then
+  assert.equal((await (await client.sendMessage({ agentName: 'sub_probe_all', requestParts: [] })).waitForTerminal(15_000)).state, 'completed')
   const req = await client.sendMessage({ agentName: 'sub_probe', requestParts: [], stream: true })
   await req.waitForTerminal(15_000)
   assert.equal(setups(req.taskId)[0].durationMinutes, 60, 'AGT-15: the request-task default')

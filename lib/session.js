@@ -4,7 +4,7 @@
 // listeners replay.
 
 const { Listeners } = require('./callbacks.js')
-const { BlocksError, ClosedError, InvalidArgumentError, TimeoutError, TransportError, makeError } = require('./errors.js')
+const { BlocksError, ClosedError, InvalidArgumentError, StreamUnavailableError, TimeoutError, TransportError, makeError } = require('./errors.js')
 const { log } = require('./log.js')
 const { StreamHandle, StreamRef } = require('./stream.js')
 const fs = require('node:fs')
@@ -212,8 +212,9 @@ class TaskSession {
       if (ref.descriptor.localDirection === 'outbound') continue
       try {
         out.push(ref.open(options))
-      } catch {
-        // unavailable streams are skipped
+      } catch (err) {
+        // unavailable streams are skipped; bad options are the caller's to hear about
+        if (!(err instanceof StreamUnavailableError)) throw err
       }
     }
     return out
@@ -241,8 +242,8 @@ class TaskSession {
 
   #openStream(streamId, options) {
     const { reorderTimeoutMs, bundleSizeBytes, maxLatencyMs, maxMessageSize } = options
-    if (reorderTimeoutMs !== undefined && !(typeof reorderTimeoutMs === 'number' && reorderTimeoutMs >= 0)) {
-      throw new InvalidArgumentError('reorderTimeoutMs must be a non-negative number of milliseconds')
+    if (reorderTimeoutMs !== undefined && !(Number.isFinite(reorderTimeoutMs) && reorderTimeoutMs >= 0 && reorderTimeoutMs <= 3_600_000)) {
+      throw new InvalidArgumentError(`reorderTimeoutMs must be a number of milliseconds from 0 to 3600000, got ${String(reorderTimeoutMs)}`)
     }
     const writer = { bundleSizeBytes, maxLatencyMs, maxMessageSize }
     for (const [name, v] of Object.entries(writer)) {

@@ -120,7 +120,9 @@ impl NativeSession {
         let timeout = std::time::Duration::from_secs_f64(
             reorder_timeout_ms
                 .unwrap_or(blocks_wire::DEFAULT_REORDER_TIMEOUT_MS as f64)
-                .max(0.0)
+                // NaN and negatives are 0; the JS side refuses more than an hour, this guards
+                // from_secs_f64 (it panics on infinity)
+                .clamp(0.0, 3_600_000.0)
                 / 1000.0,
         );
         let inner = self.inner.clone();
