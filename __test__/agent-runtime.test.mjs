@@ -73,6 +73,7 @@ test('AGT-13 control access refused again after every re-registration: the agent
   const logs = []
   const revokes = []
   const stopped = deferred()
+  const dropped = deferred()
   const handler = async (task) => ({ artifacts: [{ data: `ok ${task.requestParts[0].text}`, mimeType: 'text/plain' }] })
   try {
     const h = await env.agent('always_revoked', handler, {
@@ -86,7 +87,10 @@ test('AGT-13 control access refused again after every re-registration: the agent
           logs.push(['warn', m, Date.now()])
           if (/registered again/.test(m)) revokes.push(revokeControl(h.controlChannel))
         },
-        info: () => {},
+        // the embedded devnet logs here too: it says when it drops the stopped instance
+        info: (m) => {
+          if (m.includes(`instance ${h.instanceId} stopped heartbeating`)) dropped.resolve()
+        },
         debug: () => {},
       },
     })
@@ -105,12 +109,14 @@ test('AGT-13 control access refused again after every re-registration: the agent
     assert.ok(spread >= 7000, `re-registrations spread over ${spread} ms`)
     const revoked = await Promise.all(revokes)
     assert.equal(revoked.length, 6)
-    // the stopped instance takes no task. One sent now may still be handed to it (the devnet
-    // counts it live until its presence times out: its leave carried a revoked token); once the
-    // devnet drops it, a task it never acknowledged goes to the next instance
+    // the stopped instance takes no task: its leave carried a revoked token, so the devnet
+    // counts it live until its presence times out and then drops it (a task sent to it in
+    // between fails agent_instance_lost: not silent). After that, a task waits for the next
+    // instance of the agent and runs there.
+    await dropped.promise
     const later = await client.sendMessage({ agentName: 'always_revoked', requestParts: [textPart('later')] })
     await env.agent('always_revoked', handler)
-    const t = await later.waitForTerminal(90_000)
+    const t = await later.waitForTerminal(30_000)
     assert.equal(t.state, 'completed', JSON.stringify(t))
     assert.equal(artifactText(later.listArtifacts()[0]), 'ok later')
   } finally {

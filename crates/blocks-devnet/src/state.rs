@@ -663,10 +663,7 @@ impl Records {
         (effects, agents)
     }
 
-    /// Instances that stopped being live: the tasks they acknowledged get a failed terminal
-    /// (`agent_instance_lost`); a task sent to them that they never acknowledged was not started
-    /// there, so it is queued again (at the front) for another instance, counted as one
-    /// unanswered send.
+    /// Instances that stopped being live: their tasks get a failed terminal.
     pub fn drop_instance(&mut self, inst_id: &str) -> Vec<Effect> {
         let Some(inst) = self.instances.get_mut(inst_id) else {
             return Vec::new();
@@ -674,31 +671,18 @@ impl Records {
         inst.live = false;
         self.dirty.instances.insert(inst_id.to_string());
         let running: Vec<String> = inst.running.drain().collect();
-        let mut effects = Vec::new();
-        for id in running {
-            let Some(t) = self.tasks.get_mut(&id).filter(|t| !t.is_terminal()) else {
-                continue;
-            };
-            if t.dispatched_at_ms.is_some() {
-                t.dispatched_at_ms = None;
-                t.instance = None;
-                t.unacked.push(inst_id.to_string());
-                let agent = t.agent.clone();
-                self.dirty.tasks.insert(id.clone());
-                tracing::warn!(target: "blocks::devnet",
-                    "task {id} of agent {agent}: instance {inst_id} was lost before it acknowledged the task; it is sent again");
-                self.queues.entry(agent).or_default().push_front(id);
-                continue;
-            }
-            effects.push(Effect {
+        running
+            .into_iter()
+            .filter_map(|t| self.tasks.get(&t))
+            .filter(|t| !t.is_terminal())
+            .map(|t| Effect {
                 sub_key: t.sub_key.clone(),
                 channel: t.channel(),
                 payload: json!({ "type": "terminal", "taskId": t.id, "state": "failed", "error": "agent_instance_lost", "protocolVersion": blocks_wire::PROTOCOL_VERSION }),
                 meta: None,
                 store: true,
-            });
-        }
-        effects
+            })
+            .collect()
     }
 }
 
@@ -788,29 +772,6 @@ mod tests {
                     .is_some_and(|e| e.starts_with("task_not_acknowledged")));
             }
         }
-    }
-
-    #[test]
-    fn a_lost_instance_fails_what_it_acknowledged_and_gives_back_what_it_never_did() {
-        let mut r = Records::default();
-        live_instance(&mut r, "i1", "a", 2);
-        let minute = Duration::from_secs(60);
-        let started = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
-        let unseen = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
-        assert_eq!(r.dispatch("a", minute, minute).len(), 2);
-        r.on_task_event(&started.id, &json!({"type": "progress", "state": "running"}), "i1");
-        let effects = r.drop_instance("i1");
-        assert_eq!(effects.len(), 1, "only the acknowledged task fails");
-        assert_eq!(effects[0].payload["taskId"], json!(started.id));
-        assert_eq!(effects[0].payload["error"], json!("agent_instance_lost"));
-        assert_eq!(r.tasks[&unseen.id].instance, None);
-        assert_eq!(r.tasks[&unseen.id].unacked, ["i1"]);
-        // it goes to the next instance, not back to the lost one
-        live_instance(&mut r, "i2", "a", 1);
-        let e = r.dispatch("a", minute, minute);
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].payload["taskId"], json!(unseen.id));
-        assert_eq!(e[0].meta, Some(json!({"instance": "i2"})));
     }
 
     #[test]
