@@ -113,7 +113,11 @@ fn tls_config(ca: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>> {
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     // the system store may hold certificates rustls cannot use as anchors: skipped, as reqwest does
     let _ = roots.add_parsable_certificates(system_roots().iter().cloned());
-    roots.add_parsable_certificates(node_extra_ca_certs(&key.0));
+    let (_, unusable) = roots.add_parsable_certificates(node_extra_ca_certs(&key.0));
+    if unusable > 0 {
+        tracing::warn!(target: "blocks::http",
+            "ignoring {unusable} certificate(s) from NODE_EXTRA_CA_CERTS that cannot be trust anchors");
+    }
     for (i, pem) in ca.iter().enumerate() {
         for c in pem_certificates(pem, &format!("tls.ca[{i}]"))? {
             roots.add(c).map_err(|e| {
