@@ -8,6 +8,7 @@ const errors = require('./lib/errors.js')
 const logging = require('./lib/log.js')
 
 native.registerErrorFactory(errors.makeError)
+native.registerSyncErrorFactory(errors.makeError)
 native.registerLogSink((level, target, message) => logging.log(level, message, { target }), logging.currentLevel())
 
 exports.TaskClient = require('./lib/client.js').TaskClient

@@ -283,10 +283,7 @@ impl NativeAgent {
     /// A caller client acting as this agent (its token, keys and network): `ctx.taskClient`.
     #[napi]
     pub fn task_client(&self) -> Result<crate::client::NativeTaskClient> {
-        let c = self
-            .inner
-            .task_client()
-            .map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let c = self.inner.task_client().map_err(crate::errors::thrown)?;
         Ok(crate::client::NativeTaskClient::from_core(c))
     }
 

@@ -154,7 +154,7 @@ pub fn auth_error_callback(f: Option<AuthErrorFn>) -> Option<AuthErrorCallback> 
     f.map(|f| {
         let f = Arc::new(f);
         Arc::new(move |e: &blocks_core::Error| {
-            let args = (e.kind().to_string(), e.to_string(), e.props().to_string());
+            let args = crate::errors::error_parts(e);
             f.call(args.into(), ThreadsafeFunctionCallMode::NonBlocking);
         }) as AuthErrorCallback
     })
@@ -218,10 +218,9 @@ impl NativeAuth {
             token_provider: opts.token_provider,
         };
         let mode = fields.mode().ok_or_else(|| {
-            Error::new(
-                Status::InvalidArg,
-                "ConsumerAuth requires one of: apiKey, tokenEndpoint, or tokenProvider",
-            )
+            crate::errors::thrown(blocks_core::Error::InvalidArgument(
+                "ConsumerAuth requires one of: apiKey, tokenEndpoint, or tokenProvider".into(),
+            ))
         })?;
         let http = crate::net::http_client(opts.net)?;
         let inner = ConsumerAuth::new(mode, &base_url, http);
@@ -233,7 +232,7 @@ impl NativeAuth {
     /// optional `ensureReady`), asked for its header on every request.
     #[napi(factory)]
     pub fn external(opts: NativeExternalAuthOptions) -> Result<NativeAuth> {
-        let http = HttpClient::new().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let http = HttpClient::new().map_err(crate::errors::thrown)?;
         let ext = Arc::new(JsExternalAuth {
             header: opts.get_header,
             refresh: opts.refresh,
@@ -247,7 +246,7 @@ impl NativeAuth {
     /// An agent's identity (`AgentAuth`) as the auth of a caller client.
     #[napi(factory)]
     pub fn agent(agent: &NativeAgentAuth) -> Result<NativeAuth> {
-        let http = HttpClient::new().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let http = HttpClient::new().map_err(crate::errors::thrown)?;
         Ok(NativeAuth {
             inner: ConsumerAuth::new(AuthMode::External(agent.inner.clone()), agent.inner.base_url(), http),
         })
@@ -256,7 +255,7 @@ impl NativeAuth {
     /// A fixed token that cannot be refreshed.
     #[napi(factory)]
     pub fn static_token(token: String) -> Result<NativeAuth> {
-        let http = HttpClient::new().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let http = HttpClient::new().map_err(crate::errors::thrown)?;
         Ok(NativeAuth {
             inner: ConsumerAuth::new(AuthMode::Static(token), "", http),
         })
@@ -313,8 +312,7 @@ impl NativeAgentAuth {
         net: Option<crate::net::NativeNetOptions>,
     ) -> Result<NativeAgentAuth> {
         let http = crate::net::http_client(net)?;
-        let inner = blocks_core::AgentAuth::new(&api_key, &base_url, http)
-            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        let inner = blocks_core::AgentAuth::new(&api_key, &base_url, http).map_err(crate::errors::thrown)?;
         Ok(NativeAgentAuth { inner })
     }
 

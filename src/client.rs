@@ -170,8 +170,7 @@ impl NativeTaskClient {
             (origin.as_str(), "the realtime origin"),
             (base.as_str(), "the backend baseUrl"),
         ] {
-            blocks_core::config::check_transport_security(url, what, insecure)
-                .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+            blocks_core::config::check_transport_security(url, what, insecure).map_err(crate::errors::thrown)?;
         }
         let keys = Keyset {
             subscribe_key: opts.subscribe_key.unwrap_or_default(),
@@ -185,7 +184,7 @@ impl NativeTaskClient {
             auth.map(|a| a.inner.clone()),
             http_client(opts.net)?,
         )
-        .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        .map_err(crate::errors::thrown)?;
         client.set_default_owner_id(opts.default_owner_id);
         Ok(NativeTaskClient {
             inner: Arc::new(client),

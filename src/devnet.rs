@@ -1,5 +1,7 @@
 //! `NativeLocalNetwork`: an in-process devnet for tests and demos (wrapped by JS `LocalNetwork`).
 
+use crate::errors::OrJs;
+use blocks_core::Error as EngineError;
 use blocks_devnet::{Devnet, DevnetConfig};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -45,12 +47,12 @@ pub struct NativeLocalNetwork {
 }
 
 /// Check the devnet's flags without starting anything: the `--log` level they ask for (or null).
-/// Bad flags are `InvalidArg` errors naming the flag.
+/// Bad flags are `InvalidArgumentError`s naming the flag.
 #[napi]
 pub fn devnet_check_args(args: Vec<String>) -> Result<Option<String>> {
     blocks_devnet::cli::parse(&args)
         .map(|s| s.log)
-        .map_err(|e| Error::new(Status::InvalidArg, e))
+        .map_err(|e| crate::errors::thrown(EngineError::InvalidArgument(e)))
 }
 
 /// The usage text of the devnet's flags (the binary's `--help`).
@@ -129,7 +131,9 @@ impl NativeLocalNetwork {
         let data_dir = cfg.data_dir.as_ref().map(|d| d.display().to_string());
         let devnet = Devnet::start(cfg)
             .await
-            .map_err(|e| Error::new(Status::GenericFailure, format!("devnet failed to start: {e}")))?;
+            .map_err(|e| EngineError::Config(format!("devnet failed to start: {e}")))
+            .or_js()
+            .await?;
         Ok(NativeLocalNetwork { devnet, data_dir })
     }
 }
@@ -139,7 +143,7 @@ impl NativeLocalNetwork {
     /// Start a devnet on loopback.
     #[napi]
     pub async fn start(opts: Option<NativeNetworkOptions>) -> Result<NativeLocalNetwork> {
-        let cfg = config_of(opts).map_err(|e| Error::new(Status::InvalidArg, e))?;
+        let cfg = config_of(opts).map_err(EngineError::InvalidArgument).or_js().await?;
         Self::serve(cfg).await
     }
 
@@ -147,7 +151,10 @@ impl NativeLocalNetwork {
     /// as the `blocks-devnet` binary. Flag errors are `InvalidArg` errors naming the flag.
     #[napi]
     pub async fn start_from_args(args: Vec<String>) -> Result<NativeLocalNetwork> {
-        let serve = blocks_devnet::cli::parse(&args).map_err(|e| Error::new(Status::InvalidArg, e))?;
+        let serve = blocks_devnet::cli::parse(&args)
+            .map_err(EngineError::InvalidArgument)
+            .or_js()
+            .await?;
         Self::serve(serve.config).await
     }
 

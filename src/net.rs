@@ -26,8 +26,7 @@ pub(crate) fn net_options(o: Option<NativeNetOptions>) -> NetOptions {
     }
 }
 
-/// The HTTP client of a synchronous constructor (errors as `InvalidArg`; JS makes them
-/// `InvalidArgumentError`s).
+/// The HTTP client of a synchronous constructor (its errors thrown as their JS class).
 pub(crate) fn http_client(o: Option<NativeNetOptions>) -> Result<HttpClient> {
-    HttpClient::with_net(&net_options(o)).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+    HttpClient::with_net(&net_options(o)).map_err(crate::errors::thrown)
 }

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use blocks_core::{SessionEvent, TaskSession};
+use blocks_core::{SessionEvent, Snapshot, TaskSession};
+use blocks_wire::TaskEvent;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -26,8 +27,36 @@ impl NativeSession {
     }
 }
 
+/// One delivered event as lib/session.js reads it: `{ timetoken, event }`, where a skipped message is
+/// `{ $malformed, message }` and a lost subscription `{ $lost }`.
 fn event_json(e: SessionEvent) -> Value {
-    json!({ "timetoken": e.timetoken.map(|t| t.to_string()), "event": e.event })
+    match e {
+        SessionEvent::Event { timetoken, event } => {
+            json!({ "timetoken": timetoken.map(|t| t.to_string()), "event": event.to_value() })
+        }
+        SessionEvent::Malformed {
+            timetoken,
+            reason,
+            shown,
+        } => {
+            json!({ "timetoken": timetoken.to_string(), "event": { "$malformed": reason, "message": shown } })
+        }
+        SessionEvent::Lost(reason) => json!({ "timetoken": null, "event": { "$lost": reason } }),
+    }
+}
+
+/// A snapshot's events as JSON (each with its `type`).
+fn snapshot_json(s: &Snapshot) -> Value {
+    let events = |it: Vec<TaskEvent>| Value::Array(it.iter().map(TaskEvent::to_value).collect());
+    json!({
+        "state": s.state,
+        "terminal": s.terminal.clone().map(|t| TaskEvent::Terminal(t).to_value()),
+        "artifacts": events(s.artifacts.iter().cloned().map(TaskEvent::Artifact).collect()),
+        "cancelRequested": s.cancel_requested.clone().map(|c| TaskEvent::CancelRequested(c).to_value()),
+        "events": events(s.events.clone()),
+        "closed": s.closed,
+        "streams": serde_json::to_value(&s.streams).unwrap_or_default(),
+    })
 }
 
 #[napi]
@@ -70,11 +99,7 @@ impl NativeSession {
         ts_return_type = "{ state: string | null; terminal: any; artifacts: any[]; cancelRequested: any; events: any[]; closed: boolean }"
     )]
     pub fn initial(&self) -> Value {
-        let s = self.inner.initial();
-        json!({
-            "state": s.state, "terminal": s.terminal, "artifacts": s.artifacts,
-            "cancelRequested": s.cancel_requested, "events": s.events, "closed": s.closed, "streams": s.streams,
-        })
+        snapshot_json(self.inner.initial())
     }
 
     /// Start delivering live events to `sink` (once), in batches: whatever arrived together is one
@@ -100,7 +125,7 @@ impl NativeSession {
     /// Stream descriptors announced so far.
     #[napi(ts_return_type = "any[]")]
     pub fn streams(&self) -> Value {
-        Value::Array(self.inner.snapshot().streams)
+        serde_json::to_value(self.inner.snapshot().streams).unwrap_or_default()
     }
 
     /// Open an announced stream (by runtime id or declared name), synchronously: the stream

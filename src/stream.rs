@@ -132,21 +132,17 @@ impl NativeStream {
     pub fn write_bytes(&self, data: Buffer) -> Result<()> {
         self.inner
             .write(Write::Binary(data.to_vec()))
-            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+            .map_err(crate::errors::thrown)
     }
     /// Queue text (bytes streams).
     #[napi]
     pub fn write_text(&self, text: String) -> Result<()> {
-        self.inner
-            .write(Write::Text(text))
-            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+        self.inner.write(Write::Text(text)).map_err(crate::errors::thrown)
     }
     /// Queue a JSON event (events streams; JSON text on bytes streams).
     #[napi(ts_args_type = "event: any")]
     pub fn write_event(&self, event: Value) -> Result<()> {
-        self.inner
-            .write(Write::Event(event))
-            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+        self.inner.write(Write::Event(event)).map_err(crate::errors::thrown)
     }
     /// Publish what is buffered now.
     #[napi]

@@ -228,12 +228,15 @@ export declare function channelName(kind: string, a?: string, b?: string): { cha
 
 /**
  * Check the devnet's flags without starting anything: the `--log` level they ask for (or null).
- * Bad flags are `InvalidArg` errors naming the flag.
+ * Bad flags are `InvalidArgumentError`s naming the flag.
  */
 export declare function devnetCheckArgs(args: Array<string>): string | null
 
 /** The usage text of the devnet's flags (the binary's `--help`). */
 export declare function devnetUsage(): string
+
+/** Every class the table names, for the test that checks lib/errors.js defines them all. */
+export declare function errorClasses(): Array<string>
 
 /** The CDM document (explicit URL, else `BLOCKS_CDM_URL`, else the hosted default), validated. */
 export declare function fetchCdmConfig(url?: string | undefined | null, net?: NativeNetOptions | undefined | null): Promise<any>
@@ -423,6 +426,9 @@ export declare function registerErrorFactory(factory: (kind: string, message: st
 
 /** Internal: route engine logs to `sink(level, target, message)`; `level` is the threshold. */
 export declare function registerLogSink(sink: (level: string, target: string, message: string) => void, level: string): void
+
+/** Internal: registers the JS error factory for synchronous calls (called once by `index.js`). */
+export declare function registerSyncErrorFactory(factory: (kind: string, message: string, propsJson: string) => Error): void
 
 /** One agent's registry record, or null. */
 export declare function registryGetAgent(agentName: string, opts: NativeRegistryOptions): Promise<any>

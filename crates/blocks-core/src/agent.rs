@@ -361,6 +361,14 @@ impl AgentInstance {
         if let Some(o) = t.as_object_mut() {
             o.insert("type".into(), json!("terminal"));
         }
+        let t = match blocks_wire::TaskEvent::parse(&t) {
+            Ok(blocks_wire::TaskEvent::Terminal(t)) => t,
+            Ok(_) | Err(_) => {
+                return Err(Error::InvalidArgument(
+                    "publishTerminal(taskId, { state }) needs a state: completed, failed or canceled (error, reason and completionReason are strings)".into(),
+                ))
+            }
+        };
         ctx.end_streams().await;
         if !ctx.publish_terminal(t).await {
             return Err(unknown());
@@ -377,8 +385,7 @@ impl AgentInstance {
                 p.remove(task.task_id());
             }
             task.end_streams().await;
-            task.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": reason }))
-                .await;
+            task.publish_terminal(blocks_wire::Terminal::failed(reason)).await;
         }
     }
 
@@ -452,7 +459,7 @@ impl AgentInstance {
         // does not take goes on being retried in the background, but stop() returns
         let ends = left.into_iter().chain(parked).map(|ctx| async move {
             ctx.signal(CancelReason::Terminated);
-            let terminal = ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_stopped" }));
+            let terminal = ctx.publish_terminal(blocks_wire::Terminal::failed("agent_stopped"));
             if tokio::time::timeout(STOP_TERMINAL_WAIT, terminal).await.is_err() {
                 tracing::warn!(target: "blocks::agent", "the terminal of task {} is not out yet; still retrying", ctx.task_id);
             }
@@ -477,12 +484,18 @@ impl Drop for AgentInstance {
 mod tests {
     use super::*;
 
+    fn start(v: Value) -> blocks_wire::control::StartTask {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn pipe_validation() {
-        assert!(valid_pipe(&json!({"duration": 1, "durationExpiresAtMs": 5})));
-        assert!(!valid_pipe(&json!({"duration": 0, "durationExpiresAtMs": 5})));
-        assert!(!valid_pipe(&json!({"duration": 43201, "durationExpiresAtMs": 5})));
-        assert!(!valid_pipe(&json!({"duration": 1.5, "durationExpiresAtMs": 5})));
-        assert!(!valid_pipe(&json!({"duration": 1})));
+        assert!(valid_pipe(&start(json!({"duration": 1, "durationExpiresAtMs": 5}))));
+        assert!(!valid_pipe(&start(json!({"duration": 0, "durationExpiresAtMs": 5}))));
+        assert!(!valid_pipe(&start(
+            json!({"duration": 43201, "durationExpiresAtMs": 5})
+        )));
+        assert!(!valid_pipe(&start(json!({"duration": 1.5, "durationExpiresAtMs": 5}))));
+        assert!(!valid_pipe(&start(json!({"duration": 1}))));
     }
 }

@@ -335,7 +335,7 @@ mod tests {
         let e = rpc_error(
             &json!({"code": -32000, "message": "x", "data": {"code": "BillingModeMismatch", "details": {"expected": "gold"}}}),
         );
-        assert_eq!(e.kind(), "RpcError");
+        assert_eq!(e.code(), crate::ErrorCode::Rpc);
         let e = rpc_error(&json!({}));
         assert_eq!(e.to_string(), "[RPC] Unknown RPC error");
     }

@@ -1,5 +1,6 @@
-//! The engine's one error type. The binding maps each variant once to a JS error class
-//! (`kind()` names the class, `props()` carries its structured fields).
+//! The engine's one error type. Each variant has a stable [`ErrorCode`]; the binding maps the
+//! code once to a JS error class (src/errors.rs), and `props()` carries the structured fields. The
+//! engine names no JS class, and no caller decides anything by reading a message.
 
 use serde_json::{json, Value};
 
@@ -176,22 +177,103 @@ fn next_step(code: &str, host: Option<&str>) -> String {
 /// Engine result.
 pub type Result<T> = std::result::Result<T, Error>;
 
-impl Error {
-    /// Name of the JS error class this error becomes.
-    pub fn kind(&self) -> &'static str {
+/// The stable code of an [`Error`] variant: what callers (the binding's class table, retries,
+/// tests) decide on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// [`Error::InvalidArgument`].
+    InvalidArgument,
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::Rpc`].
+    Rpc,
+    /// [`Error::BillingModeMismatch`].
+    BillingModeMismatch,
+    /// [`Error::Http`].
+    Http,
+    /// [`Error::Transport`].
+    Transport,
+    /// [`Error::Realtime`].
+    Realtime,
+    /// [`Error::AuthRefreshFailed`].
+    AuthRefreshFailed,
+    /// [`Error::AgentAuthFatal`].
+    AgentAuthFatal,
+    /// [`Error::AnonTaskAccessDenied`].
+    AnonTaskAccessDenied,
+    /// [`Error::StreamUnavailable`].
+    StreamUnavailable,
+    /// [`Error::FileUpload`].
+    FileUpload,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::Closed`].
+    Closed,
+    /// [`Error::Protocol`].
+    Protocol,
+}
+
+impl ErrorCode {
+    /// Every code, for exhaustive tables and tests.
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::Config,
+        ErrorCode::Rpc,
+        ErrorCode::BillingModeMismatch,
+        ErrorCode::Http,
+        ErrorCode::Transport,
+        ErrorCode::Realtime,
+        ErrorCode::AuthRefreshFailed,
+        ErrorCode::AgentAuthFatal,
+        ErrorCode::AnonTaskAccessDenied,
+        ErrorCode::StreamUnavailable,
+        ErrorCode::FileUpload,
+        ErrorCode::Timeout,
+        ErrorCode::Closed,
+        ErrorCode::Protocol,
+    ];
+
+    /// The code as text (`INVALID_ARGUMENT`, `RPC`, …).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::InvalidArgument(_) => "InvalidArgumentError",
-            Error::Config(_) => "ConfigError",
-            Error::Rpc { .. } => "RpcError",
-            Error::BillingModeMismatch { .. } => "BillingModeMismatchError",
-            Error::Http { .. } | Error::Transport { .. } | Error::Realtime(_) | Error::Protocol(_) => "TransportError",
-            Error::AuthRefreshFailed(_) => "AuthRefreshFailedError",
-            Error::AgentAuthFatal(_) => "AgentAuthFatalError",
-            Error::AnonTaskAccessDenied(_) => "AnonTaskAccessDeniedError",
-            Error::StreamUnavailable { .. } => "StreamUnavailableError",
-            Error::Timeout(_) => "TimeoutError",
-            Error::FileUpload { .. } => "FileUploadError",
-            Error::Closed(_) => "ClosedError",
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::Config => "CONFIG",
+            ErrorCode::Rpc => "RPC",
+            ErrorCode::BillingModeMismatch => "BILLING_MODE_MISMATCH",
+            ErrorCode::Http => "HTTP",
+            ErrorCode::Transport => "TRANSPORT",
+            ErrorCode::Realtime => "REALTIME",
+            ErrorCode::AuthRefreshFailed => "AUTH_REFRESH_FAILED",
+            ErrorCode::AgentAuthFatal => "AGENT_AUTH_FATAL",
+            ErrorCode::AnonTaskAccessDenied => "ANON_TASK_ACCESS_DENIED",
+            ErrorCode::StreamUnavailable => "STREAM_UNAVAILABLE",
+            ErrorCode::FileUpload => "FILE_UPLOAD",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Closed => "CLOSED",
+            ErrorCode::Protocol => "PROTOCOL",
+        }
+    }
+}
+
+impl Error {
+    /// The variant's stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::Config(_) => ErrorCode::Config,
+            Error::Rpc { .. } => ErrorCode::Rpc,
+            Error::BillingModeMismatch { .. } => ErrorCode::BillingModeMismatch,
+            Error::Http { .. } => ErrorCode::Http,
+            Error::Transport { .. } => ErrorCode::Transport,
+            Error::Realtime(_) => ErrorCode::Realtime,
+            Error::AuthRefreshFailed(_) => ErrorCode::AuthRefreshFailed,
+            Error::AgentAuthFatal(_) => ErrorCode::AgentAuthFatal,
+            Error::AnonTaskAccessDenied(_) => ErrorCode::AnonTaskAccessDenied,
+            Error::StreamUnavailable { .. } => ErrorCode::StreamUnavailable,
+            Error::FileUpload { .. } => ErrorCode::FileUpload,
+            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::Closed(_) => ErrorCode::Closed,
+            Error::Protocol(_) => ErrorCode::Protocol,
         }
     }
 
@@ -264,7 +346,7 @@ mod tests {
             message: "boom".into(),
             data: Some(json!({"code": "X"})),
         };
-        assert_eq!(e.kind(), "RpcError");
+        assert_eq!(e.code(), ErrorCode::Rpc);
         assert_eq!(e.to_string(), "[RPC] boom");
         assert_eq!(e.props()["code"], -32000);
         assert_eq!(e.props()["rpcMessage"], "boom");

@@ -21,5 +21,5 @@ pub use agent::{AgentInstance, AgentOptions, ArtifactOut, CancelReason, HandlerR
 pub use agent_auth::AgentAuth;
 pub use auth::{AuthMode, ConsumerAuth, ExternalAuth, TokenResult, TokenSource};
 pub use client::{ClientOptions, SendMessageRequest, TaskClient};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCode, Result};
 pub use session::{SessionEvent, SessionInfo, Snapshot, TaskSession};

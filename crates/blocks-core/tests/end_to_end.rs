@@ -56,7 +56,7 @@ async fn client(net: &Devnet) -> Arc<TaskClient> {
 
 async fn terminal_of(session: &TaskSession) -> Value {
     if let Some(t) = session.initial().terminal.clone() {
-        return t;
+        return blocks_wire::TaskEvent::Terminal(t).to_value();
     }
     let mut rx = session.take_events().expect("events");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -65,8 +65,10 @@ async fn terminal_of(session: &TaskSession) -> Value {
             .await
             .expect("terminal in time")
             .expect("channel open until terminal");
-        if ev.event["type"] == "terminal" {
-            return ev.event;
+        if let blocks_core::SessionEvent::Event { event, .. } = ev {
+            if event.as_terminal().is_some() {
+                return event.to_value();
+            }
         }
     }
 }
@@ -103,7 +105,7 @@ async fn echo_round_trip_through_the_dispatcher() {
     let snap = session.snapshot();
     assert_eq!(snap.state.as_deref(), Some("completed"));
     assert_eq!(snap.artifacts.len(), 1);
-    assert_eq!(snap.artifacts[0]["artifactRef"]["data"], "RWNobzogaGk="); // "Echo: hi"
+    assert_eq!(snap.artifacts[0].artifact_ref.str_field("data"), Some("RWNobzogaGk=")); // "Echo: hi"
     let info = c.get_task(&session.info().task_id).await.expect("get task");
     assert_eq!(info["state"], "completed");
 
@@ -214,7 +216,9 @@ async fn events_after_the_history_read_arrive_live_exactly_once() {
         .expect("publish");
     let mut got = Vec::new();
     while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
-        got.push(ev.event);
+        if let blocks_core::SessionEvent::Event { event, .. } = ev {
+            got.push(event.to_value());
+        }
     }
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0]["message"], "one");

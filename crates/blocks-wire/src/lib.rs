@@ -1,6 +1,15 @@
 //! Wire constants and small helpers shared by the SDK engine (`blocks-core`) and the local
 //! Blocks Network (`blocks-devnet`). Everything here is fixed by the wire contract in
 //! `shared/spec/` and must not change without a protocol version bump.
+//!
+//! The typed model: [`event`] (task-channel events), [`control`] (control-channel messages),
+//! [`Channel`] (channel names), [`PipeDuration`] and the limits below.
+
+pub mod control;
+pub mod event;
+
+pub use control::ControlMessage;
+pub use event::{TaskEvent, Terminal, TerminalState};
 
 /// The one wire protocol version both SDKs speak.
 pub const PROTOCOL_VERSION: &str = "2026-05-01";
@@ -93,22 +102,37 @@ pub fn is_protocol_version_supported(version: &str) -> bool {
 
 /// Task status channel: `u.{orgId}.{taskId}`.
 pub fn task_channel(org_id: &str, task_id: &str) -> String {
-    format!("u.{org_id}.{task_id}")
+    Channel::Task {
+        org_id: org_id.into(),
+        task_id: task_id.into(),
+    }
+    .to_string()
 }
 
 /// Agent control channel: `agent.{agentId}.control`.
 pub fn control_channel(agent_id: &str) -> String {
-    format!("agent.{agent_id}.control")
+    Channel::Control {
+        agent_id: agent_id.into(),
+    }
+    .to_string()
 }
 
 /// Stream data channel: `stream.{agentName}.{streamId}`.
 pub fn stream_channel(agent_name: &str, stream_id: &str) -> String {
-    format!("stream.{agent_name}.{stream_id}")
+    Channel::Stream {
+        agent_name: agent_name.into(),
+        stream_id: stream_id.into(),
+    }
+    .to_string()
 }
 
 /// Stream setup channel: `setup.{orgId}.{taskId}`.
 pub fn setup_channel(org_id: &str, task_id: &str) -> String {
-    format!("setup.{org_id}.{task_id}")
+    Channel::Setup {
+        org_id: org_id.into(),
+        task_id: task_id.into(),
+    }
+    .to_string()
 }
 
 /// The control-channel subscribe filter of one instance (exact text of the spec).
@@ -148,6 +172,62 @@ pub fn skill_slug(skill: &str) -> String {
     out.trim_matches('_').to_string()
 }
 
+/// A realtime channel, parsed from or printed as its name (consumer spec §8.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// `u.{orgId}.{taskId}`: a task's events.
+    Task { org_id: String, task_id: String },
+    /// `agent.{agentId}.control`: an agent's control channel.
+    Control { agent_id: String },
+    /// `stream.{agentName}.{streamId}`: stream data.
+    Stream { agent_name: String, stream_id: String },
+    /// `setup.{orgId}.{taskId}`: the stream-setup handshake.
+    Setup { org_id: String, task_id: String },
+    /// `registry.*`.
+    Registry(String),
+    /// `obs.{agentName}.log`: an agent's log channel.
+    Log { agent_name: String },
+}
+
+impl Channel {
+    /// The channel a name denotes (a `-pnpres` suffix is not stripped), or `None` for any other name.
+    pub fn parse(name: &str) -> Option<Channel> {
+        let parts: Vec<&str> = name.split('.').collect();
+        let s = |x: &str| x.to_string();
+        match parts.as_slice() {
+            ["u", org, task] if !org.is_empty() && !task.is_empty() => Some(Channel::Task {
+                org_id: s(org),
+                task_id: s(task),
+            }),
+            ["agent", id, "control"] if !id.is_empty() => Some(Channel::Control { agent_id: s(id) }),
+            ["stream", agent, id] if !agent.is_empty() && !id.is_empty() => Some(Channel::Stream {
+                agent_name: s(agent),
+                stream_id: s(id),
+            }),
+            ["setup", org, task] if !org.is_empty() && !task.is_empty() => Some(Channel::Setup {
+                org_id: s(org),
+                task_id: s(task),
+            }),
+            ["registry", rest @ ..] if !rest.is_empty() => Some(Channel::Registry(rest.join("."))),
+            ["obs", agent, "log"] if !agent.is_empty() => Some(Channel::Log { agent_name: s(agent) }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Channel::Task { org_id, task_id } => write!(f, "u.{org_id}.{task_id}"),
+            Channel::Control { agent_id } => write!(f, "agent.{agent_id}.control"),
+            Channel::Stream { agent_name, stream_id } => write!(f, "stream.{agent_name}.{stream_id}"),
+            Channel::Setup { org_id, task_id } => write!(f, "setup.{org_id}.{task_id}"),
+            Channel::Registry(rest) => write!(f, "registry.{rest}"),
+            Channel::Log { agent_name } => write!(f, "obs.{agent_name}.log"),
+        }
+    }
+}
+
 /// Registry channels: `registry.all`, `registry.public`, `registry.private`, `registry.log`.
 pub const REGISTRY_CHANNELS: &[&str] = &["registry.all", "registry.public", "registry.private", "registry.log"];
 
@@ -176,6 +256,30 @@ mod tests {
             instance_filter("AG-x-1"),
             "meta.instance == 'AG-x-1' || meta.broadcast == \"true\""
         );
+    }
+
+    #[test]
+    fn channels_parse_and_print() {
+        for name in [
+            "u.o.t",
+            "agent.a1.control",
+            "stream.echo.t-1",
+            "setup.o.t",
+            "registry.skill.x_y",
+            "obs.echo.log",
+        ] {
+            assert_eq!(Channel::parse(name).map(|c| c.to_string()).as_deref(), Some(name));
+        }
+        assert_eq!(
+            Channel::parse("u.o.t"),
+            Some(Channel::Task {
+                org_id: "o".into(),
+                task_id: "t".into()
+            })
+        );
+        for bad in ["u.o", "u..t", "agent.a.other", "x.y.z", "", "stream.a"] {
+            assert_eq!(Channel::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! ordered event publisher and the terminal decision.
 
 use super::*;
+use blocks_wire::event::{Artifact, ArtifactRef, Progress, SystemStatus};
+use blocks_wire::{TaskEvent, Terminal, TerminalState};
 
 /// Why a task's cancel signal fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +29,13 @@ pub(super) struct StatusThrottle {
     pub(super) flush_scheduled: bool,
 }
 
-/// One queued task event and, if the caller waits, where to report the publish result.
-pub(super) type Outgoing = (Value, Option<tokio::sync::oneshot::Sender<Result<()>>>);
+/// What a task's publisher queue carries.
+pub(super) enum Outgoing {
+    /// A task event and, if the caller waits, where to report the publish result.
+    Event(TaskEvent, Option<tokio::sync::oneshot::Sender<Result<()>>>),
+    /// Answered once everything queued before it is out.
+    Flush(tokio::sync::oneshot::Sender<Result<()>>),
+}
 
 /// Publish queued events of one task in order with its write token; ends when the context drops.
 /// How long stop() waits for the terminals of the tasks it abandons (they go on being retried).
@@ -46,24 +53,23 @@ pub(super) fn spawn_publisher(
 ) -> tokio::sync::mpsc::UnboundedSender<Outgoing> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
     tokio::spawn(async move {
-        while let Some((mut event, done)) = rx.recv().await {
-            if event.is_null() {
-                // a flush marker: everything queued before it is out
-                if let Some(d) = done {
-                    let _ = d.send(Ok(()));
+        while let Some(next) = rx.recv().await {
+            let (event, done) = match next {
+                Outgoing::Event(event, done) => (event, done),
+                Outgoing::Flush(done) => {
+                    let _ = done.send(Ok(()));
+                    continue;
                 }
-                continue;
-            }
-            if let Some(o) = event.as_object_mut() {
-                o.insert("taskId".into(), json!(task_id));
-                o.insert("protocolVersion".into(), json!(blocks_wire::PROTOCOL_VERSION));
-            }
+            };
+            let terminal = matches!(event, TaskEvent::Terminal(_));
+            let mut event = event.stamped(&task_id).to_value();
+            // the publishing agent speaks this version, whatever the event was built with
+            event["protocolVersion"] = Value::String(blocks_wire::PROTOCOL_VERSION.into());
             let meta = HashMap::from([
                 ("agentName".to_string(), agent_name.clone()),
                 ("taskId".to_string(), task_id.clone()),
                 ("protocolVersion".to_string(), blocks_wire::PROTOCOL_VERSION.to_string()),
             ]);
-            let terminal = event.get("type").and_then(Value::as_str) == Some("terminal");
             let mut r = publisher
                 .publish(&channel, event.clone(), Some(meta.clone()), true)
                 .await
@@ -224,16 +230,12 @@ impl TaskContext {
 
     /// Publish the task's terminal, at most once per task whatever path asks for it. Returns
     /// false when a terminal was already published.
-    pub async fn publish_terminal(&self, terminal: Value) -> bool {
+    pub async fn publish_terminal(&self, terminal: Terminal) -> bool {
         if self.terminal_sent.swap(true, Ordering::SeqCst) {
             return false;
         }
-        let state = terminal
-            .get("state")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if let Err(e) = self.publish_event(terminal).await {
+        let state = terminal.state;
+        if let Err(e) = self.publish_event(terminal.into()).await {
             tracing::warn!(target: "blocks::agent", "could not publish the terminal of {}: {e}", self.task_id);
         }
         tracing::debug!(target: "blocks::agent", "task {} terminal {state}", self.task_id);
@@ -248,10 +250,10 @@ impl TaskContext {
     }
 
     /// Publish a task event (stored, with the spec's meta). Best effort: failures are logged.
-    pub async fn publish_event(&self, event: Value) -> Result<()> {
+    pub async fn publish_event(&self, event: TaskEvent) -> Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.events
-            .send((event, Some(tx)))
+            .send(Outgoing::Event(event, Some(tx)))
             .map_err(|_| Error::Closed(format!("task {} is finished", self.task_id)))?;
         rx.await
             .map_err(|_| Error::Closed(format!("task {} is finished", self.task_id)))?
@@ -260,14 +262,14 @@ impl TaskContext {
     /// Wait until every event queued so far has been published.
     pub(super) async fn flush_events(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.events.send((Value::Null, Some(tx))).is_ok() {
+        if self.events.send(Outgoing::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }
 
     /// Queue a task event without waiting for it (order is kept).
-    pub(super) fn queue_event(&self, event: Value) {
-        if self.events.send((event, None)).is_err() {
+    pub(super) fn queue_event(&self, event: TaskEvent) {
+        if self.events.send(Outgoing::Event(event, None)).is_err() {
             tracing::debug!(target: "blocks::agent", "event of finished task {} dropped", self.task_id);
         }
     }
@@ -300,7 +302,7 @@ impl TaskContext {
             }
         };
         if send_now {
-            self.queue_event(json!({ "type": "progress", "message": message }));
+            self.queue_event(status_line(message));
         }
     }
 
@@ -316,10 +318,7 @@ impl TaskContext {
             p
         };
         if let Some(message) = pending {
-            if let Err(e) = self
-                .publish_event(json!({ "type": "progress", "message": message }))
-                .await
-            {
+            if let Err(e) = self.publish_event(status_line(message)).await {
                 tracing::warn!(target: "blocks::agent", "status publish failed: {e}");
             }
         }
@@ -363,30 +362,59 @@ impl TaskContext {
             crate::files::upload(self.uploader.as_ref(), &self.http, body, &file).await?;
             return Ok(());
         }
-        let mut r = Map::new();
-        r.insert("kind".into(), json!("inline"));
-        r.insert(
+        let mut fields = Map::new();
+        fields.insert(
             "mimeType".into(),
             json!(artifact.mime_type.as_deref().unwrap_or("application/octet-stream")),
         );
-        r.insert("size".into(), json!(artifact.data.len()));
-        r.insert(
+        fields.insert("size".into(), json!(artifact.data.len()));
+        fields.insert(
             "data".into(),
             json!(base64::engine::general_purpose::STANDARD.encode(&artifact.data)),
         );
         if let Some(f) = &artifact.file_name {
-            r.insert("fileName".into(), json!(f));
+            fields.insert("fileName".into(), json!(f));
         }
-        let mut ev = json!({ "type": "artifact", "artifactRef": Value::Object(r) });
-        if let Some(o) = &artifact.output_id {
-            ev["outputId"] = json!(o);
-        }
+        let ev = TaskEvent::Artifact(Artifact {
+            task_id: None,
+            artifact_ref: ArtifactRef {
+                kind: "inline".into(),
+                fields,
+            },
+            output_id: artifact.output_id.clone(),
+            extra: Map::new(),
+        });
         self.publish_event(ev).await
     }
 }
 
+/// A `progress` event with a status line.
+fn status_line(message: String) -> TaskEvent {
+    TaskEvent::Progress(Progress {
+        message: Some(message),
+        ..Progress::default()
+    })
+}
+
+/// The first event of an accepted task: `progress` 0, `running`.
+pub(super) fn accepted() -> TaskEvent {
+    TaskEvent::Progress(Progress {
+        progress: Some(0.into()),
+        state: Some("running".into()),
+        ..Progress::default()
+    })
+}
+
+/// A `system` event (`paused` / `resumed`).
+pub(super) fn system_status(status: &str) -> TaskEvent {
+    TaskEvent::System(SystemStatus {
+        status: Some(status.into()),
+        ..SystemStatus::default()
+    })
+}
+
 /// Terminal decision matrix (agent spec §6.3) for a handler that returned normally.
-pub(super) fn terminal_for(ctx: &TaskContext) -> Option<Value> {
+pub(super) fn terminal_for(ctx: &TaskContext) -> Option<Terminal> {
     let (canceled, expired, terminated) = ctx
         .cancel
         .lock()
@@ -394,16 +422,16 @@ pub(super) fn terminal_for(ctx: &TaskContext) -> Option<Value> {
         .unwrap_or_default();
     let pipe = ctx.task_kind == "pipe";
     let mut t = if pipe && expired && !canceled {
-        json!({ "type": "terminal", "state": "completed", "completionReason": "duration_expired" })
+        Terminal::duration_expired()
     } else if canceled || expired || terminated {
-        json!({ "type": "terminal", "state": "canceled" })
+        Terminal::new(TerminalState::Canceled)
     } else if pipe {
         return None;
     } else {
-        json!({ "type": "terminal", "state": "completed" })
+        Terminal::new(TerminalState::Completed)
     };
     if terminated {
-        t["reason"] = json!("terminated");
+        t.reason = Some("terminated".into());
     }
     Some(t)
 }

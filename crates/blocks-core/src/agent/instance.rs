@@ -2,6 +2,8 @@
 //! control messages, stop and presence.
 
 use super::*;
+use blocks_wire::control::{StartTask, SwitchEnvironment};
+use blocks_wire::{ControlMessage, TaskEvent, Terminal};
 
 /// Shared state of a running instance.
 pub(super) struct Instance {
@@ -177,8 +179,7 @@ impl Instance {
         let ends = tasks.into_iter().map(|ctx| async move {
             ctx.signal(CancelReason::Terminated);
             ctx.end_streams().await;
-            let terminal =
-                ctx.publish_terminal(json!({ "type": "terminal", "state": "failed", "error": "agent_auth_fatal" }));
+            let terminal = ctx.publish_terminal(Terminal::failed("agent_auth_fatal"));
             let _ = tokio::time::timeout(STOP_TERMINAL_WAIT, terminal).await;
         });
         futures::future::join_all(ends).await;
@@ -266,30 +267,26 @@ impl Drop for AbortOnDrop {
 
 impl Instance {
     pub(super) fn on_control(self: &Arc<Self>, msg: Value, broadcast: bool) {
-        let Some(kind) = msg.get("type").and_then(Value::as_str) else {
+        let Some(msg) = ControlMessage::parse(msg) else {
             return;
         };
-        let task_id = msg
-            .get("taskId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        match kind {
-            "StartTask" => self.admit(msg, broadcast),
-            "CancelTask" => self.signal(&task_id, CancelReason::Canceled),
-            "ExpireTask" => self.signal(&task_id, CancelReason::Expired),
-            "TerminateTask" => self.signal(&task_id, CancelReason::Terminated),
-            "PauseTask" | "ResumeTask" => {
-                let ctx = self.running.lock().ok().and_then(|r| r.get(&task_id).cloned());
-                if let Some(ctx) = ctx {
-                    let status = if kind == "PauseTask" { "paused" } else { "resumed" };
-                    // queued here, in the order the control messages came (a spawned publish per
-                    // message let a Resume overtake its Pause under load)
-                    ctx.queue_event(json!({ "type": "system", "status": status }));
-                }
+        let pause = |task_id: &str, status: &str| {
+            let ctx = self.running.lock().ok().and_then(|r| r.get(task_id).cloned());
+            if let Some(ctx) = ctx {
+                // queued here, in the order the control messages came (a spawned publish per
+                // message let a Resume overtake its Pause under load)
+                ctx.queue_event(system_status(status));
             }
-            "SwitchEnvironment" => self.switch_environment(&msg),
-            other => tracing::debug!(target: "blocks::agent", "ignoring control message {other}"),
+        };
+        match msg {
+            ControlMessage::StartTask(task) => self.admit(*task, broadcast),
+            ControlMessage::CancelTask(m) => self.signal(&m.task_id, CancelReason::Canceled),
+            ControlMessage::ExpireTask(m) => self.signal(&m.task_id, CancelReason::Expired),
+            ControlMessage::TerminateTask(m) => self.signal(&m.task_id, CancelReason::Terminated),
+            ControlMessage::PauseTask(m) => pause(&m.task_id, "paused"),
+            ControlMessage::ResumeTask(m) => pause(&m.task_id, "resumed"),
+            ControlMessage::SwitchEnvironment(m) => self.switch_environment(&m),
+            other => tracing::debug!(target: "blocks::agent", "ignoring control message {}", other.kind()),
         }
     }
 
@@ -301,8 +298,8 @@ impl Instance {
     /// `SwitchEnvironment {environment, pamToken}` (agent spec §5.7): a new control client on the
     /// target keyset, with the new token, replaces the old one (AGT-14). Running tasks keep their
     /// keyset. Token values are never logged.
-    pub(super) fn switch_environment(&self, msg: &Value) {
-        let env = msg.get("environment").and_then(Value::as_str).unwrap_or_default();
+    pub(super) fn switch_environment(&self, msg: &SwitchEnvironment) {
+        let env = msg.environment.as_deref().unwrap_or_default();
         let Some(keys) = self.keysets.get(env) else {
             tracing::debug!(target: "blocks::agent", "SwitchEnvironment to unknown environment {env:?} ignored");
             return;
@@ -312,7 +309,7 @@ impl Instance {
             tracing::debug!(target: "blocks::agent", "SwitchEnvironment to the current environment {env} ignored");
             return;
         }
-        let Some(token) = msg.get("pamToken").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+        let Some(token) = msg.pam_token.as_deref().filter(|t| !t.is_empty()) else {
             tracing::error!(target: "blocks::agent", event = "switch_environment_rejected",
                 "SwitchEnvironment to {env} rejected: pamToken is required (token: absent); the agent stays on {current}");
             return;
@@ -358,10 +355,7 @@ impl Instance {
                             inst.active.fetch_sub(1, Ordering::SeqCst);
                         }
                         ctx.end_streams().await;
-                        ctx.publish_terminal(
-                            json!({ "type": "terminal", "state": "canceled", "reason": "terminated" }),
-                        )
-                        .await;
+                        ctx.publish_terminal(Terminal::terminated()).await;
                     }
                 });
             }
@@ -382,29 +376,34 @@ impl Instance {
     }
 
     /// Admission (agent spec §5.4): version, pipe duration, duplicate, capacity.
-    pub(super) fn admit(self: &Arc<Self>, task: Value, broadcast: bool) {
+    pub(super) fn admit(self: &Arc<Self>, task: StartTask, broadcast: bool) {
         let received = dispatch_timing::now();
-        let task_id = match task.get("taskId").and_then(Value::as_str) {
-            Some(t) if !t.is_empty() => t.to_string(),
-            _ => return,
-        };
+        if task.task_id.is_empty() {
+            return;
+        }
+        let task_id = task.task_id.clone();
         let owner = task
-            .get("ownerId")
-            .and_then(Value::as_str)
+            .owner_id
+            .as_deref()
             .filter(|s| !s.is_empty())
-            .or_else(|| task.pointer("/callerClaims/sub").and_then(Value::as_str))
+            .or_else(|| {
+                task.extra
+                    .get("callerClaims")
+                    .and_then(|c| c.get("sub"))
+                    .and_then(Value::as_str)
+            })
             .unwrap_or("anonymous")
             .to_string();
         let org = task
-            .get("orgId")
-            .and_then(Value::as_str)
+            .org_id
+            .as_deref()
             .filter(|s| !s.is_empty())
             .unwrap_or(&owner)
             .to_string();
-        let version = task.get("protocolVersion").and_then(Value::as_str);
+        let version = task.protocol_version.as_deref();
         let failure = if version.is_some_and(|v| !blocks_wire::is_protocol_version_supported(v)) {
             Some("unsupported_protocol_version")
-        } else if task.get("taskKind").and_then(Value::as_str) == Some("pipe") && !valid_pipe(&task) {
+        } else if task.task_kind.as_deref() == Some("pipe") && !valid_pipe(&task) {
             Some("invalid_start_task")
         } else {
             None
@@ -427,7 +426,10 @@ impl Instance {
             let version = version.unwrap_or(blocks_wire::PROTOCOL_VERSION).to_string();
             let agent = self.agent_name.clone();
             tokio::spawn(async move {
-                let ev = json!({ "type": "terminal", "taskId": task_id, "state": "failed", "error": error, "protocolVersion": version });
+                // the task's own version, in the payload and the meta (agent spec §5.4)
+                let mut t = Terminal::failed(error);
+                t.extra.insert("protocolVersion".into(), Value::String(version.clone()));
+                let ev = TaskEvent::from(t).stamped(&task_id).to_value();
                 let meta = HashMap::from([
                     ("agentName".to_string(), agent),
                     ("taskId".to_string(), task_id.clone()),
@@ -445,7 +447,7 @@ impl Instance {
                 subscribe_key: self.keys.subscribe_key.clone(),
                 publish_key: self.keys.publish_key.clone(),
                 user_id: self.instance_id.clone(),
-                token: task.get("writeToken").and_then(Value::as_str).map(str::to_string),
+                token: task.write_token.clone(),
                 filter: None,
                 presence_timeout: None,
                 leave_on_close: false,
@@ -459,33 +461,29 @@ impl Instance {
                 return;
             }
         };
-        let mut handler_task = task.clone();
-        if let Some(o) = handler_task.as_object_mut() {
-            o.remove("writeToken");
-            o.remove("controlToken");
-        }
+        // the handler sees the task without its tokens
+        let handler_task = ControlMessage::StartTask(Box::new(StartTask {
+            write_token: None,
+            control_token: None,
+            ..task.clone()
+        }))
+        .to_value();
         let ctx = Arc::new(TaskContext {
             task_id: task_id.clone(),
             org_id: org.clone(),
             agent_name: self.agent_name.clone(),
-            task_kind: task
-                .get("taskKind")
-                .and_then(Value::as_str)
-                .unwrap_or("request")
-                .to_string(),
+            task_kind: task.task_kind.clone().unwrap_or_else(|| "request".into()),
             request_parts: task
+                .extra
                 .get("requestParts")
                 .cloned()
                 .filter(Value::is_array)
-                .unwrap_or_else(|| json!([])),
-            has_stream: task.get("hasStream").and_then(Value::as_bool).unwrap_or(false),
-            consumer_public_key: task
-                .get("consumerPublicKey")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+                .unwrap_or_else(|| Value::Array(Vec::new())),
+            has_stream: task.has_stream.unwrap_or(false),
+            consumer_public_key: task.consumer_public_key.clone(),
             publisher: publisher.clone(),
             declared: self.declared.clone(),
-            duration: task.get("duration").and_then(Value::as_i64),
+            duration: task.duration.as_ref().and_then(Value::as_i64),
             stream_count: std::sync::atomic::AtomicU32::new(0),
             leases: Mutex::new(Vec::new()),
             registry: self.registry.clone(),
@@ -515,7 +513,8 @@ impl Instance {
         }
         self.active.fetch_add(1, Ordering::SeqCst);
         if let Some(deadline) = task
-            .get("durationExpiresAtMs")
+            .duration_expires_at_ms
+            .as_ref()
             .and_then(Value::as_u64)
             .filter(|_| ctx.task_kind == "pipe")
         {
@@ -547,7 +546,7 @@ impl Instance {
             }
             if let Some(t) = terminal {
                 ctx.end_streams().await;
-                let state = t["state"].as_str().unwrap_or_default().to_string();
+                let state = t.state;
                 if ctx.publish_terminal(t).await {
                     dispatch_timing::mark(&task_id, dispatch_timing::Stage::TerminalPublished);
                     tracing::info!(target: "blocks::agent", "task {task_id} {state} in {} ms", started.elapsed().as_millis());
@@ -562,11 +561,8 @@ impl Instance {
 
     /// Run the handler; returns the terminal to publish (None for a pipe handler that returned on
     /// its own: the task is parked until Cancel/Expire/Terminate).
-    pub(super) async fn run(&self, task: Value, ctx: Arc<TaskContext>) -> Option<Value> {
-        if let Err(e) = ctx
-            .publish_event(json!({ "type": "progress", "progress": 0, "state": "running" }))
-            .await
-        {
+    pub(super) async fn run(&self, task: Value, ctx: Arc<TaskContext>) -> Option<Terminal> {
+        if let Err(e) = ctx.publish_event(accepted()).await {
             tracing::warn!(target: "blocks::agent", "could not publish running for {}: {e}", ctx.task_id);
         }
         tracing::info!(target: "blocks::agent", "task {} accepted", ctx.task_id);
@@ -584,11 +580,11 @@ impl Instance {
                     }
                 }
                 match failed {
-                    Some(error) => Some(json!({ "type": "terminal", "state": "failed", "error": error })),
+                    Some(error) => Some(Terminal::failed(error)),
                     None => terminal_for(&ctx),
                 }
             }
-            Err(message) => Some(json!({ "type": "terminal", "state": "failed", "error": message })),
+            Err(message) => Some(Terminal::failed(message)),
         };
         if terminal.is_none() {
             if let Ok(mut p) = self.parked.lock() {
@@ -643,9 +639,9 @@ impl Instance {
     }
 }
 
-pub(super) fn valid_pipe(task: &Value) -> bool {
-    let d = task.get("duration").and_then(Value::as_f64);
-    let exp = task.get("durationExpiresAtMs").and_then(Value::as_f64);
+pub(super) fn valid_pipe(task: &StartTask) -> bool {
+    let d = task.duration.as_ref().and_then(Value::as_f64);
+    let exp = task.duration_expires_at_ms.as_ref().and_then(Value::as_f64);
     d.and_then(blocks_wire::PipeDuration::from_f64).is_some() && matches!(exp, Some(e) if e > 0.0)
 }
 

@@ -8,39 +8,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-/// Stream payload format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Text and binary chunks (`stream_data`, seq from 0).
-    Bytes,
-    /// JSON events (`stream_events`, seq from 1).
-    Events,
-}
-
-impl Format {
-    /// Parse the wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "bytes" => Some(Format::Bytes),
-            "events" => Some(Format::Events),
-            _ => None,
-        }
-    }
-    /// Wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Bytes => "bytes",
-            Format::Events => "events",
-        }
-    }
-    /// First sequence number of a stream of this format.
-    pub fn first_seq(self) -> u64 {
-        match self {
-            Format::Bytes => 0,
-            Format::Events => 1,
-        }
-    }
-}
+/// Stream payload format (the wire model's).
+pub use blocks_wire::event::StreamFormat as Format;
 
 /// Default largest serialized message before multipart splitting.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16_384;

@@ -1,0 +1,82 @@
+// Issue 22 (typed core): task events are read by the typed wire model (blocks-wire) and reach
+// listeners with every field they carried; errors become their JS class through one table,
+// also on synchronous native calls.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+import { sdk, startNetwork, deferred } from './helpers.mjs'
+
+const native = createRequire(import.meta.url)('../native.js')
+
+let env
+const gate = deferred()
+before(async () => {
+  env = await startNetwork()
+  await env.agent('holder', async (task, ctx) => {
+    ctx.reportStatus('held')
+    await gate.promise
+    return 'done'
+  })
+})
+after(() => env.stop())
+
+/** Publish a raw message on a task's status channel, as any producer could. */
+async function publishRaw(channel, message) {
+  const url = `${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${channel}/0?uuid=producer&auth=${env.net.serviceToken}`
+  const r = await fetch(url, { method: 'POST', body: JSON.stringify(message) })
+  assert.equal(r.status, 200)
+}
+
+test('events keep the fields the model does not know; a known field of the wrong type is malformed (onError), an unknown type reaches onEvent whole', { timeout: 60_000 }, async () => {
+  const client = await env.client()
+  const session = await client.sendMessage({ agentName: 'holder', requestParts: [sdk.textPart('x')] })
+  const events = []
+  const errors = []
+  const sawOther = deferred()
+  const sawError = deferred()
+  session.onEvent((e) => {
+    events.push(e)
+    if (e.type === 'vendor_note') sawOther.resolve()
+  })
+  session.onError((err, ctx) => {
+    errors.push({ message: err.message, type: ctx.callbackType })
+    sawError.resolve()
+  })
+  const held = new Promise((r) => session.onProgress((e) => e.message === 'held' && r()))
+  await held
+  await publishRaw(session.statusChannel, { type: 'progress', taskId: session.taskId, message: 5 })
+  await publishRaw(session.statusChannel, { type: 'vendor_note', taskId: session.taskId, note: { deep: [1, { two: 2 }] } })
+  await sawError.promise
+  await sawOther.promise
+  assert.deepEqual(errors.map((e) => e.type), ['malformedMessage'])
+  assert.match(errors[0].message, /progress event with a field of the wrong type/)
+  const other = events.find((e) => e.type === 'vendor_note')
+  assert.deepEqual(other, { type: 'vendor_note', taskId: session.taskId, note: { deep: [1, { two: 2 }] } })
+  assert.ok(!events.some((e) => e.type === 'progress' && e.message === 5), 'the malformed progress was not delivered')
+  // a terminal with fields of a newer protocol: the first valid terminal wins and keeps them
+  const terminal = session.waitForTerminal(30_000)
+  await publishRaw(session.statusChannel, { type: 'terminal', taskId: session.taskId, state: 'failed', error: 'from a producer', retryAfterMs: 250, details: { code: 'X' } })
+  const t = await terminal
+  assert.equal(t.state, 'failed')
+  assert.equal(t.error, 'from a producer')
+  assert.equal(t.retryAfterMs, 250)
+  assert.deepEqual(t.details, { code: 'X' })
+  gate.resolve()
+  client.destroy()
+})
+
+test('every engine error code maps to an SDK error class (one table in the binding)', () => {
+  const classes = native.errorClasses()
+  assert.ok(classes.length >= 10, String(classes))
+  for (const name of classes) {
+    assert.equal(typeof sdk[name], 'function', `${name} is exported`)
+    assert.ok(new sdk[name]('x') instanceof sdk.BlocksError, `${name} is a BlocksError`)
+  }
+})
+
+test('synchronous and asynchronous native errors are instances of their class', async () => {
+  // synchronous: the devnet's flag parser
+  assert.throws(() => native.devnetCheckArgs(['--port', 'eighty']), (e) => e instanceof sdk.InvalidArgumentError && /--port/.test(e.message))
+  // asynchronous: the same parser behind a Promise
+  await assert.rejects(native.NativeLocalNetwork.startFromArgs(['--no-such-flag']), (e) => e instanceof sdk.InvalidArgumentError && /--no-such-flag/.test(e.message))
+})
