@@ -550,7 +550,7 @@ test('direct construction with a StaticAuthProvider or a ConsumerAuth', async ()
   auth.destroy()
   auth.destroy()
   // AUTH-05: a ConsumerAuth with no mode is refused with the spec message (thrown by the constructor, not at init)
-  assert.throws(() => new sdk.ConsumerAuth({}), /requires one of: apiKey, tokenEndpoint, or tokenProvider/)
+  assert.throws(() => new sdk.ConsumerAuth({}), (e) => e instanceof sdk.InvalidArgumentError && /requires one of: apiKey, tokenEndpoint, or tokenProvider/.test(e.message))
 })
 
 test('anonymous viewers: no auth, no sendMessage, and a 403 read token is AnonTaskAccessDeniedError', async () => {

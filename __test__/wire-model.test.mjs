@@ -20,6 +20,26 @@ before(async () => {
 })
 after(() => env.stop())
 
+test('a raw string written on an events stream throws InvalidArgumentError synchronously (the rule is the engine'"'"'s only)', { timeout: 60_000 }, async () => {
+  let refused = 'accepted'
+  await env.agent('events_writer', async (task, ctx) => {
+    const s = await ctx.createStream()
+    try {
+      s.write('not an event')
+    } catch (e) {
+      refused = `${e instanceof sdk.InvalidArgumentError}: ${e.message}`
+    }
+    s.write({ ok: true })
+    await s.end()
+  }, { card: { identity: { agentName: 'events_writer' }, capabilities: { taskKinds: ['request'] }, runtime: { handler: './h.js' }, streams: { _default: { direction: 'outbound', format: 'events' } } } })
+  const client = await env.client()
+  const session = await client.sendMessage({ agentName: 'events_writer', stream: true, requestParts: [sdk.textPart('x')] })
+  const t = await session.waitForTerminal(30_000)
+  assert.equal(t.state, 'completed', JSON.stringify(t))
+  assert.equal(refused, 'true: write() does not accept raw strings in format: "events" (pass an object, or use a bytes stream)')
+  client.destroy()
+})
+
 /** Publish a raw message on a task's status channel, as any producer could. */
 async function publishRaw(channel, message) {
   const url = `${env.net.url}/publish/pub-c-devnet-free/sub-c-devnet-free/0/${channel}/0?uuid=producer&auth=${env.net.serviceToken}`

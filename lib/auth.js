@@ -65,7 +65,7 @@ class ConsumerAuth {
   constructor(options = {}) {
     const a = authOptions(options)
     const modes = [a.apiKey, a.tokenEndpointUrl, a.tokenProvider].filter((x) => x !== undefined).length
-    if (modes === 0) throw new InvalidArgumentError('ConsumerAuth requires one of: apiKey, tokenEndpoint, or tokenProvider')
+    // no mode at all: the binding refuses it (InvalidArgumentError, same call)
     if (modes > 1) throw new InvalidArgumentError('Only one token provider mode may be specified')
     if (a.apiKey !== undefined && !options.baseUrl) throw new InvalidArgumentError('ConsumerAuth with apiKey needs baseUrl (the backend root URL)')
     const net = netOptions(options)

@@ -39,10 +39,8 @@ class StreamHandle {
   write(data) {
     if (Buffer.isBuffer(data) || data instanceof Uint8Array) return this.#native.writeBytes(Buffer.from(data.buffer, data.byteOffset, data.byteLength))
     if (data instanceof ArrayBuffer) return this.#native.writeBytes(Buffer.from(data))
-    if (typeof data === 'string') {
-      if (this.format === 'events') throw new InvalidArgumentError('write() does not accept raw strings in format: "events" (pass an object, or use a bytes stream)')
-      return this.#native.writeText(data)
-    }
+    // the engine refuses raw strings on events streams (InvalidArgumentError, thrown synchronously)
+    if (typeof data === 'string') return this.#native.writeText(data)
     if (data === undefined) throw new InvalidArgumentError('write() needs data')
     return this.#native.writeEvent(data)
   }
