@@ -20,7 +20,7 @@ before(async () => {
 })
 after(() => env.stop())
 
-test('a raw string written on an events stream throws InvalidArgumentError synchronously (the rule is the engine'"'"'s only)', { timeout: 60_000 }, async () => {
+test('a raw string written on an events stream throws InvalidArgumentError synchronously (the rule lives only in the engine)', { timeout: 60_000 }, async () => {
   let refused = 'accepted'
   await env.agent('events_writer', async (task, ctx) => {
     const s = await ctx.createStream()
