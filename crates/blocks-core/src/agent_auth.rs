@@ -11,10 +11,11 @@ use serde_json::{json, Value};
 use crate::auth::ExternalAuth;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::http::{error_code, HttpClient};
+use crate::http::HttpClient;
+use blocks_wire::auth::{AuthCode, AuthError, TokenReply};
+use serde::Deserialize;
 
 /// Error codes that end an agent's session for good.
-const FATAL_CODES: &[&str] = &["API_KEY_INVALID", "AGENT_FORCED_OFFLINE"];
 
 #[derive(Default)]
 struct Tokens {
@@ -92,7 +93,7 @@ impl AgentAuth {
             .await
             .map_err(|e| match e {
                 Error::Http { status, body, .. } => {
-                    let code = error_code(&body).map(|c| format!(" ({c})")).unwrap_or_default();
+                    let code = AuthError::code_of(&body).map(|c| format!(" ({c})")).unwrap_or_default();
                     Error::AgentAuthFatal(format!(
                         "Agent registration failed: HTTP {status}{code}: check BLOCKS_API_KEY and that the agent is registered to its owner"
                     ))
@@ -102,14 +103,15 @@ impl AgentAuth {
     }
 
     fn store(&self, t: &mut Tokens, answer: &Value) {
-        if let Some(a) = answer.get("accessToken").and_then(Value::as_str) {
-            t.access = a.to_string();
+        let answer = TokenReply::deserialize(answer).unwrap_or_default();
+        if let Some(a) = answer.access_token {
             if let Ok(mut c) = self.current.lock() {
-                *c = Some(a.to_string());
+                *c = Some(a.clone());
             }
+            t.access = a;
         }
-        if let Some(r) = answer.get("refreshToken").and_then(Value::as_str) {
-            t.refresh = r.to_string();
+        if let Some(r) = answer.refresh_token {
+            t.refresh = r;
         }
     }
 
@@ -168,8 +170,8 @@ impl AgentAuth {
             .await;
         let answer = match refreshed {
             Ok(v) => v,
-            Err(Error::Http { status, body, .. }) => match error_code(&body) {
-                Some(c) if c == "REFRESH_TOKEN_INVALID" => {
+            Err(Error::Http { status, body, .. }) => match AuthError::code_of(&body) {
+                Some(AuthCode::RefreshTokenInvalid) => {
                     let payload = self.payload.lock().ok().and_then(|p| p.clone());
                     let Some(payload) = payload else {
                         return Err(Error::AgentAuthFatal(
@@ -178,7 +180,7 @@ impl AgentAuth {
                     };
                     self.connect(&payload).await.map_err(|e| self.record_fatal(e))?
                 }
-                Some(c) if FATAL_CODES.contains(&c.as_str()) => {
+                Some(c) if c.is_fatal_for_agent() => {
                     return Err(self.record_fatal(Error::AgentAuthFatal(format!(
                         "agent token refresh failed: HTTP {status} ({c}): the agent's API key was refused or the agent was forced offline"
                     ))))

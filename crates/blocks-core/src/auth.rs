@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::http::{capture_write_affinity, error_body, error_code, HttpClient};
+use crate::http::{capture_write_affinity, error_body, HttpClient};
+use blocks_wire::auth::{AuthCode, AuthError, TokenReply};
 
 /// What a token source returns.
 #[derive(Debug, Clone, Default)]
@@ -358,7 +359,7 @@ impl ConsumerAuth {
                     if let Some(rt) = refresh_token {
                         match self.refresh_with_api_key(key, &rt).await {
                             Err(Error::Http { status: 401, body, .. })
-                                if error_code(&body).as_deref() == Some("REFRESH_TOKEN_INVALID") => {}
+                                if AuthError::code_of(&body) == Some(AuthCode::RefreshTokenInvalid) => {}
                             other => return other,
                         }
                     }
@@ -433,11 +434,9 @@ impl ConsumerAuth {
         capture_write_affinity(resp.headers());
         if resp.status().as_u16() == 401 {
             let body = error_body(resp).await;
-            if error_code(&body).as_deref() == Some("API_KEY_INVALID") {
-                let msg = serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-                    .unwrap_or(body);
+            let refused = AuthError::parse(&body).filter(|e| e.code == Some(AuthCode::ApiKeyInvalid));
+            if let Some(refused) = refused {
+                let msg = refused.message.unwrap_or(body);
                 return Err(Error::Http {
                     context: format!("API key invalid or revoked: {msg}"),
                     status: 401,
@@ -504,19 +503,16 @@ async fn parse_token_response(resp: reqwest::Response, context: &str, field: &st
             body,
         });
     }
-    let v: Value = resp.json().await.map_err(|e| Error::transport(context, e))?;
+    let v: TokenReply = resp.json().await.map_err(|e| Error::transport(context, e))?;
     let token = v
-        .get(field)
-        .or_else(|| v.get("token"))
-        .or_else(|| v.get("accessToken"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::Protocol(format!("{context}: response has no {field}")))?;
+        .token_named(field)
+        .ok_or_else(|| Error::Protocol(format!("{context}: response has no {field}")))?
+        .to_string();
     Ok(TokenResult {
-        token: token.to_string(),
-        expires_in: v.get("expiresIn").and_then(Value::as_f64),
-        user_id: v.get("userId").and_then(Value::as_str).map(str::to_string),
-        refresh_token: v.get("refreshToken").and_then(Value::as_str).map(str::to_string),
+        token,
+        expires_in: v.expires_in,
+        user_id: v.user_id,
+        refresh_token: v.refresh_token,
     })
 }
 

@@ -10,14 +10,7 @@ use crate::auth::ConsumerAuth;
 use crate::error::{Error, Result};
 use crate::http::{capture_write_affinity, error_body, HttpClient};
 
-/// JSON-RPC `data.code` values that mean "refresh the token and retry once".
-const REFRESH_CODES: &[&str] = &[
-    "EMBEDDED_JWT_REVOKED",
-    "EMBEDDED_JWT_LOGOUT",
-    "EMBEDDED_JWT_KILLED",
-    "EMBEDDED_JWT_SCOPE_DRIFT",
-    "AGENT_OUT_OF_SCOPE",
-];
+use blocks_wire::auth::AuthCode;
 
 /// Client of the backend HTTP API.
 #[derive(Clone)]
@@ -148,7 +141,7 @@ impl Backend {
             Error::Rpc { data: Some(d), .. } => d
                 .get("code")
                 .and_then(Value::as_str)
-                .is_some_and(|c| REFRESH_CODES.contains(&c)),
+                .is_some_and(|c| matches!(AuthCode::parse(c), AuthCode::RefreshAndRetry(_))),
             _ => false,
         }
     }
@@ -357,7 +350,13 @@ mod tests {
             message: "HTTP 401".into(),
             data: None
         }));
-        for c in REFRESH_CODES {
+        for c in [
+            "EMBEDDED_JWT_REVOKED",
+            "EMBEDDED_JWT_LOGOUT",
+            "EMBEDDED_JWT_KILLED",
+            "EMBEDDED_JWT_SCOPE_DRIFT",
+            "AGENT_OUT_OF_SCOPE",
+        ] {
             assert!(with_auth.should_refresh(&code(c)), "{c}");
         }
         assert!(!with_auth.should_refresh(&code("BillingModeMismatch")));

@@ -267,12 +267,3 @@ pub async fn error_body(resp: reqwest::Response) -> String {
     }
     text
 }
-
-/// The machine-readable `code` of a backend error body (`{"code": …}` or `{"error": {"code": …}}`).
-pub fn error_code(body: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    v.get("code")
-        .or_else(|| v.get("error").and_then(|e| e.get("code")))
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-}

@@ -3,8 +3,10 @@
 //! `shared/spec/` and must not change without a protocol version bump.
 //!
 //! The typed model: [`event`] (task-channel events), [`control`] (control-channel messages),
+//! [`auth`] (token answers and auth error codes),
 //! [`Channel`] (channel names), [`PipeDuration`] and the limits below.
 
+pub mod auth;
 pub mod control;
 pub mod event;
 
