@@ -5,7 +5,7 @@ use axum::http::Response;
 use serde_json::json;
 
 use crate::http::{json_response, Req};
-use crate::Net;
+use crate::net::Net;
 
 /// What a request does with a channel.
 #[derive(Clone, Copy, PartialEq)]

@@ -7,8 +7,8 @@ use axum::http::{Method, Response};
 use serde_json::{json, Value};
 
 use crate::http::{json_response, Req};
+use crate::net::Net;
 use crate::state::{Effect, TokenKind};
-use crate::Net;
 
 fn err(status: u16, code: &str, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": message, "code": code, "message": message }))
@@ -27,7 +27,7 @@ pub(crate) async fn handle(net: &Net, req: &Req) -> Response<Body> {
         (Method::POST, ["devnet", "v1", "revoke-control-tokens"]) => revoke_control_tokens(net, req),
         // the RPC endpoint of a subscribe key, used by clients configured without a base URL
         (Method::POST, ["v1", "blocks", "sub-key", sk, "rpc"]) => {
-            if *sk != crate::FREE_KEYS.1 && *sk != crate::PAID_KEYS.1 {
+            if *sk != crate::net::FREE_KEYS.1 && *sk != crate::net::PAID_KEYS.1 {
                 return err(
                     404,
                     "UNKNOWN_SUBSCRIBE_KEY",
@@ -52,8 +52,8 @@ pub(crate) async fn handle(net: &Net, req: &Req) -> Response<Body> {
 }
 
 fn cdm(net: &Net) -> Response<Body> {
-    let (fp, fs) = crate::FREE_KEYS;
-    let (pp, ps) = crate::PAID_KEYS;
+    let (fp, fs) = crate::net::FREE_KEYS;
+    let (pp, ps) = crate::net::PAID_KEYS;
     json_response(
         200,
         &json!({
@@ -629,7 +629,7 @@ fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
         r.agents
             .get(name)
             .map(|a| Net::keys(&a.billing))
-            .unwrap_or(crate::FREE_KEYS)
+            .unwrap_or(crate::net::FREE_KEYS)
     };
     Ok(json!({
         "taskId": current.id, "orgId": current.org, "idempotent": idempotent, "queued": queued, "state": current.state,

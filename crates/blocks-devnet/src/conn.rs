@@ -39,7 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::Net;
+use crate::net::Net;
 
 /// Connections beyond the cap that are still answered with a 503 at once (more are closed
 /// without an answer).
@@ -86,7 +86,7 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub fn of(cfg: &crate::DevnetConfig) -> Limits {
+    pub fn of(cfg: &crate::config::DevnetConfig) -> Limits {
         Limits {
             header: cfg.header_timeout,
             body: cfg.body_timeout,

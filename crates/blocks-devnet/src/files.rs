@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use crate::http::{json_response, Req};
+use crate::net::Net;
 use crate::state::random_id;
-use crate::Net;
 
 /// Uploads not confirmed within this time are dropped with their bytes.
 const UPLOAD_TTL: Duration = Duration::from_secs(3600);

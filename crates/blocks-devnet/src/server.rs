@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::access::{check_access, Op};
 use crate::filter::Filter;
 use crate::http::*;
-use crate::Net;
+use crate::net::Net;
 
 /// One request, from the connection layer (which has checked its Host).
 pub(crate) async fn handle(net: Arc<Net>, request: Request<Body>) -> Response<Body> {

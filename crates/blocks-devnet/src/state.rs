@@ -199,6 +199,9 @@ impl Task {
     }
 }
 
+/// StartTasks sent for one task before it fails with `task_not_acknowledged`.
+pub const DISPATCH_ATTEMPTS: usize = 3;
+
 /// A publish the caller must perform after releasing the records lock.
 #[derive(Debug, Clone)]
 pub struct Effect {

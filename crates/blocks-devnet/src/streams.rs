@@ -6,13 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::net::Net;
 use crate::state::TokenKind;
-use crate::Net;
-
-/// A message held back by the chaos knob: (payload, meta, publisher).
-pub(crate) type Held = (Value, Option<Value>, String);
-/// Per stream channel: the held message and a publish counter.
-pub(crate) type ChaosSlot = (Option<Held>, u64);
 
 fn abort(body: Value) -> (u16, Value) {
     (
