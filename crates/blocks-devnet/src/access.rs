@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::http::Response;
 use serde_json::json;
 
-use crate::http::{json_response, Req};
 use crate::net::Net;
+use crate::request::{json_response, Req};
 
 /// What a request does with a channel.
 #[derive(Clone, Copy, PartialEq)]

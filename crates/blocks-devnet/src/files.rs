@@ -17,8 +17,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::http::{json_response, Req};
 use crate::net::Net;
+use crate::request::{json_response, Req};
 use crate::state::random_id;
 
 /// Uploads not confirmed within this time are dropped with their bytes.
@@ -628,7 +628,7 @@ pub(crate) fn file_url(net: &Net, req: &Req, channel: &str, id: &str, name: &str
             let location = format!(
                 "{}/storage/blob/{id}/{}?key={}",
                 base(net, &req.headers),
-                crate::http::encode(name),
+                crate::request::encode(name),
                 b.key
             );
             Response::builder()

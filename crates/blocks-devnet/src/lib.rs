@@ -3,7 +3,7 @@
 //! Embeddable (`Devnet::start`) and runnable (`blocks-devnet`).
 
 mod access;
-mod backend;
+mod backend_api;
 pub mod config;
 mod conn;
 mod devnet;
@@ -11,8 +11,9 @@ mod files;
 mod filter;
 mod http;
 mod net;
+mod pubnub_api;
 mod realtime;
-mod server;
+mod request;
 mod state;
 mod store;
 mod streams;
@@ -30,10 +31,11 @@ pub use tls::TlsCa;
 /// The limits the devnet holds every request to (issue 20: hostile and careless input).
 pub mod limits {
     pub use crate::filter::{MAX_FILTER_BYTES, MAX_FILTER_DEPTH};
-    pub use crate::http::{
-        MAX_BODY, MAX_CHANNELS_PER_REQUEST, MAX_MESSAGE_BYTES, MAX_MESSAGE_DEPTH, MAX_NAME_BYTES, MAX_PRESENCE_TIMEOUT,
-    };
+    pub use crate::http::MAX_BODY;
     pub use crate::realtime::RETAINED_BYTES;
+    pub use crate::request::{
+        MAX_CHANNELS_PER_REQUEST, MAX_MESSAGE_BYTES, MAX_MESSAGE_DEPTH, MAX_NAME_BYTES, MAX_PRESENCE_TIMEOUT,
+    };
 }
 
 /// The request-body reader, for the property tests (not a stable API).

@@ -7,7 +7,7 @@
 //!
 //! | what | limit |
 //! |---|---|
-//! | one message (publish) | 32 KiB of JSON text, message and meta (`server::MAX_MESSAGE_BYTES`) |
+//! | one message (publish) | 32 KiB of JSON text, message and meta (`request::MAX_MESSAGE_BYTES`) |
 //! | replay cache of a channel | 10,000 messages (stream channels 20,000), 16 MiB (stream channels 32 MiB), 10 minutes |
 //! | history of a channel | 10,000 messages, 16 MiB |
 //! | everything the plane keeps | 128 MiB ([`RETAINED_BYTES`]): past it the oldest messages of the whole network go first |

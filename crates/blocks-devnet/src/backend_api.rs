@@ -6,8 +6,8 @@ use axum::body::Body;
 use axum::http::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::http::{json_response, Req};
 use crate::net::Net;
+use crate::request::{json_response, Req};
 use crate::state::{Effect, TokenKind};
 
 fn err(status: u16, code: &str, message: &str) -> Response<Body> {
@@ -280,13 +280,13 @@ fn connect(net: &Net, req: &Req) -> Response<Body> {
     ) else {
         return err(400, "BAD_REQUEST", "agentName and instanceId are required");
     };
-    if instance_id.is_empty() || instance_id.len() > crate::http::MAX_NAME_BYTES {
+    if instance_id.is_empty() || instance_id.len() > crate::request::MAX_NAME_BYTES {
         return err(
             400,
             "BAD_REQUEST",
             &format!(
                 "instanceId must be 1 to {} bytes long (it is the instance's realtime uuid)",
-                crate::http::MAX_NAME_BYTES
+                crate::request::MAX_NAME_BYTES
             ),
         );
     }
@@ -504,10 +504,10 @@ fn send_message(net: &Net, user: &str, p: &Value) -> RpcResult {
     };
     // the parts are published again inside StartTask on the agent's control channel: nested too
     // deeply, they would make that channel unreadable for the agent (see MAX_MESSAGE_DEPTH)
-    if crate::http::json_depth(&parts) > crate::http::MAX_MESSAGE_DEPTH {
+    if crate::request::json_depth(&parts) > crate::request::MAX_MESSAGE_DEPTH {
         return Err(invalid(format!(
             "requestParts nest more than {} levels deep",
-            crate::http::MAX_MESSAGE_DEPTH
+            crate::request::MAX_MESSAGE_DEPTH
         )));
     }
     let owner = match p.get("ownerId").and_then(Value::as_str).filter(|s| !s.is_empty()) {
