@@ -6,9 +6,10 @@ use axum::body::Body;
 use axum::http::{Method, Response};
 use serde_json::{json, Value};
 
+use crate::access::TokenKind;
 use crate::net::Net;
 use crate::request::{json_response, Req};
-use crate::state::{Effect, TokenKind};
+use crate::state::Effect;
 
 fn err(status: u16, code: &str, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": message, "code": code, "message": message }))
@@ -757,7 +758,7 @@ fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
         effects.push(Effect {
             sub_key: task.sub_key.clone(),
             channel: task.channel(),
-            payload: json!({ "type": "cancel_requested", "taskId": id, "ts": crate::state::now_ms(), "protocolVersion": blocks_wire::PROTOCOL_VERSION }),
+            payload: json!({ "type": "cancel_requested", "taskId": id, "ts": crate::clock::now_ms(), "protocolVersion": blocks_wire::PROTOCOL_VERSION }),
             meta: None,
             store: true,
         });

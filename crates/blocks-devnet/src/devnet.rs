@@ -120,12 +120,12 @@ impl Devnet {
                 records.dirty.api_keys.insert(k.key.clone());
             }
         }
-        let service_token = records.mint(crate::state::TokenKind::Service, "blocks-devnet", None, None);
+        let service_token = records.mint(crate::access::TokenKind::Service, "blocks-devnet", None, None);
         // the service token lives as long as this process: never written to the database
         records.dirty.tokens.remove(&service_token);
         if let Some(db) = &db {
             let dirty = std::mem::take(&mut records.dirty);
-            db.flush(&records, &dirty)
+            db.flush(&records.changes(&dirty))
                 .map_err(|e| DevnetError::Config(e.to_string()))?;
         }
         let net = Arc::new_cyclic(|me| Net {

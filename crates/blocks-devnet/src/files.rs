@@ -17,9 +17,9 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
+use crate::ids::random_id;
 use crate::net::Net;
 use crate::request::{json_response, Req};
-use crate::state::random_id;
 
 /// Uploads not confirmed within this time are dropped with their bytes.
 const UPLOAD_TTL: Duration = Duration::from_secs(3600);
@@ -616,7 +616,7 @@ pub(crate) fn confirm_upload(net: &Net, req: &Req, user: &str) -> Response<Body>
 /// `GET /v1/files/{sub}/channels/{channel}/files/{id}/{name}` → 307 to the signed blob URL.
 pub(crate) fn file_url(net: &Net, req: &Req, channel: &str, id: &str, name: &str) -> Response<Body> {
     let auth = req.q("auth").unwrap_or("");
-    if !crate::access::allowed(net, auth, channel, crate::access::Op::Read) {
+    if !crate::access::allowed(&*net.records(), auth, channel, crate::access::Op::Read) {
         return json_response(
             403,
             &json!({ "status": 403, "error": true, "message": "Forbidden", "service": "Access Manager" }),

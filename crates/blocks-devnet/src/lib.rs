@@ -4,12 +4,14 @@
 
 mod access;
 mod backend_api;
+mod clock;
 pub mod config;
 mod conn;
 mod devnet;
 mod files;
 mod filter;
 mod http;
+mod ids;
 mod net;
 mod pubnub_api;
 mod realtime;

@@ -9,10 +9,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::clock::now_ms;
 use crate::config::DevnetConfig;
 use crate::realtime::Realtime;
 use crate::state::{Effect, Records, DISPATCH_ATTEMPTS};
-use crate::{files, state, store};
+use crate::{files, store};
 
 /// How long an instance that left its control channel may still finish its tasks.
 const LEAVE_GRACE: Duration = Duration::from_secs(30);
@@ -74,7 +75,7 @@ impl Drop for RecordsGuard<'_> {
         }
         let dirty = std::mem::take(&mut self.guard.dirty);
         if let Some(store) = self.store {
-            if let Err(e) = store.flush(&self.guard, &dirty) {
+            if let Err(e) = store.flush(&self.guard.changes(&dirty)) {
                 tracing::error!(target: "blocks::devnet", "{e}");
             }
         }
@@ -141,7 +142,7 @@ impl Net {
     pub fn prune(&self) {
         self.rt.prune_store();
         if let Some(db) = &self.store {
-            if let Err(e) = db.prune_tokens(state::now_ms()) {
+            if let Err(e) = db.prune_tokens(now_ms()) {
                 tracing::warn!(target: "blocks::devnet", "{e}");
             }
         }
@@ -169,7 +170,7 @@ impl Net {
                 })
                 .map(|i| i.id.clone())
                 .collect();
-            let now = state::now_ms();
+            let now = now_ms();
             let expire = r
                 .tasks
                 .values()

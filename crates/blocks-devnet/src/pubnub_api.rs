@@ -137,7 +137,7 @@ pub(crate) fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, r
     }
     let store = !matches!(req.q("store"), Some("0") | Some("false"));
     let publisher = req.q("uuid").unwrap_or("").to_string();
-    if let Some(denied) = check_access(net, req, &[channel.to_string()], Op::Write) {
+    if let Some(denied) = check_access(&*net.records(), req, &[channel.to_string()], Op::Write) {
         return denied;
     }
     if channel.starts_with("setup.") {
@@ -162,7 +162,7 @@ pub(crate) async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) ->
     if let Some(bad) = check_names(&channels, &uuid) {
         return bad;
     }
-    if let Some(denied) = check_access(net, req, &channels, Op::Read) {
+    if let Some(denied) = check_access(&*net.records(), req, &channels, Op::Read) {
         return denied;
     }
     let filter = match req.q("filter-expr").filter(|f| !f.trim().is_empty()) {
@@ -194,7 +194,7 @@ pub(crate) async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) ->
         tokio::pin!(wake);
         wake.as_mut().enable();
         // a token revoked while the poll was held ends it with 403
-        if let Some(denied) = check_access(net, req, &channels, Op::Read) {
+        if let Some(denied) = check_access(&*net.records(), req, &channels, Op::Read) {
             return denied;
         }
         let (msgs, cursor) = net.rt.poll(sk, &channels, tt, filter.as_ref());
@@ -261,7 +261,7 @@ pub(crate) fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&
     }
     // presence on a channel (heartbeat, leave, state) needs the right to read it: nobody can keep
     // another user's instance alive, make it leave, or read its state
-    if let Some(denied) = check_access(net, req, &channels, Op::Read) {
+    if let Some(denied) = check_access(&*net.records(), req, &channels, Op::Read) {
         return denied;
     }
     match rest {
@@ -326,7 +326,7 @@ pub(crate) fn history(net: &Net, req: &Req, sk: &str, channel: &str) -> Response
     if !Net::is_known_sub_key(sk) {
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
-    if let Some(denied) = check_access(net, req, &[channel.to_string()], Op::Read) {
+    if let Some(denied) = check_access(&*net.records(), req, &[channel.to_string()], Op::Read) {
         return denied;
     }
     let max = req

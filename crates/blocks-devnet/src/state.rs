@@ -2,87 +2,33 @@
 //! tasks to live instances with free capacity.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::store::{from_json, Dirty, Loaded};
+use crate::access::{Grants, StoredToken, Token, TokenKind};
+use crate::clock::{iso_now, now_ms};
+use crate::ids::random_id;
+use crate::store::{from_json, to_json, Changes, Loaded, TaskRow};
 
-/// What a token grants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TokenKind {
-    /// Consumer JWT (backend calls).
-    ConsumerAccess,
-    /// Agent JWT (backend calls of an instance).
-    AgentAccess,
-    /// Refresh token (consumer or agent), bound to the API key that minted it.
-    Refresh {
-        /// Refreshes an agent token.
-        agent: bool,
-    },
-    /// T4 read token of one task channel.
-    Read(String),
-    /// T2 write token of one task.
-    Write(String),
-    /// Control token of one control channel.
-    Control(String),
-    /// Stream token (T7a agent side, T7c caller side) of one stream channel.
-    Stream(String),
-    /// The devnet's own all-access token (the backend's secret key, for tests and tools).
-    Service,
+/// Ids of records changed since the last flush (a removed record is written as a delete).
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pub api_keys: HashSet<String>,
+    pub tokens: HashSet<String>,
+    pub agents: HashSet<String>,
+    pub instances: HashSet<String>,
+    pub tasks: HashSet<String>,
 }
 
-/// A minted token.
-#[derive(Debug, Clone)]
-pub struct Token {
-    /// What it grants.
-    pub kind: TokenKind,
-    /// Whose it is.
-    pub user_id: String,
-    /// The API key behind it (refresh tokens).
-    pub api_key: Option<String>,
-    /// Expiry.
-    pub expires: Option<Instant>,
-}
-
-/// A token as stored (expiry on the wall clock).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredToken {
-    kind: TokenKind,
-    user_id: String,
-    api_key: Option<String>,
-    /// Expiry, milliseconds since the epoch.
-    pub expires_ms: Option<u64>,
-}
-
-impl Token {
-    /// The stored form.
-    pub fn to_stored(&self) -> StoredToken {
-        let now = now_ms();
-        StoredToken {
-            kind: self.kind.clone(),
-            user_id: self.user_id.clone(),
-            api_key: self.api_key.clone(),
-            expires_ms: self
-                .expires
-                .map(|e| now + e.saturating_duration_since(Instant::now()).as_millis() as u64),
-        }
-    }
-
-    /// Back from the stored form (None when it has expired).
-    pub fn from_stored(s: StoredToken) -> Option<Token> {
-        let expires = match s.expires_ms {
-            Some(ms) => Some(Instant::now() + Duration::from_millis(ms.checked_sub(now_ms()).filter(|d| *d > 0)?)),
-            None => None,
-        };
-        Some(Token {
-            kind: s.kind,
-            user_id: s.user_id,
-            api_key: s.api_key,
-            expires,
-        })
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        self.api_keys.is_empty()
+            && self.tokens.is_empty()
+            && self.agents.is_empty()
+            && self.instances.is_empty()
+            && self.tasks.is_empty()
     }
 }
 
@@ -243,46 +189,6 @@ pub struct Records {
     counter: u64,
 }
 
-/// Random `[a-z0-9]` string.
-pub fn random_id(n: usize) -> String {
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..n).map(|_| A[rng.random_range(0..A.len())] as char).collect()
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// ISO-8601 UTC timestamp with milliseconds.
-pub fn iso_now() -> String {
-    let ms = now_ms();
-    let secs = (ms / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // civil-from-days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 impl Records {
     /// Records loaded from the database: tokens that expired are dropped, pending tasks queue
     /// again in creation order, instances that had left get a fresh grace period.
@@ -330,6 +236,50 @@ impl Records {
             r.tasks.insert(t.id.clone(), t);
         }
         r
+    }
+
+    /// The rows of the `dirty` records as they are now, for the database.
+    pub fn changes(&self, dirty: &Dirty) -> Changes {
+        Changes {
+            api_keys: dirty
+                .api_keys
+                .iter()
+                .map(|k| (k.clone(), self.api_keys.get(k).cloned()))
+                .collect(),
+            tokens: dirty
+                .tokens
+                .iter()
+                .map(|t| {
+                    let row = self.tokens.get(t).map(|tok| {
+                        let data = tok.to_stored();
+                        (to_json(&data), data.expires_ms)
+                    });
+                    (t.clone(), row)
+                })
+                .collect(),
+            agents: dirty
+                .agents
+                .iter()
+                .map(|a| (a.clone(), self.agents.get(a).map(to_json)))
+                .collect(),
+            instances: dirty
+                .instances
+                .iter()
+                .map(|i| (i.clone(), self.instances.get(i).map(to_json)))
+                .collect(),
+            tasks: dirty
+                .tasks
+                .iter()
+                .map(|t| {
+                    let row = self.tasks.get(t).map(|task| TaskRow {
+                        owner: task.owner.clone(),
+                        seq: task.seq,
+                        data: to_json(task),
+                    });
+                    (t.clone(), row)
+                })
+                .collect(),
+        }
     }
 
     /// Mark a task changed (it is written to the database when the records lock is released).
@@ -689,16 +639,25 @@ impl Records {
     }
 }
 
+impl Grants for Records {
+    fn grant(&self, token: &str) -> Option<&TokenKind> {
+        self.token(token).map(|t| &t.kind)
+    }
+
+    fn controls_task(&self, control_channel: &str, task_id: Option<&str>) -> bool {
+        match task_id.and_then(|id| self.tasks.get(id)) {
+            Some(t) => self
+                .instances
+                .values()
+                .any(|i| i.control_channel == control_channel && i.agent == t.agent),
+            None => self.instances.values().any(|i| i.control_channel == control_channel),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_dates() {
-        let s = iso_now();
-        assert_eq!(s.len(), 24);
-        assert!(s.starts_with("20") && s.ends_with('Z'));
-    }
 
     fn live_instance(r: &mut Records, id: &str, agent: &str, concurrency: usize) {
         r.instances.insert(

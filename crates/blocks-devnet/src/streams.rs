@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::access::TokenKind;
 use crate::net::Net;
-use crate::state::TokenKind;
 
 fn abort(body: Value) -> (u16, Value) {
     (
