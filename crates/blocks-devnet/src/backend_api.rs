@@ -41,8 +41,8 @@ pub(crate) async fn handle(net: &Net, req: &Req) -> Response<Body> {
         (Method::POST, ["api", "v1", "auth", "anon-task-read-token"]) => anon_read_token(req),
         (Method::POST, ["api", "v1", "rpc"]) => rpc(net, req),
         (Method::POST, ["api", "v1", "files", op @ ("request-upload" | "confirm-upload")]) => match caller(net, req) {
-            Ok(user) if *op == "request-upload" => crate::files::request_upload(net, req, &user),
-            Ok(user) => crate::files::confirm_upload(net, req, &user),
+            Ok(user) if *op == "request-upload" => crate::files_api::request_upload(net, req, &user),
+            Ok(user) => crate::files_api::confirm_upload(net, req, &user),
             Err(e) => err(401, "UNAUTHORIZED", &e),
         },
         _ => json_response(

@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use crate::net::Net;
 use crate::request::{decode, parse_query, pn_error, Req};
-use crate::{backend_api, files, pubnub_api};
+use crate::{backend_api, files_api, pubnub_api};
 
 /// Largest request body accepted, after decompression (API bodies are small: files above 16 KiB
 /// go through the upload handshake, which is streamed and has its own limit).
@@ -29,13 +29,13 @@ pub(crate) async fn handle(net: Arc<Net>, request: Request<Body>) -> Response<Bo
     match (&method, uri.path()) {
         (&Method::POST, "/storage/upload") => {
             tracing::debug!(target: "blocks::devnet", "POST {uri}");
-            return files::storage_upload(&net, &headers, timed_stream(body, net.cfg.body_timeout)).await;
+            return files_api::storage_upload(&net, &headers, timed_stream(body, net.cfg.body_timeout)).await;
         }
         (&Method::GET, p) if p.starts_with("/storage/blob/") => {
             tracing::debug!(target: "blocks::devnet", "GET {uri}");
             let id = p.trim_start_matches("/storage/blob/").split('/').next().unwrap_or("");
             let q = parse_query(uri.query());
-            return files::blob(&net, &decode(id), q.get("key").map(String::as_str).unwrap_or("")).await;
+            return files_api::blob(&net, &decode(id), q.get("key").map(String::as_str).unwrap_or("")).await;
         }
         _ => {}
     }
@@ -64,7 +64,7 @@ pub(crate) async fn handle(net: Arc<Net>, request: Request<Body>) -> Response<Bo
             if !Net::is_known_sub_key(sk) {
                 return pn_error(400, &format!("unknown subscribe key {sk:?}"));
             }
-            files::file_url(net, &req, channel, id, name)
+            files_api::file_url(net, &req, channel, id, name)
         }
         ["v2", "presence", "sub-key" | "sub_key", sk, "channel", channels, rest @ ..] => {
             pubnub_api::presence(net, &req, sk, channels, rest)

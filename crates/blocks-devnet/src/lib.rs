@@ -9,6 +9,7 @@ pub mod config;
 mod conn;
 mod devnet;
 mod files;
+mod files_api;
 mod filter;
 mod http;
 mod ids;
