@@ -122,11 +122,8 @@ pub struct Serve {
 /// Parse the flags (without the program name). Errors name the flag and what it needs.
 pub fn parse(args: &[String]) -> Result<Serve, String> {
     let mut cfg = DevnetConfig::default();
-    let mut data_dir: Option<std::path::PathBuf> = None;
-    let mut in_memory = false;
-    let mut keys = Vec::new();
+    let mut f = Flags::default();
     let mut log = None;
-    let (mut tls, mut tls_ca, mut tls_key) = (false, None::<String>, None::<String>);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -144,7 +141,7 @@ pub fn parse(args: &[String]) -> Result<Serve, String> {
             "--api-key" => {
                 let v = value()?;
                 let (key, user) = v.split_once(':').unwrap_or((v.as_str(), ""));
-                keys.push(api_key("--api-key", key, user, keys.len())?);
+                f.keys.push(api_key("--api-key", key, user, f.keys.len())?);
             }
             "--agent" => {
                 let v = value()?;
@@ -159,11 +156,11 @@ pub fn parse(args: &[String]) -> Result<Serve, String> {
             "--token-ttl" => cfg.token_ttl = positive_secs(flag, number(flag, &value()?, "seconds")?)?,
             "--max-connections" => cfg.max_connections = max_connections(flag, number(flag, &value()?, "a number")?)?,
             "--ack-timeout" => cfg.ack_timeout = positive_secs(flag, number(flag, &value()?, "seconds")?)?,
-            "--tls" => tls = true,
-            "--tls-ca" => tls_ca = Some(value()?),
-            "--tls-ca-key" => tls_key = Some(value()?),
-            "--data-dir" => data_dir = Some(value()?.into()),
-            "--in-memory" => in_memory = true,
+            "--tls" => f.tls = true,
+            "--tls-ca" => f.tls_ca = Some(value()?),
+            "--tls-ca-key" => f.tls_key = Some(value()?),
+            "--data-dir" => f.data_dir = Some(value()?.into()),
+            "--in-memory" => f.in_memory = true,
             "--max-upload-bytes" => {
                 let v = value()?;
                 cfg.max_upload_bytes = v
@@ -181,29 +178,48 @@ pub fn parse(args: &[String]) -> Result<Serve, String> {
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
-    if !keys.is_empty() {
-        cfg.api_keys = keys;
-    }
-    if !tls && (tls_ca.is_some() || tls_key.is_some()) {
-        return Err("--tls-ca and --tls-ca-key go with --tls".into());
-    }
-    let read = |p: Option<String>, what: &str| {
-        p.map(|p| std::fs::read_to_string(&p).map_err(|e| format!("{what} {p}: {e}")))
-            .transpose()
-    };
-    cfg.tls = tls_ca_of(
-        tls,
-        read(tls_ca, "--tls-ca")?,
-        read(tls_key, "--tls-ca-key")?,
-        "--tls-ca and --tls-ca-key",
-    )?;
-    cfg.data_dir = match (in_memory, data_dir) {
-        (true, Some(_)) => return Err("--in-memory and --data-dir exclude each other: choose one".into()),
-        (true, None) => None,
-        (false, Some(d)) => Some(d),
-        (false, None) => Some(".blocks-devnet".into()),
-    };
+    f.apply(&mut cfg)?;
     Ok(Serve { config: cfg, log })
+}
+
+/// The flags that are settled once all are read: API keys, TLS and the data directory.
+#[derive(Default)]
+struct Flags {
+    keys: Vec<ApiKey>,
+    tls: bool,
+    tls_ca: Option<String>,
+    tls_key: Option<String>,
+    data_dir: Option<std::path::PathBuf>,
+    in_memory: bool,
+}
+
+impl Flags {
+    /// Settle them into `cfg` (the CA files are read here).
+    fn apply(self, cfg: &mut DevnetConfig) -> Result<(), String> {
+        if !self.keys.is_empty() {
+            cfg.api_keys = self.keys;
+        }
+        if !self.tls && (self.tls_ca.is_some() || self.tls_key.is_some()) {
+            return Err("--tls-ca and --tls-ca-key go with --tls".into());
+        }
+        let read = |p: Option<String>, what: &str| {
+            p.map(|p| std::fs::read_to_string(&p).map_err(|e| format!("{what} {p}: {e}")))
+                .transpose()
+        };
+        cfg.tls = tls_ca_of(
+            self.tls,
+            read(self.tls_ca, "--tls-ca")?,
+            read(self.tls_key, "--tls-ca-key")?,
+            "--tls-ca and --tls-ca-key",
+        )?;
+        cfg.data_dir = match (self.in_memory, self.data_dir) {
+            (true, Some(_)) => return Err("--in-memory and --data-dir exclude each other: choose one".into()),
+            (true, None) => None,
+            (false, Some(d)) => Some(d),
+            (false, None) => Some(".blocks-devnet".into()),
+        };
+        Ok(())
+    }
 }
 
 /// A number given as text (`flag` and `unit` name it in the error).

@@ -47,38 +47,8 @@ impl Devnet {
         if config.api_keys.is_empty() {
             return Err(DevnetError::Config("at least one API key is required".into()));
         }
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], config.port)))
-            .await
-            .map_err(|source| DevnetError::Bind {
-                port: config.port,
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| DevnetError::Bind {
-                port: config.port,
-                source,
-            })?
-            .port();
-        let db = match &config.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    DevnetError::Config(format!("cannot create the data directory {}: {e}", dir.display()))
-                })?;
-                // tokens, tasks and the TLS CA key live here: keep the directory out of git
-                let ignore = dir.join(".gitignore");
-                if !ignore.exists() {
-                    let _ = std::fs::write(
-                        &ignore,
-                        "# made by blocks-devnet: its database, files and TLS CA key\n*\n",
-                    );
-                }
-                Some(Arc::new(
-                    store::Store::open(dir).map_err(|e| DevnetError::Config(e.to_string()))?,
-                ))
-            }
-            None => None,
-        };
+        let (listener, port) = bind(config.port).await?;
+        let db = open_data_dir(config.data_dir.as_deref())?;
         let files = files::Files::open(config.data_dir.as_deref(), db.clone())
             .map_err(|e| DevnetError::Config(format!("cannot open the file store: {e}")))?;
         let tls = match &config.tls {
@@ -94,40 +64,7 @@ impl Devnet {
             None => None,
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let (mut records, rt) = match &db {
-            Some(db) => {
-                let loaded = db.load().map_err(|e| DevnetError::Config(e.to_string()))?;
-                let last_tt = db.last_tt().map_err(|e| DevnetError::Config(e.to_string()))?;
-                let rt = Realtime::restore(db.clone(), Realtime::replay_window_start(), last_tt)
-                    .map_err(|e| DevnetError::Config(e.to_string()))?;
-                files.restore(loaded.blobs.clone());
-                (Records::from_loaded(loaded), rt)
-            }
-            None => (Records::default(), Realtime::default()),
-        };
-        // instances known from before a restart get a grace period to reconnect and heartbeat
-        for i in records.instances.values().filter(|i| i.live) {
-            rt.seen(
-                &i.id,
-                std::slice::from_ref(&i.control_channel),
-                Some(config.restart_grace),
-                None,
-            );
-        }
-        for k in &config.api_keys {
-            if records.api_keys.get(&k.key) != Some(&k.user_id) {
-                records.api_keys.insert(k.key.clone(), k.user_id.clone());
-                records.dirty.api_keys.insert(k.key.clone());
-            }
-        }
-        let service_token = records.mint(crate::access::TokenKind::Service, "blocks-devnet", None, None);
-        // the service token lives as long as this process: never written to the database
-        records.dirty.tokens.remove(&service_token);
-        if let Some(db) = &db {
-            let dirty = std::mem::take(&mut records.dirty);
-            db.flush(&records.changes(&dirty))
-                .map_err(|e| DevnetError::Config(e.to_string()))?;
-        }
+        let (records, rt, service_token) = load(&config, db.as_ref(), &files)?;
         let net = Arc::new_cyclic(|me| Net {
             me: me.clone(),
             cfg: config,
@@ -142,41 +79,8 @@ impl Devnet {
             store: db,
             open_connections: Default::default(),
         });
-        let serve_net = net.clone();
-        let stop_net = net.clone();
-        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        let server = tokio::spawn(async move {
-            let shutdown = async move {
-                loop {
-                    let n = stop_net.stop_notify.notified();
-                    if stop_net.stopped.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    n.await;
-                }
-            };
-            conn::serve(listener, serve_net, acceptor, shutdown).await;
-        });
-        let tick_net = Arc::downgrade(&net);
-        let ticker = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(500));
-            let mut ticks = 0u64;
-            loop {
-                every.tick().await;
-                let Some(net) = tick_net.upgrade() else { return };
-                if net.stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                net.tick();
-                ticks += 1;
-                if ticks.is_multiple_of(10) {
-                    net.rt.expire_presence();
-                }
-                if ticks.is_multiple_of(120) {
-                    net.prune();
-                }
-            }
-        });
+        let server = serve(listener, net.clone(), tls.as_ref().map(|t| t.acceptor.clone()));
+        let ticker = tick(Arc::downgrade(&net));
         tracing::debug!(target: "blocks::devnet", "listening on {scheme}://127.0.0.1:{port}");
         Ok(Devnet {
             net,
@@ -278,4 +182,123 @@ impl Drop for Devnet {
             }
         }
     }
+}
+
+/// The listener on 127.0.0.1:`port`, and the port it got.
+async fn bind(port: u16) -> Result<(tokio::net::TcpListener, u16), DevnetError> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .map_err(|source| DevnetError::Bind { port, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| DevnetError::Bind { port, source })?
+        .port();
+    Ok((listener, bound))
+}
+
+/// The database in the data directory (made, and kept out of git), or `None` in memory.
+fn open_data_dir(dir: Option<&std::path::Path>) -> Result<Option<Arc<store::Store>>, DevnetError> {
+    let Some(dir) = dir else { return Ok(None) };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| DevnetError::Config(format!("cannot create the data directory {}: {e}", dir.display())))?;
+    // tokens, tasks and the TLS CA key live here: keep the directory out of git
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        let _ = std::fs::write(
+            &ignore,
+            "# made by blocks-devnet: its database, files and TLS CA key\n*\n",
+        );
+    }
+    Ok(Some(Arc::new(
+        store::Store::open(dir).map_err(|e| DevnetError::Config(e.to_string()))?,
+    )))
+}
+
+/// The records and the realtime plane, as the database left them (or new), with the configured
+/// API keys, and the network's service token.
+fn load(
+    config: &DevnetConfig,
+    db: Option<&Arc<store::Store>>,
+    files: &files::Files,
+) -> Result<(Records, Realtime, String), DevnetError> {
+    let (mut records, rt) = match db {
+        Some(db) => {
+            let loaded = db.load().map_err(|e| DevnetError::Config(e.to_string()))?;
+            let last_tt = db.last_tt().map_err(|e| DevnetError::Config(e.to_string()))?;
+            let rt = Realtime::restore(db.clone(), Realtime::replay_window_start(), last_tt)
+                .map_err(|e| DevnetError::Config(e.to_string()))?;
+            files.restore(loaded.blobs.clone());
+            (Records::from_loaded(loaded), rt)
+        }
+        None => (Records::default(), Realtime::default()),
+    };
+    // instances known from before a restart get a grace period to reconnect and heartbeat
+    for i in records.instances.values().filter(|i| i.live) {
+        rt.seen(
+            &i.id,
+            std::slice::from_ref(&i.control_channel),
+            Some(config.restart_grace),
+            None,
+        );
+    }
+    for k in &config.api_keys {
+        if records.api_keys.get(&k.key) != Some(&k.user_id) {
+            records.api_keys.insert(k.key.clone(), k.user_id.clone());
+            records.dirty.api_keys.insert(k.key.clone());
+        }
+    }
+    let service_token = records.mint(crate::access::TokenKind::Service, "blocks-devnet", None, None);
+    // the service token lives as long as this process: never written to the database
+    records.dirty.tokens.remove(&service_token);
+    if let Some(db) = db {
+        let dirty = std::mem::take(&mut records.dirty);
+        db.flush(&records.changes(&dirty))
+            .map_err(|e| DevnetError::Config(e.to_string()))?;
+    }
+    Ok((records, rt, service_token))
+}
+
+/// Serve `listener` until the network stops.
+fn serve(
+    listener: tokio::net::TcpListener,
+    net: Arc<Net>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) -> tokio::task::JoinHandle<()> {
+    let stop_net = net.clone();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            loop {
+                let n = stop_net.stop_notify.notified();
+                if stop_net.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                n.await;
+            }
+        };
+        conn::serve(listener, net, acceptor, shutdown).await;
+    })
+}
+
+/// The periodic work, every 500 ms until the network stops: liveness, expiry and
+/// acknowledgements every tick, presence every 5 s, housekeeping every minute.
+fn tick(net: std::sync::Weak<Net>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(500));
+        let mut ticks = 0u64;
+        loop {
+            every.tick().await;
+            let Some(net) = net.upgrade() else { return };
+            if net.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            net.tick();
+            ticks += 1;
+            if ticks.is_multiple_of(10) {
+                net.rt.expire_presence();
+            }
+            if ticks.is_multiple_of(120) {
+                net.prune();
+            }
+        }
+    })
 }

@@ -20,14 +20,23 @@ use serde_json::Value;
 pub struct Changes {
     /// API key → user id.
     pub api_keys: Vec<(String, Option<String>)>,
-    /// Token → its stored form (JSON) and expiry (epoch ms).
-    pub tokens: Vec<(String, Option<(String, Option<u64>)>)>,
+    /// Token → its stored form.
+    pub tokens: Vec<(String, Option<TokenRow>)>,
     /// Agent name → the agent (JSON).
     pub agents: Vec<(String, Option<String>)>,
     /// Instance id → the instance (JSON).
     pub instances: Vec<(String, Option<String>)>,
     /// Task id → its owner, creation order and the task (JSON).
     pub tasks: Vec<(String, Option<TaskRow>)>,
+}
+
+/// A token as stored: the whole record and its expiry.
+#[derive(Debug)]
+pub struct TokenRow {
+    /// The stored token (JSON).
+    pub data: String,
+    /// Expiry, milliseconds since the epoch.
+    pub expires_ms: Option<u64>,
 }
 
 /// A task as stored: the indexed columns and the whole record.
@@ -301,9 +310,9 @@ impl Store {
         }
         for (t, row) in &changes.tokens {
             match row {
-                Some((data, expires_ms)) => tx.execute(
+                Some(row) => tx.execute(
                     "INSERT OR REPLACE INTO tokens (token, data, expires_ms) VALUES (?1, ?2, ?3)",
-                    params![t, data, expires_ms.map(|e| e as i64)],
+                    params![t, row.data, row.expires_ms.map(|e| e as i64)],
                 ),
                 None => tx.execute("DELETE FROM tokens WHERE token = ?1", [t]),
             }
