@@ -46,7 +46,10 @@ for (const [name, dir] of Object.entries(crates)) {
     })
     const mod = path.basename(f, '.rs')
     const code = lines.filter((l) => !l.trim().startsWith('//')).join('\n') // doc links are not imports
-    const deps = new Set([...code.matchAll(/(?:use |\b)crate::(\w+)/g)].map((x) => x[1]).filter((d) => d !== mod))
+    // `crate::a::…` and grouped imports `use crate::{a, b::…}`
+    const named = [...code.matchAll(/(?:use |\b)crate::(\w+)/g)].map((x) => x[1])
+    const grouped = [...code.matchAll(/crate::\{([^}]*)\}/g)].flatMap((x) => [...x[1].matchAll(/(?:^|,)\s*(\w+)/g)].map((y) => y[1]))
+    const deps = new Set([...named, ...grouped].filter((d) => d !== mod))
     uses.set(mod, deps)
   }
   // circles of length 2 or 3 between the crate's modules

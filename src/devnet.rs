@@ -50,7 +50,7 @@ pub struct NativeLocalNetwork {
 /// Bad flags are `InvalidArgumentError`s naming the flag.
 #[napi]
 pub fn devnet_check_args(args: Vec<String>) -> Result<Option<String>> {
-    blocks_devnet::cli::parse(&args)
+    blocks_devnet::config::parse(&args)
         .map(|s| s.log)
         .map_err(|e| crate::errors::thrown(EngineError::InvalidArgument(e)))
 }
@@ -58,17 +58,17 @@ pub fn devnet_check_args(args: Vec<String>) -> Result<Option<String>> {
 /// The usage text of the devnet's flags (the binary's `--help`).
 #[napi]
 pub fn devnet_usage() -> String {
-    blocks_devnet::cli::USAGE.to_string()
+    blocks_devnet::config::USAGE.to_string()
 }
 
 /// `LocalNetwork.start` options → the devnet's configuration, with the command line's rules.
 fn config_of(opts: Option<NativeNetworkOptions>) -> std::result::Result<DevnetConfig, String> {
-    use blocks_devnet::cli;
+    use blocks_devnet::config;
     let mut cfg = DevnetConfig::default();
     let Some(o) = opts else { return Ok(cfg) };
     cfg.stream_chaos = o.stream_chaos.unwrap_or(false);
     if let Some(m) = o.minute_ms {
-        cfg.minute = cli::positive_ms("minuteMs", m)?;
+        cfg.minute = config::positive_ms("minuteMs", m)?;
     }
     if let Some(p) = o.port {
         cfg.port = u16::try_from(p).map_err(|_| format!("port {p} is out of range (0-65535)"))?;
@@ -77,8 +77,8 @@ fn config_of(opts: Option<NativeNetworkOptions>) -> std::result::Result<DevnetCo
         let mut parsed = Vec::new();
         for (n, kv) in keys.iter().enumerate() {
             match kv.as_slice() {
-                [k, u] => parsed.push(cli::api_key("apiKeys", k, u, n)?),
-                [k] => parsed.push(cli::api_key("apiKeys", k, "", n)?),
+                [k, u] => parsed.push(config::api_key("apiKeys", k, u, n)?),
+                [k] => parsed.push(config::api_key("apiKeys", k, "", n)?),
                 _ => return Err(format!("apiKeys[{n}] must be [apiKey, userId]")),
             }
         }
@@ -90,10 +90,10 @@ fn config_of(opts: Option<NativeNetworkOptions>) -> std::result::Result<DevnetCo
         cfg.paid_agents = p;
     }
     if let Some(t) = o.token_ttl_sec {
-        cfg.token_ttl = cli::positive_secs("tokenTtlSec", t)?;
+        cfg.token_ttl = config::positive_secs("tokenTtlSec", t)?;
     }
     if let Some(h) = o.long_poll_hold_sec {
-        cfg.long_poll_hold = cli::positive_secs("longPollHoldSec", h)?;
+        cfg.long_poll_hold = config::positive_secs("longPollHoldSec", h)?;
     }
     match (o.data_dir.filter(|d| !d.is_empty()), o.in_memory.unwrap_or(false)) {
         (Some(_), true) => return Err("dataDir and inMemory: true exclude each other: choose one".into()),
@@ -109,19 +109,19 @@ fn config_of(opts: Option<NativeNetworkOptions>) -> std::result::Result<DevnetCo
         cfg.max_upload_bytes = m as u64;
     }
     if let Some(a) = o.ack_timeout_ms {
-        cfg.ack_timeout = cli::positive_ms("ackTimeoutMs", a)?;
+        cfg.ack_timeout = config::positive_ms("ackTimeoutMs", a)?;
     }
     if let Some(n) = o.max_connections {
-        cfg.max_connections = cli::max_connections("maxConnections", f64::from(n))?;
+        cfg.max_connections = config::max_connections("maxConnections", f64::from(n))?;
     }
-    cfg.tls = cli::tls_ca_of(
+    cfg.tls = config::tls_ca_of(
         o.tls.unwrap_or(false),
         o.tls_ca_cert,
         o.tls_ca_key,
         "tls: { caCert, caKey }",
     )?;
     for h in o.allowed_hosts.unwrap_or_default() {
-        cfg.allowed_hosts.push(cli::host_name("allowedHosts entries", h)?);
+        cfg.allowed_hosts.push(config::host_name("allowedHosts entries", h)?);
     }
     Ok(cfg)
 }
@@ -151,7 +151,7 @@ impl NativeLocalNetwork {
     /// as the `blocks-devnet` binary. Flag errors are `InvalidArg` errors naming the flag.
     #[napi]
     pub async fn start_from_args(args: Vec<String>) -> Result<NativeLocalNetwork> {
-        let serve = blocks_devnet::cli::parse(&args)
+        let serve = blocks_devnet::config::parse(&args)
             .map_err(EngineError::InvalidArgument)
             .or_js()
             .await?;

@@ -1,17 +1,106 @@
-//! Who may read and write which channel: the devnet's access rules for its own tokens.
+//! Who may read and write which channel: the devnet's tokens, what each grants, and the access
+//! rules for them.
+
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Response;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::http::{json_response, Req};
-use crate::Net;
+use crate::clock::now_ms;
+use crate::request::{json_response, Req};
+
+/// What a token grants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TokenKind {
+    /// Consumer JWT (backend calls).
+    ConsumerAccess,
+    /// Agent JWT (backend calls of an instance).
+    AgentAccess,
+    /// Refresh token (consumer or agent), bound to the API key that minted it.
+    Refresh {
+        /// Refreshes an agent token.
+        agent: bool,
+    },
+    /// T4 read token of one task channel.
+    Read(String),
+    /// T2 write token of one task.
+    Write(String),
+    /// Control token of one control channel.
+    Control(String),
+    /// Stream token (T7a agent side, T7c caller side) of one stream channel.
+    Stream(String),
+    /// The devnet's own all-access token (the backend's secret key, for tests and tools).
+    Service,
+}
+
+/// A minted token.
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// What it grants.
+    pub kind: TokenKind,
+    /// Whose it is.
+    pub user_id: String,
+    /// The API key behind it (refresh tokens).
+    pub api_key: Option<String>,
+    /// Expiry.
+    pub expires: Option<Instant>,
+}
+
+/// A token as stored (expiry on the wall clock).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredToken {
+    kind: TokenKind,
+    user_id: String,
+    api_key: Option<String>,
+    /// Expiry, milliseconds since the epoch.
+    pub expires_ms: Option<u64>,
+}
+
+impl Token {
+    /// The stored form.
+    pub fn to_stored(&self) -> StoredToken {
+        let now = now_ms();
+        StoredToken {
+            kind: self.kind.clone(),
+            user_id: self.user_id.clone(),
+            api_key: self.api_key.clone(),
+            expires_ms: self
+                .expires
+                .map(|e| now + e.saturating_duration_since(Instant::now()).as_millis() as u64),
+        }
+    }
+
+    /// Back from the stored form (None when it has expired).
+    pub fn from_stored(s: StoredToken) -> Option<Token> {
+        let expires = match s.expires_ms {
+            Some(ms) => Some(Instant::now() + Duration::from_millis(ms.checked_sub(now_ms()).filter(|d| *d > 0)?)),
+            None => None,
+        };
+        Some(Token {
+            kind: s.kind,
+            user_id: s.user_id,
+            api_key: s.api_key,
+            expires,
+        })
+    }
+}
 
 /// What a request does with a channel.
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Op {
     Read,
     Write,
+}
+
+/// What the access rules need to know of the records.
+pub(crate) trait Grants {
+    /// What `token` grants, while it is valid (unexpired).
+    fn grant(&self, token: &str) -> Option<&TokenKind>;
+    /// True when `control_channel` is the control channel of an instance of the agent of task
+    /// `task_id`, or of any instance when there is no such task.
+    fn controls_task(&self, control_channel: &str, task_id: Option<&str>) -> bool;
 }
 
 /// Channel access rules (the devnet mints its own tokens; SDKs treat them as opaque):
@@ -26,10 +115,9 @@ pub(crate) enum Op {
 ///
 /// The devnet's service token (`Devnet::service_token`, the backend's secret-key stand-in) passes
 /// every rule. Expired or unknown tokens pass none.
-pub(crate) fn allowed(net: &Net, auth: &str, channel: &str, op: Op) -> bool {
-    use crate::state::TokenKind as K;
-    let r = net.records();
-    let kind = r.token(auth).map(|t| &t.kind);
+pub(crate) fn allowed(records: &impl Grants, auth: &str, channel: &str, op: Op) -> bool {
+    use TokenKind as K;
+    let kind = records.grant(auth);
     if matches!(kind, Some(K::Service)) {
         return true;
     }
@@ -37,17 +125,8 @@ pub(crate) fn allowed(net: &Net, auth: &str, channel: &str, op: Op) -> bool {
         return match kind {
             Some(K::Read(c)) => c == channel && op == Op::Read,
             Some(K::Write(c)) => c == channel,
-            Some(K::Control(cc)) if op == Op::Write => {
-                let task = rest.split('.').nth(1).and_then(|id| r.tasks.get(id));
-                match task {
-                    // an instance of the task's agent (a StartTask the network never sent has no task)
-                    Some(t) => r
-                        .instances
-                        .values()
-                        .any(|i| i.control_channel == *cc && i.agent == t.agent),
-                    None => r.instances.values().any(|i| i.control_channel == *cc),
-                }
-            }
+            // an instance of the task's agent (a StartTask the network never sent has no task)
+            Some(K::Control(cc)) if op == Op::Write => records.controls_task(cc, rest.split('.').nth(1)),
             _ => false,
         };
     }
@@ -65,9 +144,9 @@ pub(crate) fn allowed(net: &Net, auth: &str, channel: &str, op: Op) -> bool {
 }
 
 /// The spec's 403 answer unless `auth` may `op` every channel.
-pub(crate) fn check_access(net: &Net, req: &Req, channels: &[String], op: Op) -> Option<Response<Body>> {
+pub(crate) fn check_access(records: &impl Grants, req: &Req, channels: &[String], op: Op) -> Option<Response<Body>> {
     let auth = req.q("auth").unwrap_or("");
-    let denied = channels.iter().find(|c| !allowed(net, auth, c, op))?;
+    let denied = channels.iter().find(|c| !allowed(records, auth, c, op))?;
     tracing::debug!(target: "blocks::devnet", "403: {} on {denied}", if op == Op::Read { "read" } else { "write" });
     Some(json_response(
         403,

@@ -39,7 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::Net;
+use crate::net::Net;
 
 /// Connections beyond the cap that are still answered with a 503 at once (more are closed
 /// without an answer).
@@ -86,7 +86,7 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub fn of(cfg: &crate::DevnetConfig) -> Limits {
+    pub fn of(cfg: &crate::config::DevnetConfig) -> Limits {
         Limits {
             header: cfg.header_timeout,
             body: cfg.body_timeout,
@@ -216,7 +216,7 @@ fn service(
             // any handler sees it
             let resp = match misdirected(&net, req.uri(), req.headers()) {
                 Some(refused) => refused,
-                None => crate::server::handle(net, req.map(Body::new)).await,
+                None => crate::http::handle(net, req.map(Body::new)).await,
             };
             phase.send_replace(Phase::now(Kind::Sending));
             Ok::<_, Infallible>(resp.map(|body| Body::new(Tracked { inner: body, phase })))
@@ -540,7 +540,7 @@ pub(crate) fn misdirected(net: &Net, uri: &Uri, headers: &HeaderMap) -> Option<R
         Some(Err(())) => "(malformed)".to_string(),
     };
     tracing::warn!(target: "blocks::devnet", "421: request for host {host:?}");
-    Some(crate::http::json_response(
+    Some(crate::request::json_response(
         421,
         &json!({
             "status": 421, "error": true, "service": "Blocks Devnet",

@@ -1,105 +1,78 @@
-//! Request plumbing shared by the PubNub REST front (server.rs), the backend API and the file
-//! store: the request view ([`Req`]), JSON answers, URL coding, bodies (size, depth, compression
-//! and idle limits).
+//! The HTTP front: routes every request by its path segments (the PubNub REST paths carry channel
+//! lists and URL-encoded JSON in the path) to the realtime plane, the file store or the backend
+//! API, and reads request bodies within their limits (size, compression and idle time).
 
-use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, Response, StatusCode};
+use axum::http::{HeaderMap, Method, Request, Response};
 use futures::StreamExt;
-use percent_encoding::percent_decode_str;
-use serde_json::{json, Value};
+
+use crate::net::Net;
+use crate::request::{decode, parse_query, pn_error, Req};
+use crate::{backend_api, files_api, pubnub_api};
 
 /// Largest request body accepted, after decompression (API bodies are small: files above 16 KiB
 /// go through the upload handshake, which is streamed and has its own limit).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
-/// Largest message accepted by publish: the message and its meta, as JSON text (PubNub's limit
-/// is 32 KiB; the SDK keeps stream frames at 16 KiB and inline artifacts below 22 KiB).
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
-/// Deepest nesting of a published message, meta or presence state. The devnet hands them back
-/// inside envelopes (subscribe adds 3 levels, history 4) and clients built on serde_json refuse
-/// documents deeper than 128: a message just under that limit would make every poll of its
-/// channel unreadable for them, so one publish could stall every reader of an open channel.
-pub const MAX_MESSAGE_DEPTH: usize = 64;
-/// Largest presence state accepted (heartbeat, subscribe or set-state), as JSON text.
-pub(crate) const MAX_STATE_BYTES: usize = 32 * 1024;
-/// Most channels in one subscribe, heartbeat or leave.
-pub const MAX_CHANNELS_PER_REQUEST: usize = 100;
-/// Longest channel name and uuid accepted (PubNub's own limit is 92 characters; devnet stream
-/// channel names are longer).
-pub const MAX_NAME_BYTES: usize = 512;
-/// Longest presence timeout a client may ask for (PubNub's default); larger ones are clamped.
-pub const MAX_PRESENCE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How much of a body is still read (and dropped, never inflated) after it went over the limit,
 /// before the 413: answering while the client still sends makes the kernel reset the connection.
 pub(crate) const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
 
-/// JSON response.
-pub(crate) fn json_response(status: u16, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
-}
-
-pub(crate) fn pn_error(status: u16, message: &str) -> Response<Body> {
-    json_response(
-        status,
-        &json!({ "status": status, "error": true, "message": message, "service": "Blocks Devnet" }),
-    )
-}
-
-/// A parsed request.
-pub(crate) struct Req {
-    pub method: Method,
-    pub segments: Vec<String>,
-    pub query: HashMap<String, String>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Req {
-    pub fn q(&self, k: &str) -> Option<&str> {
-        self.query.get(k).map(String::as_str)
-    }
-    pub fn bearer(&self) -> Option<String> {
-        let h = self.headers.get("authorization")?.to_str().ok()?;
-        let t = h
-            .strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))
-            .unwrap_or(h)
-            .trim();
-        (!t.is_empty()).then(|| t.to_string())
-    }
-    /// The body as JSON. serde_json refuses documents nested deeper than 128 levels (an error,
-    /// not a stack overflow), so no deeper value ever reaches a handler.
-    pub fn json(&self) -> Result<Value, String> {
-        if self.body.is_empty() {
-            return Ok(json!({}));
+/// One request, from the connection layer (which has checked its Host).
+pub(crate) async fn handle(net: Arc<Net>, request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    // storage is streamed, never buffered
+    match (&method, uri.path()) {
+        (&Method::POST, "/storage/upload") => {
+            tracing::debug!(target: "blocks::devnet", "POST {uri}");
+            return files_api::storage_upload(&net, &headers, timed_stream(body, net.cfg.body_timeout)).await;
         }
-        serde_json::from_slice(&self.body).map_err(|e| format!("request body is not JSON: {e}"))
+        (&Method::GET, p) if p.starts_with("/storage/blob/") => {
+            tracing::debug!(target: "blocks::devnet", "GET {uri}");
+            let id = p.trim_start_matches("/storage/blob/").split('/').next().unwrap_or("");
+            let q = parse_query(uri.query());
+            return files_api::blob(&net, &decode(id), q.get("key").map(String::as_str).unwrap_or("")).await;
+        }
+        _ => {}
     }
-}
-
-/// Percent-encode one path segment.
-pub(crate) fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-pub(crate) fn decode(s: &str) -> String {
-    percent_decode_str(s).decode_utf8_lossy().into_owned()
-}
-
-pub(crate) fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    let mut m = HashMap::new();
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        m.insert(decode(&k.replace('+', " ")), decode(&v.replace('+', " ")));
+    let body = match read_body(&headers, body, MAX_BODY, net.cfg.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(target: "blocks::devnet", "{method} {}: {e:?}", uri.path());
+            return e.response();
+        }
+    };
+    let segments: Vec<String> = uri.path().split('/').skip(1).map(decode).collect();
+    let req = Req {
+        method,
+        segments,
+        query: parse_query(uri.query()),
+        headers,
+        body,
+    };
+    let net = &*net;
+    tracing::debug!(target: "blocks::devnet", "{} {}", req.method, uri);
+    let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match seg.as_slice() {
+        ["publish", pk, sk, _, channel, _, rest @ ..] => pubnub_api::publish(net, &req, pk, sk, channel, rest),
+        ["v2", "subscribe", sk, channels, ..] => pubnub_api::subscribe(net, &req, sk, channels).await,
+        ["v1", "files", sk, "channels", channel, "files", id, name] if req.method == Method::GET => {
+            if !Net::is_known_sub_key(sk) {
+                return pn_error(400, &format!("unknown subscribe key {sk:?}"));
+            }
+            files_api::file_url(net, &req, channel, id, name)
+        }
+        ["v2", "presence", "sub-key" | "sub_key", sk, "channel", channels, rest @ ..] => {
+            pubnub_api::presence(net, &req, sk, channels, rest)
+        }
+        ["time", "0"] => pubnub_api::time(net),
+        ["v3", "history", "sub-key", sk, "channel", channel] => pubnub_api::history(net, &req, sk, channel),
+        _ => backend_api::handle(net, &req).await,
     }
-    m
 }
 
 /// Why a body could not be read.
@@ -334,19 +307,4 @@ pub(crate) fn timed_stream(
             Ok(Some(r)) => Some((r.map_err(std::io::Error::other), Some(stream))),
         }
     })
-}
-
-/// How deeply `v` nests (a scalar is 1), computed without recursion.
-pub(crate) fn json_depth(v: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(v, 1usize)];
-    while let Some((v, d)) = stack.pop() {
-        deepest = deepest.max(d);
-        match v {
-            Value::Array(a) => stack.extend(a.iter().map(|c| (c, d + 1))),
-            Value::Object(o) => stack.extend(o.values().map(|c| (c, d + 1))),
-            _ => {}
-        }
-    }
-    deepest
 }

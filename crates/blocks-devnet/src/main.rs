@@ -2,17 +2,17 @@
 
 use std::process::ExitCode;
 
-use blocks_devnet::{cli, Devnet};
+use blocks_devnet::{config, Devnet};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{}", cli::USAGE);
+        println!("{}", config::USAGE);
         return ExitCode::SUCCESS;
     }
-    let (cfg, log) = match cli::parse(&args) {
-        Ok(cli::Serve { config, log }) => (config, log.unwrap_or_else(|| "info".into())),
+    let (cfg, log) = match config::parse(&args) {
+        Ok(config::Serve { config, log }) => (config, log.unwrap_or_else(|| "info".into())),
         Err(e) => {
             eprintln!("blocks-devnet: {e}");
             return ExitCode::from(2);

@@ -2,87 +2,37 @@
 //! tasks to live instances with free capacity.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::store::{from_json, Dirty, Loaded};
+use crate::access::{Grants, StoredToken, Token, TokenKind};
+use crate::clock::{iso_now, now_ms};
+use crate::ids::random_id;
+use crate::store::{from_json, to_json, Changes, Loaded, TaskRow, TokenRow};
 
-/// What a token grants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TokenKind {
-    /// Consumer JWT (backend calls).
-    ConsumerAccess,
-    /// Agent JWT (backend calls of an instance).
-    AgentAccess,
-    /// Refresh token (consumer or agent), bound to the API key that minted it.
-    Refresh {
-        /// Refreshes an agent token.
-        agent: bool,
-    },
-    /// T4 read token of one task channel.
-    Read(String),
-    /// T2 write token of one task.
-    Write(String),
-    /// Control token of one control channel.
-    Control(String),
-    /// Stream token (T7a agent side, T7c caller side) of one stream channel.
-    Stream(String),
-    /// The devnet's own all-access token (the backend's secret key, for tests and tools).
-    Service,
+mod dispatch;
+
+pub use dispatch::DISPATCH_ATTEMPTS;
+
+/// Ids of records changed since the last flush (a removed record is written as a delete).
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pub api_keys: HashSet<String>,
+    pub tokens: HashSet<String>,
+    pub agents: HashSet<String>,
+    pub instances: HashSet<String>,
+    pub tasks: HashSet<String>,
 }
 
-/// A minted token.
-#[derive(Debug, Clone)]
-pub struct Token {
-    /// What it grants.
-    pub kind: TokenKind,
-    /// Whose it is.
-    pub user_id: String,
-    /// The API key behind it (refresh tokens).
-    pub api_key: Option<String>,
-    /// Expiry.
-    pub expires: Option<Instant>,
-}
-
-/// A token as stored (expiry on the wall clock).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredToken {
-    kind: TokenKind,
-    user_id: String,
-    api_key: Option<String>,
-    /// Expiry, milliseconds since the epoch.
-    pub expires_ms: Option<u64>,
-}
-
-impl Token {
-    /// The stored form.
-    pub fn to_stored(&self) -> StoredToken {
-        let now = now_ms();
-        StoredToken {
-            kind: self.kind.clone(),
-            user_id: self.user_id.clone(),
-            api_key: self.api_key.clone(),
-            expires_ms: self
-                .expires
-                .map(|e| now + e.saturating_duration_since(Instant::now()).as_millis() as u64),
-        }
-    }
-
-    /// Back from the stored form (None when it has expired).
-    pub fn from_stored(s: StoredToken) -> Option<Token> {
-        let expires = match s.expires_ms {
-            Some(ms) => Some(Instant::now() + Duration::from_millis(ms.checked_sub(now_ms()).filter(|d| *d > 0)?)),
-            None => None,
-        };
-        Some(Token {
-            kind: s.kind,
-            user_id: s.user_id,
-            api_key: s.api_key,
-            expires,
-        })
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        self.api_keys.is_empty()
+            && self.tokens.is_empty()
+            && self.agents.is_empty()
+            && self.instances.is_empty()
+            && self.tasks.is_empty()
     }
 }
 
@@ -240,46 +190,6 @@ pub struct Records {
     counter: u64,
 }
 
-/// Random `[a-z0-9]` string.
-pub fn random_id(n: usize) -> String {
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..n).map(|_| A[rng.random_range(0..A.len())] as char).collect()
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// ISO-8601 UTC timestamp with milliseconds.
-pub fn iso_now() -> String {
-    let ms = now_ms();
-    let secs = (ms / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // civil-from-days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 impl Records {
     /// Records loaded from the database: tokens that expired are dropped, pending tasks queue
     /// again in creation order, instances that had left get a fresh grace period.
@@ -327,6 +237,53 @@ impl Records {
             r.tasks.insert(t.id.clone(), t);
         }
         r
+    }
+
+    /// The rows of the `dirty` records as they are now, for the database.
+    pub fn changes(&self, dirty: &Dirty) -> Changes {
+        Changes {
+            api_keys: dirty
+                .api_keys
+                .iter()
+                .map(|k| (k.clone(), self.api_keys.get(k).cloned()))
+                .collect(),
+            tokens: dirty
+                .tokens
+                .iter()
+                .map(|t| {
+                    let row = self.tokens.get(t).map(|tok| {
+                        let data = tok.to_stored();
+                        TokenRow {
+                            data: to_json(&data),
+                            expires_ms: data.expires_ms,
+                        }
+                    });
+                    (t.clone(), row)
+                })
+                .collect(),
+            agents: dirty
+                .agents
+                .iter()
+                .map(|a| (a.clone(), self.agents.get(a).map(to_json)))
+                .collect(),
+            instances: dirty
+                .instances
+                .iter()
+                .map(|i| (i.clone(), self.instances.get(i).map(to_json)))
+                .collect(),
+            tasks: dirty
+                .tasks
+                .iter()
+                .map(|t| {
+                    let row = self.tasks.get(t).map(|task| TaskRow {
+                        owner: task.owner.clone(),
+                        seq: task.seq,
+                        data: to_json(task),
+                    });
+                    (t.clone(), row)
+                })
+                .collect(),
+        }
     }
 
     /// Mark a task changed (it is written to the database when the records lock is released).
@@ -436,355 +393,20 @@ impl Records {
             .push_back(t.id.clone());
         t
     }
-
-    /// Hand queued tasks of `agent` to live instances with capacity.
-    pub fn dispatch(&mut self, agent: &str, token_ttl: Duration, minute: Duration) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        while let Some(task_id) = self.queues.get(agent).and_then(|q| q.front().cloned()) {
-            let still_pending = self
-                .tasks
-                .get(&task_id)
-                .is_some_and(|t| !t.is_terminal() && t.instance.is_none());
-            if !still_pending {
-                if let Some(q) = self.queues.get_mut(agent) {
-                    q.pop_front();
-                }
-                continue;
-            }
-            let unacked = self.tasks.get(&task_id).map(|t| t.unacked.clone()).unwrap_or_default();
-            // an instance that let this task's StartTask go unanswered comes last
-            let pick = self
-                .instances
-                .values()
-                .filter(|i| i.agent == agent && i.live && (i.concurrency == 0 || i.running.len() < i.concurrency))
-                .min_by_key(|i| (unacked.contains(&i.id), i.running.len(), i.last_assigned))
-                .map(|i| i.id.clone());
-            let Some(inst_id) = pick else { break };
-            if let Some(q) = self.queues.get_mut(agent) {
-                q.pop_front();
-            }
-            self.counter += 1;
-            let counter = self.counter;
-            let Some(task) = self.tasks.get(&task_id).cloned() else {
-                continue;
-            };
-            let write = self.mint(
-                TokenKind::Write(task.channel()),
-                &task.owner,
-                Some(token_ttl.max(Duration::from_secs(3600))),
-                None,
-            );
-            let (control_channel, sub_key) = match self.instances.get_mut(&inst_id) {
-                Some(i) => {
-                    self.dirty.instances.insert(i.id.clone());
-                    self.dirty.tasks.insert(task_id.clone());
-                    i.running.insert(task_id.clone());
-                    i.last_assigned = counter;
-                    (i.control_channel.clone(), i.sub_key.clone())
-                }
-                None => continue,
-            };
-            let control = self.mint(TokenKind::Control(control_channel.clone()), &task.owner, None, None);
-            let expires = (task.kind == "pipe")
-                .then(|| now_ms() + task.duration.unwrap_or(1).max(1) as u64 * minute.as_millis() as u64);
-            if let Some(t) = self.tasks.get_mut(&task_id) {
-                t.instance = Some(inst_id.clone());
-                t.expires_at_ms = expires;
-                t.dispatched_at_ms = Some(now_ms());
-            }
-            let mut start = json!({
-                "type": "StartTask", "taskId": task.id, "protocolVersion": blocks_wire::PROTOCOL_VERSION,
-                "agentName": task.agent, "ownerId": task.owner, "orgId": task.org,
-                "requestParts": task.request_parts, "callerClaims": { "sub": task.owner },
-                "requestSummary": {}, "taskKind": task.kind, "hasStream": task.has_stream,
-                "writeToken": write, "controlToken": control,
-            });
-            if let Some(d) = task.duration {
-                start["duration"] = json!(d);
-            }
-            if let Some(e) = expires {
-                start["durationExpiresAtMs"] = json!(e);
-            }
-            if let Some(k) = &task.consumer_public_key {
-                start["consumerPublicKey"] = json!(k);
-            }
-            effects.push(Effect {
-                sub_key,
-                channel: control_channel,
-                payload: start,
-                meta: Some(json!({ "instance": inst_id })),
-                store: false,
-            });
-        }
-        effects
-    }
-
-    /// A task-channel event was published: follow the task's state. Returns the agent whose queue
-    /// may move on (capacity freed).
-    pub fn on_task_event(&mut self, task_id: &str, event: &Value, publisher: &str) -> Option<String> {
-        let kind = event.get("type").and_then(Value::as_str);
-        if matches!(kind, Some("progress" | "artifact" | "terminal")) {
-            self.acknowledged(task_id, publisher);
-        }
-        let task = self.tasks.get_mut(task_id)?;
-        if task.is_terminal() {
-            return None;
-        }
-        self.dirty.tasks.insert(task_id.to_string());
-        match kind {
-            Some("progress") if event.get("state").and_then(Value::as_str) == Some("running") => {
-                task.state = "running".into();
-                task.updated = iso_now();
-                None
-            }
-            Some("terminal") => {
-                let state = event
-                    .get("state")
-                    .and_then(Value::as_str)
-                    .filter(|s| blocks_wire::is_terminal_state(s))?;
-                task.state = state.to_string();
-                task.updated = iso_now();
-                let inst = task.instance.clone();
-                let agent = task.agent.clone();
-                if let Some(i) = inst.and_then(|i| self.instances.get_mut(&i)) {
-                    i.running.remove(task_id);
-                    self.dirty.instances.insert(i.id.clone());
-                }
-                Some(agent)
-            }
-            _ => None,
-        }
-    }
-
-    /// An event of the task from `publisher` (the instance's realtime uuid; events the backend
-    /// itself publishes do not count): the instance the task was sent to has it. A task that was
-    /// taken back (not acknowledged in time) and waits in the queue is given to the instance of
-    /// its agent that turns out to run it after all, rather than sent again.
-    fn acknowledged(&mut self, task_id: &str, publisher: &str) {
-        let Some(task) = self.tasks.get(task_id).filter(|t| !t.is_terminal()) else {
-            return;
-        };
-        match task.instance.as_deref() {
-            Some(i) if i == publisher => {
-                if let Some(t) = self.tasks.get_mut(task_id) {
-                    t.dispatched_at_ms = None;
-                }
-            }
-            None if task.unacked.iter().any(|u| u == publisher) => {
-                let agent = task.agent.clone();
-                let Some(inst) = self.instances.get_mut(publisher).filter(|i| i.agent == agent) else {
-                    return;
-                };
-                inst.running.insert(task_id.to_string());
-                self.dirty.instances.insert(publisher.to_string());
-                if let Some(t) = self.tasks.get_mut(task_id) {
-                    t.instance = Some(publisher.to_string());
-                    t.dispatched_at_ms = None;
-                }
-                if let Some(q) = self.queues.get_mut(&agent) {
-                    q.retain(|id| id != task_id);
-                }
-            }
-            // another instance than the one it was sent to: it is not this dispatch's answer
-            _ => {}
-        }
-    }
-
-    /// Control message for a task's instance (None when the task is not on an instance).
-    pub fn control_for(&self, task_id: &str, payload: Value) -> Option<Effect> {
-        let task = self.tasks.get(task_id)?;
-        let inst = self.instances.get(task.instance.as_ref()?)?;
-        Some(Effect {
-            sub_key: inst.sub_key.clone(),
-            channel: inst.control_channel.clone(),
-            payload,
-            meta: Some(json!({ "instance": inst.id })),
-            store: false,
-        })
-    }
-
-    /// Tasks whose StartTask went unacknowledged for `bound`: each leaves its instance (which
-    /// keeps the slot no longer) and queues again at the front, to be sent to another instance if
-    /// there is one; after `attempts` StartTasks it fails with `task_not_acknowledged`. Returns the
-    /// terminals to publish and the agents whose queues moved.
-    pub fn unacknowledged(&mut self, bound: Duration, attempts: usize) -> (Vec<Effect>, Vec<String>) {
-        let now = now_ms();
-        let late: Vec<String> = self
-            .tasks
-            .values()
-            .filter(|t| {
-                !t.is_terminal()
-                    && t.dispatched_at_ms
-                        .is_some_and(|at| now.saturating_sub(at) >= bound.as_millis() as u64)
-            })
-            .map(|t| t.id.clone())
-            .collect();
-        let (mut effects, mut agents) = (Vec::new(), Vec::new());
-        for id in late {
-            let Some(t) = self.tasks.get_mut(&id) else { continue };
-            t.dispatched_at_ms = None;
-            let inst = t.instance.take();
-            if let Some(i) = &inst {
-                t.unacked.push(i.clone());
-            }
-            let (agent, tries) = (t.agent.clone(), t.unacked.len());
-            let terminal = (tries >= attempts).then(|| Effect {
-                sub_key: t.sub_key.clone(),
-                channel: t.channel(),
-                payload: json!({
-                    "type": "terminal", "taskId": t.id, "state": "failed",
-                    "error": format!(
-                        "task_not_acknowledged: no instance of agent {agent:?} acknowledged the task within {} s ({tries} StartTasks sent); check that the agent is running and subscribed to its control channel",
-                        bound.as_secs_f64()
-                    ),
-                    "protocolVersion": blocks_wire::PROTOCOL_VERSION,
-                }),
-                meta: None,
-                store: true,
-            });
-            self.dirty.tasks.insert(id.clone());
-            if let Some(i) = inst.and_then(|i| self.instances.get_mut(&i)) {
-                i.running.remove(&id);
-                self.dirty.instances.insert(i.id.clone());
-            }
-            tracing::warn!(
-                target: "blocks::devnet",
-                "task {id} of agent {agent}: StartTask not acknowledged within {bound:?} ({tries} of {attempts}); {}",
-                if terminal.is_some() { "it fails" } else { "it is sent again" }
-            );
-            match terminal {
-                Some(e) => effects.push(e),
-                None => self.queues.entry(agent.clone()).or_default().push_front(id),
-            }
-            if !agents.contains(&agent) {
-                agents.push(agent);
-            }
-        }
-        (effects, agents)
-    }
-
-    /// Instances that stopped being live: their tasks get a failed terminal.
-    pub fn drop_instance(&mut self, inst_id: &str) -> Vec<Effect> {
-        let Some(inst) = self.instances.get_mut(inst_id) else {
-            return Vec::new();
-        };
-        inst.live = false;
-        self.dirty.instances.insert(inst_id.to_string());
-        let running: Vec<String> = inst.running.drain().collect();
-        running
-            .into_iter()
-            .filter_map(|t| self.tasks.get(&t))
-            .filter(|t| !t.is_terminal())
-            .map(|t| Effect {
-                sub_key: t.sub_key.clone(),
-                channel: t.channel(),
-                payload: json!({ "type": "terminal", "taskId": t.id, "state": "failed", "error": "agent_instance_lost", "protocolVersion": blocks_wire::PROTOCOL_VERSION }),
-                meta: None,
-                store: true,
-            })
-            .collect()
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iso_dates() {
-        let s = iso_now();
-        assert_eq!(s.len(), 24);
-        assert!(s.starts_with("20") && s.ends_with('Z'));
+impl Grants for Records {
+    fn grant(&self, token: &str) -> Option<&TokenKind> {
+        self.token(token).map(|t| &t.kind)
     }
 
-    fn live_instance(r: &mut Records, id: &str, agent: &str, concurrency: usize) {
-        r.instances.insert(
-            id.into(),
-            Instance {
-                id: id.into(),
-                agent: agent.into(),
-                owner: "u".into(),
-                concurrency,
-                running: HashSet::new(),
-                live: true,
-                control_channel: format!("agent.{agent}.control"),
-                sub_key: "s".into(),
-                last_assigned: 0,
-                left_at: None,
-            },
-        );
-    }
-
-    #[test]
-    fn dispatch_respects_capacity_and_queues() {
-        let mut r = Records::default();
-        live_instance(&mut r, "i1", "a", 1);
-        let t1 = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
-        let t2 = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
-        let e = r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60));
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].payload["taskId"], json!(t1.id));
-        assert_eq!(e[0].meta, Some(json!({"instance": "i1"})));
-        assert!(
-            r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60))
-                .is_empty(),
-            "busy"
-        );
-        assert_eq!(
-            r.on_task_event(&t1.id, &json!({"type": "terminal", "state": "completed"}), "i1"),
-            Some("a".into())
-        );
-        let e = r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60));
-        assert_eq!(e[0].payload["taskId"], json!(t2.id));
-    }
-
-    #[test]
-    fn an_unacknowledged_task_is_taken_back_and_only_its_instance_acknowledges_it() {
-        let mut r = Records::default();
-        live_instance(&mut r, "i1", "a", 1);
-        let t = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
-        let minute = Duration::from_secs(60);
-        assert_eq!(r.dispatch("a", minute, minute).len(), 1);
-        // an event from another uuid is not this dispatch's answer
-        r.on_task_event(&t.id, &json!({"type": "progress", "state": "running"}), "someone");
-        assert!(r.tasks[&t.id].dispatched_at_ms.is_some());
-        // not acknowledged within the bound: taken back, the slot freed, queued again
-        let (failed, moved) = r.unacknowledged(Duration::ZERO, 3);
-        assert!(failed.is_empty());
-        assert_eq!(moved, ["a"]);
-        assert_eq!(r.tasks[&t.id].instance, None);
-        assert!(r.instances["i1"].running.is_empty());
-        // the instance it was sent to turns out to run it: it keeps it, nothing is sent again
-        r.on_task_event(&t.id, &json!({"type": "progress", "state": "running"}), "i1");
-        assert_eq!(r.tasks[&t.id].instance.as_deref(), Some("i1"));
-        assert!(r.instances["i1"].running.contains(&t.id));
-        assert!(r.dispatch("a", minute, minute).is_empty(), "not dispatched twice");
-        // three unanswered sends fail it
-        let t2 = r.create_task("a", "u", "request", None, json!([]), false, None, "s");
-        live_instance(&mut r, "i2", "a", 1);
-        for _ in 0..3 {
-            assert_eq!(r.dispatch("a", minute, minute).len(), 1);
-            let (failed, _) = r.unacknowledged(Duration::ZERO, 3);
-            if r.tasks[&t2.id].unacked.len() == 3 {
-                assert_eq!(failed.len(), 1);
-                assert!(failed[0].payload["error"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with("task_not_acknowledged")));
-            }
+    fn controls_task(&self, control_channel: &str, task_id: Option<&str>) -> bool {
+        match task_id.and_then(|id| self.tasks.get(id)) {
+            Some(t) => self
+                .instances
+                .values()
+                .any(|i| i.control_channel == control_channel && i.agent == t.agent),
+            None => self.instances.values().any(|i| i.control_channel == control_channel),
         }
-    }
-
-    #[test]
-    fn load_is_shared_by_capacity() {
-        let mut r = Records::default();
-        live_instance(&mut r, "i1", "a", 2);
-        live_instance(&mut r, "i2", "a", 2);
-        for _ in 0..4 {
-            r.create_task("a", "u", "request", None, json!([]), false, None, "s");
-        }
-        let e = r.dispatch("a", Duration::from_secs(60), Duration::from_secs(60));
-        assert_eq!(e.len(), 4);
-        let to_i1 = e.iter().filter(|x| x.meta == Some(json!({"instance": "i1"}))).count();
-        assert_eq!(to_i1, 2);
     }
 }

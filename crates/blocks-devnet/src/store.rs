@@ -7,7 +7,6 @@
 //! committed transaction survive the process being killed (SIGKILL) at any moment; only a power
 //! loss may drop the last transactions, which is the right trade for a developer's network.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -15,24 +14,40 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
-/// Ids of records changed since the last flush (a removed record is written as a delete).
+/// The rows to write in one transaction: per table, the key of each changed record and its new
+/// row, or `None` when the record was removed (written as a delete).
 #[derive(Debug, Default)]
-pub struct Dirty {
-    pub api_keys: HashSet<String>,
-    pub tokens: HashSet<String>,
-    pub agents: HashSet<String>,
-    pub instances: HashSet<String>,
-    pub tasks: HashSet<String>,
+pub struct Changes {
+    /// API key → user id.
+    pub api_keys: Vec<(String, Option<String>)>,
+    /// Token → its stored form.
+    pub tokens: Vec<(String, Option<TokenRow>)>,
+    /// Agent name → the agent (JSON).
+    pub agents: Vec<(String, Option<String>)>,
+    /// Instance id → the instance (JSON).
+    pub instances: Vec<(String, Option<String>)>,
+    /// Task id → its owner, creation order and the task (JSON).
+    pub tasks: Vec<(String, Option<TaskRow>)>,
 }
 
-impl Dirty {
-    pub fn is_empty(&self) -> bool {
-        self.api_keys.is_empty()
-            && self.tokens.is_empty()
-            && self.agents.is_empty()
-            && self.instances.is_empty()
-            && self.tasks.is_empty()
-    }
+/// A token as stored: the whole record and its expiry.
+#[derive(Debug)]
+pub struct TokenRow {
+    /// The stored token (JSON).
+    pub data: String,
+    /// Expiry, milliseconds since the epoch.
+    pub expires_ms: Option<u64>,
+}
+
+/// A task as stored: the indexed columns and the whole record.
+#[derive(Debug)]
+pub struct TaskRow {
+    /// Owner user id.
+    pub owner: String,
+    /// Creation order.
+    pub seq: u64,
+    /// The task (JSON).
+    pub data: String,
 }
 
 /// One stored realtime message, as loaded back.
@@ -92,7 +107,8 @@ CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (sub_key, channel, tt
 CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 ";
 
-fn to_json<T: Serialize>(v: &T) -> String {
+/// A value as a JSON column.
+pub fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
@@ -278,12 +294,12 @@ impl Store {
             .map_err(self.fail("pruning messages"))
     }
 
-    /// Write the dirty records of `r` in one transaction.
-    pub fn flush(&self, r: &crate::state::Records, dirty: &Dirty) -> Result<(), StoreError> {
+    /// Write `changes` in one transaction.
+    pub fn flush(&self, changes: &Changes) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.fail("starting a transaction"))?;
-        for k in &dirty.api_keys {
-            match r.api_keys.get(k) {
+        for (k, user) in &changes.api_keys {
+            match user {
                 Some(u) => tx.execute(
                     "INSERT OR REPLACE INTO api_keys (key, user_id) VALUES (?1, ?2)",
                     params![k, u],
@@ -292,44 +308,41 @@ impl Store {
             }
             .map_err(self.fail("writing an API key"))?;
         }
-        for t in &dirty.tokens {
-            match r.tokens.get(t) {
-                Some(tok) => {
-                    let data = tok.to_stored();
-                    tx.execute(
-                        "INSERT OR REPLACE INTO tokens (token, data, expires_ms) VALUES (?1, ?2, ?3)",
-                        params![t, to_json(&data), data.expires_ms.map(|e| e as i64)],
-                    )
-                }
+        for (t, row) in &changes.tokens {
+            match row {
+                Some(row) => tx.execute(
+                    "INSERT OR REPLACE INTO tokens (token, data, expires_ms) VALUES (?1, ?2, ?3)",
+                    params![t, row.data, row.expires_ms.map(|e| e as i64)],
+                ),
                 None => tx.execute("DELETE FROM tokens WHERE token = ?1", [t]),
             }
             .map_err(self.fail("writing a token"))?;
         }
-        for a in &dirty.agents {
-            match r.agents.get(a) {
+        for (a, data) in &changes.agents {
+            match data {
                 Some(agent) => tx.execute(
                     "INSERT OR REPLACE INTO agents (name, data) VALUES (?1, ?2)",
-                    params![a, to_json(agent)],
+                    params![a, agent],
                 ),
                 None => tx.execute("DELETE FROM agents WHERE name = ?1", [a]),
             }
             .map_err(self.fail("writing an agent"))?;
         }
-        for i in &dirty.instances {
-            match r.instances.get(i) {
+        for (i, data) in &changes.instances {
+            match data {
                 Some(inst) => tx.execute(
                     "INSERT OR REPLACE INTO instances (id, data) VALUES (?1, ?2)",
-                    params![i, to_json(inst)],
+                    params![i, inst],
                 ),
                 None => tx.execute("DELETE FROM instances WHERE id = ?1", [i]),
             }
             .map_err(self.fail("writing an instance"))?;
         }
-        for t in &dirty.tasks {
-            match r.tasks.get(t) {
+        for (t, row) in &changes.tasks {
+            match row {
                 Some(task) => tx.execute(
                     "INSERT OR REPLACE INTO tasks (id, owner, seq, data) VALUES (?1, ?2, ?3, ?4)",
-                    params![t, task.owner, task.seq as i64, to_json(task)],
+                    params![t, task.owner, task.seq as i64, task.data],
                 ),
                 None => tx.execute("DELETE FROM tasks WHERE id = ?1", [t]),
             }
@@ -367,7 +380,7 @@ mod tests {
 
     #[test]
     fn messages_survive_reopen_and_prune_keeps_history() {
-        let dir = std::env::temp_dir().join(format!("blocks-store-test-{}", crate::state::random_id(8)));
+        let dir = std::env::temp_dir().join(format!("blocks-store-test-{}", crate::ids::random_id(8)));
         std::fs::create_dir_all(&dir).expect("temp dir");
         {
             let s = Store::open(&dir).expect("open");

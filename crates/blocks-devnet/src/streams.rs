@@ -6,13 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::state::TokenKind;
-use crate::Net;
-
-/// A message held back by the chaos knob: (payload, meta, publisher).
-pub(crate) type Held = (Value, Option<Value>, String);
-/// Per stream channel: the held message and a publish counter.
-pub(crate) type ChaosSlot = (Option<Held>, u64);
+use crate::access::TokenKind;
+use crate::net::Net;
 
 fn abort(body: Value) -> (u16, Value) {
     (
@@ -25,11 +20,31 @@ fn refuse(code: &str, message: &str) -> (u16, Value) {
     abort(json!({ "ok": false, "error": { "code": code, "message": message } }))
 }
 
-/// Handle a `stream_setup` publish: always answered with a 403 "abort" carrying the result.
-pub(crate) fn setup(net: &Net, sub_key: &str, channel: &str, msg: &Value) -> (u16, Value) {
+/// A `stream_setup` message, checked.
+struct SetupRequest {
+    task_id: String,
+    stream_id: String,
+    agent: String,
+    direction: String,
+    format: String,
+    affinity: String,
+    phase: String,
+    /// `stream.{agent}.{stream}`.
+    stream_channel: String,
+    /// The org of the setup channel.
+    org: String,
+    /// Lifetime of the stream tokens.
+    ttl_min: u64,
+}
+
+/// The request a publish on `channel` (`setup.{org}.{task}`) makes, or the refusal.
+fn setup_request(channel: &str, msg: &Value) -> Result<SetupRequest, (u16, Value)> {
     let str_of = |k: &str| msg.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     if str_of("type") != "stream_setup" {
-        return refuse("InvalidArgument", "setup channels accept only stream_setup messages");
+        return Err(refuse(
+            "InvalidArgument",
+            "setup channels accept only stream_setup messages",
+        ));
     }
     let (task_id, stream_id, agent) = (str_of("taskId"), str_of("streamId"), str_of("agentName"));
     let (direction, format, affinity, phase) = (
@@ -39,85 +54,116 @@ pub(crate) fn setup(net: &Net, sub_key: &str, channel: &str, msg: &Value) -> (u1
         str_of("phase"),
     );
     if !blocks_wire::is_valid_stream_id(&stream_id) {
-        return refuse("InvalidArgument", &format!("invalid streamId {stream_id:?}"));
+        return Err(refuse("InvalidArgument", &format!("invalid streamId {stream_id:?}")));
     }
     if !matches!(direction.as_str(), "outbound" | "inbound" | "bidirectional")
         || !matches!(format.as_str(), "bytes" | "events")
         || !matches!(affinity.as_str(), "dedicated" | "shared")
         || !matches!(phase.as_str(), "embedded" | "token_request" | "activate")
     {
-        return refuse(
+        return Err(refuse(
             "InvalidArgument",
             "direction, format, affinity and phase must be valid (affinity is required)",
-        );
+        ));
     }
     let stream_channel = blocks_wire::stream_channel(&agent, &stream_id);
     if str_of("channel") != stream_channel {
-        return refuse("InvalidArgument", &format!("channel must be {stream_channel}"));
+        return Err(refuse("InvalidArgument", &format!("channel must be {stream_channel}")));
     }
     let Some(org) = channel.split('.').nth(1).map(str::to_string) else {
-        return refuse("InvalidArgument", "bad setup channel");
+        return Err(refuse("InvalidArgument", "bad setup channel"));
     };
     let ttl_min = msg.get("durationMinutes").and_then(Value::as_u64).unwrap_or(60).max(1);
+    Ok(SetupRequest {
+        task_id,
+        stream_id,
+        agent,
+        direction,
+        format,
+        affinity,
+        phase,
+        stream_channel,
+        org,
+        ttl_min,
+    })
+}
+
+/// Handle a `stream_setup` publish: always answered with a 403 "abort" carrying the result.
+pub(crate) fn setup(net: &Net, sub_key: &str, channel: &str, msg: &Value) -> (u16, Value) {
+    let s = match setup_request(channel, msg) {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
+    };
     let (task, agent_owner) = {
         let r = net.records();
-        let task = r.tasks.get(&task_id).cloned();
+        let task = r.tasks.get(&s.task_id).cloned();
         let owner = task
             .as_ref()
             .and_then(|t| r.agents.get(&t.agent))
             .map(|a| a.owner.clone());
         (task, owner)
     };
-    let Some(task) = task.filter(|t| t.org == org && t.agent == agent) else {
+    let Some(task) = task.filter(|t| t.org == s.org && t.agent == s.agent) else {
         return refuse(
             "NotFound",
-            &format!("task {task_id} of agent {agent} not found in org {org}"),
+            &format!("task {} of agent {} not found in org {}", s.task_id, s.agent, s.org),
         );
     };
     if task.is_terminal() {
         return refuse(
             "FailedPrecondition",
-            &format!("task {task_id} is already {}", task.state),
+            &format!("task {} is already {}", s.task_id, task.state),
         );
     }
-    let ttl = Duration::from_secs(ttl_min * 60);
+    let ttl = Duration::from_secs(s.ttl_min * 60);
     let (agent_token, caller_token) = {
         let mut r = net.records();
-        let a = (phase != "activate").then(|| {
+        let a = (s.phase != "activate").then(|| {
             r.mint(
-                TokenKind::Stream(stream_channel.clone()),
+                TokenKind::Stream(s.stream_channel.clone()),
                 agent_owner.as_deref().unwrap_or(""),
                 Some(ttl),
                 None,
             )
         });
-        let c = (phase != "token_request")
-            .then(|| r.mint(TokenKind::Stream(stream_channel.clone()), &task.owner, Some(ttl), None));
+        let c = (s.phase != "token_request").then(|| {
+            r.mint(
+                TokenKind::Stream(s.stream_channel.clone()),
+                &task.owner,
+                Some(ttl),
+                None,
+            )
+        });
         (a, c)
     };
     if let Some(t7c) = caller_token {
-        let mut entry = json!({
-            "channel": stream_channel, "direction": direction, "format": format, "affinity": affinity,
-            "token": t7c, "tokenTtlMinutes": ttl_min,
-        });
-        if let Some(m) = msg.get("metadata").filter(|m| !m.is_null()) {
-            entry["metadata"] = m.clone();
-        }
-        let announcement = json!({
-            "type": "progress", "taskId": task_id, "streamEvent": "stream_started",
-            "declaredStream": msg.get("declaredStream").cloned().unwrap_or(Value::Null),
-            "streams": { stream_id.clone(): entry }, "protocolVersion": blocks_wire::PROTOCOL_VERSION,
-        });
-        net.publish(sub_key, &task.channel(), announcement, None, "blocks-devnet", true);
+        announce(net, sub_key, &task.channel(), &s, msg, &t7c);
     }
     let mut resp = json!({
-        "taskId": task_id, "streamId": stream_id, "channel": stream_channel, "direction": direction,
-        "phase": phase, "tokenTtlMinutes": ttl_min,
+        "taskId": s.task_id, "streamId": s.stream_id, "channel": s.stream_channel, "direction": s.direction,
+        "phase": s.phase, "tokenTtlMinutes": s.ttl_min,
     });
     if let Some(t7a) = agent_token {
         resp["token"] = json!(t7a);
     }
     abort(json!({ "ok": true, "streamSetupResponse": resp }))
+}
+
+/// Announce the stream to the caller (`stream_started` on the task channel, with its token).
+fn announce(net: &Net, sub_key: &str, task_channel: &str, s: &SetupRequest, msg: &Value, t7c: &str) {
+    let mut entry = json!({
+        "channel": s.stream_channel, "direction": s.direction, "format": s.format, "affinity": s.affinity,
+        "token": t7c, "tokenTtlMinutes": s.ttl_min,
+    });
+    if let Some(m) = msg.get("metadata").filter(|m| !m.is_null()) {
+        entry["metadata"] = m.clone();
+    }
+    let announcement = json!({
+        "type": "progress", "taskId": s.task_id, "streamEvent": "stream_started",
+        "declaredStream": msg.get("declaredStream").cloned().unwrap_or(Value::Null),
+        "streams": { s.stream_id.clone(): entry }, "protocolVersion": blocks_wire::PROTOCOL_VERSION,
+    });
+    net.publish(sub_key, task_channel, announcement, None, "blocks-devnet", true);
 }
 
 /// Publish with chaos: every 3rd message is held back and published after the next one (or after

@@ -1,72 +1,21 @@
-//! HTTP front: routes every request by its path segments (the PubNub REST paths carry channel
-//! lists and URL-encoded JSON in the path) to the realtime plane or the backend API.
+//! The PubNub REST subset of the realtime plane: publish (with the stream-setup "Function" and
+//! the chaos knob), subscribe long-polls, presence (heartbeat, leave, state), time and history,
+//! each checked against the access rules and the request limits.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, Response};
+use axum::http::{Method, Response};
 use serde_json::{json, Value};
 
 use crate::access::{check_access, Op};
 use crate::filter::Filter;
-use crate::http::*;
-use crate::Net;
-
-/// One request, from the connection layer (which has checked its Host).
-pub(crate) async fn handle(net: Arc<Net>, request: Request<Body>) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
-    // storage is streamed, never buffered
-    match (&method, uri.path()) {
-        (&Method::POST, "/storage/upload") => {
-            tracing::debug!(target: "blocks::devnet", "POST {uri}");
-            return crate::files::storage_upload(&net, &headers, timed_stream(body, net.cfg.body_timeout)).await;
-        }
-        (&Method::GET, p) if p.starts_with("/storage/blob/") => {
-            tracing::debug!(target: "blocks::devnet", "GET {uri}");
-            let id = p.trim_start_matches("/storage/blob/").split('/').next().unwrap_or("");
-            let q = parse_query(uri.query());
-            return crate::files::blob(&net, &decode(id), q.get("key").map(String::as_str).unwrap_or("")).await;
-        }
-        _ => {}
-    }
-    let body = match read_body(&headers, body, MAX_BODY, net.cfg.body_timeout).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::debug!(target: "blocks::devnet", "{method} {}: {e:?}", uri.path());
-            return e.response();
-        }
-    };
-    let segments: Vec<String> = uri.path().split('/').skip(1).map(decode).collect();
-    let req = Req {
-        method,
-        segments,
-        query: parse_query(uri.query()),
-        headers,
-        body,
-    };
-    let net = &*net;
-    tracing::debug!(target: "blocks::devnet", "{} {}", req.method, uri);
-    let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
-    match seg.as_slice() {
-        ["publish", pk, sk, _, channel, _, rest @ ..] => publish(net, &req, pk, sk, channel, rest),
-        ["v2", "subscribe", sk, channels, ..] => subscribe(net, &req, sk, channels).await,
-        ["v1", "files", sk, "channels", channel, "files", id, name] if req.method == Method::GET => {
-            if !Net::is_known_sub_key(sk) {
-                return pn_error(400, &format!("unknown subscribe key {sk:?}"));
-            }
-            crate::files::file_url(net, &req, channel, id, name)
-        }
-        ["v2", "presence", "sub-key" | "sub_key", sk, "channel", channels, rest @ ..] => {
-            presence(net, &req, sk, channels, rest)
-        }
-        ["time", "0"] => json_response(200, &json!([net.rt.current_tt()])),
-        ["v3", "history", "sub-key", sk, "channel", channel] => history(net, &req, sk, channel),
-        _ => crate::backend::handle(net, &req).await,
-    }
-}
+use crate::net::Net;
+use crate::request::{
+    json_depth, json_response, pn_error, Req, MAX_CHANNELS_PER_REQUEST, MAX_MESSAGE_BYTES, MAX_MESSAGE_DEPTH,
+    MAX_NAME_BYTES, MAX_PRESENCE_TIMEOUT, MAX_STATE_BYTES,
+};
 
 fn split_channels(s: &str) -> Vec<String> {
     s.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect()
@@ -134,7 +83,7 @@ fn presence_state(req: &Req) -> Result<Option<Value>, Box<Response<Body>>> {
     }
 }
 
-fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str]) -> Response<Body> {
+pub(crate) fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str]) -> Response<Body> {
     if !Net::is_known_sub_key(sk) {
         return pn_error(
             400,
@@ -188,7 +137,7 @@ fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str
     }
     let store = !matches!(req.q("store"), Some("0") | Some("false"));
     let publisher = req.q("uuid").unwrap_or("").to_string();
-    if let Some(denied) = check_access(net, req, &[channel.to_string()], Op::Write) {
+    if let Some(denied) = check_access(&*net.records(), req, &[channel.to_string()], Op::Write) {
         return denied;
     }
     if channel.starts_with("setup.") {
@@ -204,7 +153,7 @@ fn publish(net: &Net, req: &Req, pk: &str, sk: &str, channel: &str, rest: &[&str
     json_response(200, &json!([1, "Sent", tt.to_string()]))
 }
 
-async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<Body> {
+pub(crate) async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<Body> {
     if !Net::is_known_sub_key(sk) {
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
@@ -213,7 +162,7 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
     if let Some(bad) = check_names(&channels, &uuid) {
         return bad;
     }
-    if let Some(denied) = check_access(net, req, &channels, Op::Read) {
+    if let Some(denied) = check_access(&*net.records(), req, &channels, Op::Read) {
         return denied;
     }
     let filter = match req.q("filter-expr").filter(|f| !f.trim().is_empty()) {
@@ -245,7 +194,7 @@ async fn subscribe(net: &Net, req: &Req, sk: &str, channels: &str) -> Response<B
         tokio::pin!(wake);
         wake.as_mut().enable();
         // a token revoked while the poll was held ends it with 403
-        if let Some(denied) = check_access(net, req, &channels, Op::Read) {
+        if let Some(denied) = check_access(&*net.records(), req, &channels, Op::Read) {
             return denied;
         }
         let (msgs, cursor) = net.rt.poll(sk, &channels, tt, filter.as_ref());
@@ -297,7 +246,7 @@ fn instance_went_live(net: &Net, uuid: &str, channels: &[String]) {
     }
 }
 
-fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Response<Body> {
+pub(crate) fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Response<Body> {
     if !Net::is_known_sub_key(sk) {
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
@@ -312,7 +261,7 @@ fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Re
     }
     // presence on a channel (heartbeat, leave, state) needs the right to read it: nobody can keep
     // another user's instance alive, make it leave, or read its state
-    if let Some(denied) = check_access(net, req, &channels, Op::Read) {
+    if let Some(denied) = check_access(&*net.records(), req, &channels, Op::Read) {
         return denied;
     }
     match rest {
@@ -368,11 +317,16 @@ fn presence(net: &Net, req: &Req, sk: &str, channels: &str, rest: &[&str]) -> Re
     }
 }
 
-fn history(net: &Net, req: &Req, sk: &str, channel: &str) -> Response<Body> {
+/// `GET /time/0`: the current timetoken.
+pub(crate) fn time(net: &Net) -> Response<Body> {
+    json_response(200, &json!([net.rt.current_tt()]))
+}
+
+pub(crate) fn history(net: &Net, req: &Req, sk: &str, channel: &str) -> Response<Body> {
     if !Net::is_known_sub_key(sk) {
         return pn_error(400, &format!("unknown subscribe key {sk:?}"));
     }
-    if let Some(denied) = check_access(net, req, &[channel.to_string()], Op::Read) {
+    if let Some(denied) = check_access(&*net.records(), req, &[channel.to_string()], Op::Read) {
         return denied;
     }
     let max = req

@@ -1,10 +1,96 @@
-//! The devnet's command line and the rules of its settings, in one place: the `blocks-devnet`
-//! binary, `npx blocks-devnet` (through the addon) and `LocalNetwork.start` options all go through
-//! these functions, so a flag and its option cannot disagree.
+//! The devnet's settings ([`DevnetConfig`]) and the rules of their values, in one place: the
+//! command line and its flags, the `blocks-devnet` binary, `npx blocks-devnet` (through the addon)
+//! and `LocalNetwork.start` options all go through these functions, so a flag and its option
+//! cannot disagree.
 
 use std::time::Duration;
 
-use crate::{ApiKey, DevnetConfig, TlsCa};
+use crate::tls::TlsCa;
+
+/// One user's API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The key (`bk_…`).
+    pub key: String,
+    /// The user it authenticates.
+    pub user_id: String,
+}
+
+/// Devnet settings.
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    /// Port on 127.0.0.1 (0 = any free port).
+    pub port: u16,
+    /// Users; the first key is the default one.
+    pub api_keys: Vec<ApiKey>,
+    /// Agents registered as paid on first sight.
+    pub paid_agents: Vec<String>,
+    /// Lifetime of access tokens.
+    pub token_ttl: Duration,
+    /// Longest hold of an idle subscribe long-poll.
+    pub long_poll_hold: Duration,
+    /// How long a pipe-task "minute" lasts (tests shorten it; default 60 s).
+    pub minute: Duration,
+    /// Test knob: deliver stream messages out of order and twice (swap neighbours, repeat some).
+    pub stream_chaos: bool,
+    /// Where files live (`<dir>/files`); `None` = a temporary directory removed on stop.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Largest file accepted by the upload handshake (default 25 MiB, `BLOCKS_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
+    /// After a restart from `data_dir`: how long an agent instance known from before has to
+    /// heartbeat again before its running tasks fail with `agent_instance_lost` (default 20 s).
+    pub restart_grace: Duration,
+    /// Host names served besides the loopback ones (`localhost`, `*.localhost`, 127.0.0.0/8,
+    /// `[::1]`): exact names, or `.example.test` for a name and every name under it. Requests
+    /// for any other host get 421 (DNS rebinding). CLI `--allow-host`, JS `allowedHosts`.
+    pub allowed_hosts: Vec<String>,
+    /// Longest time a connection may take to send a complete request head, counted from the
+    /// accept or from the first byte after a keep-alive pause (default 10 s; then it is closed).
+    pub header_timeout: Duration,
+    /// Longest pause between two chunks of a request body (then 408), or between two writes of
+    /// a response that make progress (then the connection is closed). Default 30 s.
+    pub body_timeout: Duration,
+    /// Longest keep-alive pause between two requests on a connection (default 75 s).
+    pub keep_alive_timeout: Duration,
+    /// Most connections open at once (default 1,024); more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long an instance has to acknowledge a StartTask (its first event on the task
+    /// channel) before the task is taken back and sent again, to another instance if there is
+    /// one (default 30 s; CLI `--ack-timeout`, JS `ackTimeoutMs`). After [`crate::DISPATCH_ATTEMPTS`]
+    /// unanswered StartTasks the task fails with `task_not_acknowledged`.
+    pub ack_timeout: Duration,
+    /// Serve HTTPS (`--tls`): a CA kept in `<data_dir>/tls` (or made in memory), or the given
+    /// one, signs a certificate for the loopback names; the URLs in the CDM are `https://`.
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsCa>,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        DevnetConfig {
+            port: 0,
+            api_keys: vec![ApiKey {
+                key: "bk_devnet_default".into(),
+                user_id: "user_default".into(),
+            }],
+            paid_agents: Vec::new(),
+            token_ttl: Duration::from_secs(3600),
+            long_poll_hold: Duration::from_secs(60),
+            minute: Duration::from_secs(60),
+            stream_chaos: false,
+            data_dir: None,
+            max_upload_bytes: blocks_wire::MAX_UPLOAD_BYTES,
+            restart_grace: Duration::from_secs(20),
+            allowed_hosts: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_connections: 1024,
+            ack_timeout: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+}
 
 /// The flags, as `--help` prints them.
 pub const USAGE: &str =
@@ -36,11 +122,8 @@ pub struct Serve {
 /// Parse the flags (without the program name). Errors name the flag and what it needs.
 pub fn parse(args: &[String]) -> Result<Serve, String> {
     let mut cfg = DevnetConfig::default();
-    let mut data_dir: Option<std::path::PathBuf> = None;
-    let mut in_memory = false;
-    let mut keys = Vec::new();
+    let mut f = Flags::default();
     let mut log = None;
-    let (mut tls, mut tls_ca, mut tls_key) = (false, None::<String>, None::<String>);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -58,7 +141,7 @@ pub fn parse(args: &[String]) -> Result<Serve, String> {
             "--api-key" => {
                 let v = value()?;
                 let (key, user) = v.split_once(':').unwrap_or((v.as_str(), ""));
-                keys.push(api_key("--api-key", key, user, keys.len())?);
+                f.keys.push(api_key("--api-key", key, user, f.keys.len())?);
             }
             "--agent" => {
                 let v = value()?;
@@ -73,11 +156,11 @@ pub fn parse(args: &[String]) -> Result<Serve, String> {
             "--token-ttl" => cfg.token_ttl = positive_secs(flag, number(flag, &value()?, "seconds")?)?,
             "--max-connections" => cfg.max_connections = max_connections(flag, number(flag, &value()?, "a number")?)?,
             "--ack-timeout" => cfg.ack_timeout = positive_secs(flag, number(flag, &value()?, "seconds")?)?,
-            "--tls" => tls = true,
-            "--tls-ca" => tls_ca = Some(value()?),
-            "--tls-ca-key" => tls_key = Some(value()?),
-            "--data-dir" => data_dir = Some(value()?.into()),
-            "--in-memory" => in_memory = true,
+            "--tls" => f.tls = true,
+            "--tls-ca" => f.tls_ca = Some(value()?),
+            "--tls-ca-key" => f.tls_key = Some(value()?),
+            "--data-dir" => f.data_dir = Some(value()?.into()),
+            "--in-memory" => f.in_memory = true,
             "--max-upload-bytes" => {
                 let v = value()?;
                 cfg.max_upload_bytes = v
@@ -95,29 +178,48 @@ pub fn parse(args: &[String]) -> Result<Serve, String> {
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
-    if !keys.is_empty() {
-        cfg.api_keys = keys;
-    }
-    if !tls && (tls_ca.is_some() || tls_key.is_some()) {
-        return Err("--tls-ca and --tls-ca-key go with --tls".into());
-    }
-    let read = |p: Option<String>, what: &str| {
-        p.map(|p| std::fs::read_to_string(&p).map_err(|e| format!("{what} {p}: {e}")))
-            .transpose()
-    };
-    cfg.tls = tls_ca_of(
-        tls,
-        read(tls_ca, "--tls-ca")?,
-        read(tls_key, "--tls-ca-key")?,
-        "--tls-ca and --tls-ca-key",
-    )?;
-    cfg.data_dir = match (in_memory, data_dir) {
-        (true, Some(_)) => return Err("--in-memory and --data-dir exclude each other: choose one".into()),
-        (true, None) => None,
-        (false, Some(d)) => Some(d),
-        (false, None) => Some(".blocks-devnet".into()),
-    };
+    f.apply(&mut cfg)?;
     Ok(Serve { config: cfg, log })
+}
+
+/// The flags that are settled once all are read: API keys, TLS and the data directory.
+#[derive(Default)]
+struct Flags {
+    keys: Vec<ApiKey>,
+    tls: bool,
+    tls_ca: Option<String>,
+    tls_key: Option<String>,
+    data_dir: Option<std::path::PathBuf>,
+    in_memory: bool,
+}
+
+impl Flags {
+    /// Settle them into `cfg` (the CA files are read here).
+    fn apply(self, cfg: &mut DevnetConfig) -> Result<(), String> {
+        if !self.keys.is_empty() {
+            cfg.api_keys = self.keys;
+        }
+        if !self.tls && (self.tls_ca.is_some() || self.tls_key.is_some()) {
+            return Err("--tls-ca and --tls-ca-key go with --tls".into());
+        }
+        let read = |p: Option<String>, what: &str| {
+            p.map(|p| std::fs::read_to_string(&p).map_err(|e| format!("{what} {p}: {e}")))
+                .transpose()
+        };
+        cfg.tls = tls_ca_of(
+            self.tls,
+            read(self.tls_ca, "--tls-ca")?,
+            read(self.tls_key, "--tls-ca-key")?,
+            "--tls-ca and --tls-ca-key",
+        )?;
+        cfg.data_dir = match (self.in_memory, self.data_dir) {
+            (true, Some(_)) => return Err("--in-memory and --data-dir exclude each other: choose one".into()),
+            (true, None) => None,
+            (false, Some(d)) => Some(d),
+            (false, None) => Some(".blocks-devnet".into()),
+        };
+        Ok(())
+    }
 }
 
 /// A number given as text (`flag` and `unit` name it in the error).
