@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
@@ -175,9 +175,7 @@ impl Net {
                 .tasks
                 .values()
                 .filter(|t| !t.is_terminal() && !t.expire_sent && t.expires_at_ms.is_some_and(|e| e <= now))
-                .filter_map(|t| {
-                    r.control_for(&t.id, json!({ "type": "ExpireTask", "taskId": t.id, "agentName": t.agent, "protocolVersion": blocks_wire::PROTOCOL_VERSION }))
-                })
+                .filter_map(|t| r.control_for(&t.id, expire_task(&t.id, &t.agent)))
                 .collect();
             (dead, expire)
         };
@@ -212,4 +210,13 @@ impl Net {
             self.dispatch(&a);
         }
     }
+}
+
+/// `ExpireTask` for a pipe task whose duration ran out.
+fn expire_task(task_id: &str, agent: &str) -> Value {
+    let mut m = blocks_wire::ControlMessage::signal("ExpireTask", task_id, None)
+        .map(|m| m.to_value())
+        .unwrap_or_default();
+    m["agentName"] = Value::String(agent.into());
+    m
 }

@@ -137,10 +137,12 @@ impl ControlMessage {
         }
     }
 
-    /// A signal message (`CancelTask`, …) for `task_id` with the protocol version.
-    pub fn signal(kind: &str, task_id: &str) -> Option<ControlMessage> {
+    /// A signal message (`CancelTask`, …) for `task_id` with the protocol version and, when
+    /// given, who asked; `None` for a kind that is not a signal.
+    pub fn signal(kind: &str, task_id: &str, caller: Option<&str>) -> Option<ControlMessage> {
         let s = TaskSignal {
             task_id: task_id.into(),
+            caller: caller.map(|c| Value::String(c.into())),
             extra: Map::from_iter([(
                 "protocolVersion".to_string(),
                 Value::String(crate::PROTOCOL_VERSION.into()),
@@ -193,7 +195,7 @@ mod tests {
         assert!(ControlMessage::parse(json!({"taskId": "t"})).is_none());
         assert!(ControlMessage::parse(json!("x")).is_none());
         assert_eq!(
-            ControlMessage::signal("PauseTask", "t").unwrap().to_value(),
+            ControlMessage::signal("PauseTask", "t", None).unwrap().to_value(),
             json!({"type": "PauseTask", "taskId": "t", "protocolVersion": crate::PROTOCOL_VERSION})
         );
     }

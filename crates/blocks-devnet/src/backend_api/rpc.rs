@@ -7,6 +7,9 @@ use axum::body::Body;
 use axum::http::Response;
 use serde_json::{json, Value};
 
+use blocks_wire::event::CancelRequested;
+use blocks_wire::{ControlMessage, TaskEvent, Terminal, TerminalState};
+
 use super::caller;
 use crate::access::TokenKind;
 use crate::net::Net;
@@ -349,9 +352,8 @@ fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
         let Some(t) = r.tasks.get(id).filter(|t| t.owner == user).cloned() else {
             return Err(fail(-32000, "TaskNotFound", format!("Task not found: {id}")));
         };
-        let msg =
-            json!({ "type": method, "taskId": id, "caller": user, "protocolVersion": blocks_wire::PROTOCOL_VERSION });
-        let control = r.control_for(id, msg);
+        let msg = ControlMessage::signal(method, id, Some(user)).map(|m| m.to_value());
+        let control = msg.and_then(|m| r.control_for(id, m));
         (t, control)
     };
     if method == "RetryTask" {
@@ -381,7 +383,12 @@ fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
         effects.push(Effect {
             sub_key: task.sub_key.clone(),
             channel: task.channel(),
-            payload: json!({ "type": "cancel_requested", "taskId": id, "ts": crate::clock::now_ms(), "protocolVersion": blocks_wire::PROTOCOL_VERSION }),
+            payload: TaskEvent::CancelRequested(CancelRequested {
+                ts: Some(crate::clock::now_ms().into()),
+                ..CancelRequested::default()
+            })
+            .stamped(id)
+            .to_value(),
             meta: None,
             store: true,
         });
@@ -390,10 +397,12 @@ fn lifecycle(net: &Net, user: &str, method: &str, p: &Value) -> RpcResult {
         Some(c) => effects.push(c),
         None if matches!(method, "CancelTask" | "TerminateTask") => {
             // not dispatched yet: the backend ends it itself
-            let mut t = json!({ "type": "terminal", "taskId": id, "state": "canceled", "protocolVersion": blocks_wire::PROTOCOL_VERSION });
-            if method == "TerminateTask" {
-                t["reason"] = json!("terminated");
-            }
+            let t = if method == "TerminateTask" {
+                Terminal::terminated()
+            } else {
+                Terminal::new(TerminalState::Canceled)
+            };
+            let t = TaskEvent::from(t).stamped(id).to_value();
             effects.push(Effect {
                 sub_key: task.sub_key.clone(),
                 channel: task.channel(),

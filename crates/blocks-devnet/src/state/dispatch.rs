@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use blocks_wire::control::StartTask;
+use blocks_wire::{ControlMessage, TaskEvent, Terminal};
+
 use super::{Effect, Records, Task};
 use crate::access::TokenKind;
 use crate::clock::{iso_now, now_ms};
@@ -88,8 +91,12 @@ impl Records {
 
     /// may move on (capacity freed).
     pub fn on_task_event(&mut self, task_id: &str, event: &Value, publisher: &str) -> Option<String> {
-        let kind = event.get("type").and_then(Value::as_str);
-        if matches!(kind, Some("progress" | "artifact" | "terminal")) {
+        // the wire model reads the event (a malformed one changes nothing)
+        let event = TaskEvent::parse(event).ok()?;
+        if matches!(
+            event,
+            TaskEvent::Progress(_) | TaskEvent::Artifact(_) | TaskEvent::Terminal(_)
+        ) {
             self.acknowledged(task_id, publisher);
         }
         let task = self.tasks.get_mut(task_id)?;
@@ -97,18 +104,14 @@ impl Records {
             return None;
         }
         self.dirty.tasks.insert(task_id.to_string());
-        match kind {
-            Some("progress") if event.get("state").and_then(Value::as_str) == Some("running") => {
+        match &event {
+            TaskEvent::Progress(p) if p.state.as_deref() == Some("running") => {
                 task.state = "running".into();
                 task.updated = iso_now();
                 None
             }
-            Some("terminal") => {
-                let state = event
-                    .get("state")
-                    .and_then(Value::as_str)
-                    .filter(|s| blocks_wire::is_terminal_state(s))?;
-                task.state = state.to_string();
+            TaskEvent::Terminal(t) => {
+                task.state = t.state.as_str().to_string();
                 task.updated = iso_now();
                 let inst = task.instance.clone();
                 let agent = task.agent.clone();
@@ -197,14 +200,12 @@ impl Records {
             let terminal = (tries >= attempts).then(|| Effect {
                 sub_key: t.sub_key.clone(),
                 channel: t.channel(),
-                payload: json!({
-                    "type": "terminal", "taskId": t.id, "state": "failed",
-                    "error": format!(
-                        "task_not_acknowledged: no instance of agent {agent:?} acknowledged the task within {} s ({tries} StartTasks sent); check that the agent is running and subscribed to its control channel",
-                        bound.as_secs_f64()
-                    ),
-                    "protocolVersion": blocks_wire::PROTOCOL_VERSION,
-                }),
+                payload: TaskEvent::from(Terminal::failed(format!(
+                    "task_not_acknowledged: no instance of agent {agent:?} acknowledged the task within {} s ({tries} StartTasks sent); check that the agent is running and subscribed to its control channel",
+                    bound.as_secs_f64()
+                )))
+                .stamped(&t.id)
+                .to_value(),
                 meta: None,
                 store: true,
             });
@@ -244,7 +245,9 @@ impl Records {
             .map(|t| Effect {
                 sub_key: t.sub_key.clone(),
                 channel: t.channel(),
-                payload: json!({ "type": "terminal", "taskId": t.id, "state": "failed", "error": "agent_instance_lost", "protocolVersion": blocks_wire::PROTOCOL_VERSION }),
+                payload: TaskEvent::from(Terminal::failed("agent_instance_lost"))
+                    .stamped(&t.id)
+                    .to_value(),
                 meta: None,
                 store: true,
             })
@@ -254,23 +257,27 @@ impl Records {
 
 /// The StartTask of `task`, with its write and control tokens and the pipe deadline.
 fn start_task_message(task: &Task, write: &str, control: &str, expires: Option<u64>) -> Value {
-    let mut start = json!({
-        "type": "StartTask", "taskId": task.id, "protocolVersion": blocks_wire::PROTOCOL_VERSION,
-        "agentName": task.agent, "ownerId": task.owner, "orgId": task.org,
-        "requestParts": task.request_parts, "callerClaims": { "sub": task.owner },
-        "requestSummary": {}, "taskKind": task.kind, "hasStream": task.has_stream,
-        "writeToken": write, "controlToken": control,
-    });
-    if let Some(d) = task.duration {
-        start["duration"] = json!(d);
-    }
-    if let Some(e) = expires {
-        start["durationExpiresAtMs"] = json!(e);
-    }
-    if let Some(k) = &task.consumer_public_key {
-        start["consumerPublicKey"] = json!(k);
-    }
-    start
+    let extra = serde_json::Map::from_iter([
+        ("requestParts".to_string(), task.request_parts.clone()),
+        ("callerClaims".to_string(), json!({ "sub": task.owner })),
+        ("requestSummary".to_string(), json!({})),
+    ]);
+    ControlMessage::StartTask(Box::new(StartTask {
+        task_id: task.id.clone(),
+        protocol_version: Some(blocks_wire::PROTOCOL_VERSION.into()),
+        agent_name: Some(task.agent.clone()),
+        owner_id: Some(task.owner.clone()),
+        org_id: Some(task.org.clone()),
+        task_kind: Some(task.kind.clone()),
+        duration: task.duration.map(|d| json!(d)),
+        duration_expires_at_ms: expires.map(|e| json!(e)),
+        consumer_public_key: task.consumer_public_key.clone(),
+        has_stream: Some(task.has_stream),
+        write_token: Some(write.into()),
+        control_token: Some(control.into()),
+        extra,
+    }))
+    .to_value()
 }
 
 #[cfg(test)]
