@@ -77,7 +77,7 @@ if (profile === 'release') cargoArgs.push('--release')
 const rustcVersion = execFileSync(distRust.rustc, ['--version'], { encoding: 'utf8' }).trim()
 console.log(`build-cross: ${p.platform} (${p.triple}, ${profile}) with ${rustcVersion}, linked by ${c.cc}; target dir ${crossTargetDir}`)
 const started = Date.now()
-const r = spawnSync('flock', ['/tmp/heavy-build.lock', distRust.cargo, ...cargoArgs], { cwd: root, env, stdio: 'inherit' })
+const r = spawnSync('flock', ['-w', '3600', '/tmp/heavy-build.lock', distRust.cargo, ...cargoArgs], { cwd: root, env, stdio: 'inherit' })
 if (r.status !== 0) {
   console.error(`build-cross: cargo failed (${r.status ?? r.signal})`)
   process.exit(1)

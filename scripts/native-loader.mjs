@@ -9,6 +9,7 @@
 // node scripts/native-loader.mjs [path/to/native.js]
 import fs from 'node:fs'
 import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { platforms, root, pkg } from './platforms.mjs'
 
 export const MARK = '/* @blocks-network/sdk: platform check, inserted by scripts/native-loader.mjs */'
@@ -45,7 +46,7 @@ if (!nativeBinding) {
   return source.slice(0, at) + check + source.slice(at)
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
   const file = path.resolve(process.argv[2] ?? path.join(root, 'native.js'))
   const before = fs.readFileSync(file, 'utf8')
   const after = patchLoader(before)

@@ -97,6 +97,7 @@ pub(crate) fn error_parts(e: &EngineError) -> (String, String, String) {
 #[napi]
 pub fn error_classes() -> Vec<String> {
     let mut out: Vec<String> = ErrorCode::ALL.iter().map(|c| js_class(*c).to_string()).collect();
+    out.sort();
     out.dedup();
     out
 }

@@ -346,6 +346,20 @@ impl AgentInstance {
                 "publishTerminal needs a terminal state (completed, failed or canceled), got {state:?}"
             )));
         }
+        // read before the task leaves `parked`: a refused terminal must leave the task as it was
+        let mut t = terminal;
+        if let Some(o) = t.as_object_mut() {
+            o.insert("type".into(), json!("terminal"));
+        }
+        let t = match blocks_wire::TaskEvent::parse(&t) {
+            Ok(blocks_wire::TaskEvent::Terminal(t)) => t,
+            Ok(_) | Err(_) => {
+                // unreachable after the state check (other fields of the wrong type are dropped)
+                return Err(Error::InvalidArgument(
+                    "publishTerminal needs a terminal state (completed, failed or canceled)".into(),
+                ));
+            }
+        };
         let unknown = || {
             Error::InvalidArgument(format!(
                 "No cached credentials for task {task_id}: this instance is not running it (or its terminal was already published)"
@@ -356,18 +370,6 @@ impl AgentInstance {
         // a task whose terminal is out holds no credentials any more, whichever map still lists it
         let Some(ctx) = ctx.filter(|c| !c.is_finished()) else {
             return Err(unknown());
-        };
-        let mut t = terminal;
-        if let Some(o) = t.as_object_mut() {
-            o.insert("type".into(), json!("terminal"));
-        }
-        let t = match blocks_wire::TaskEvent::parse(&t) {
-            Ok(blocks_wire::TaskEvent::Terminal(t)) => t,
-            Ok(_) | Err(_) => {
-                return Err(Error::InvalidArgument(
-                    "publishTerminal(taskId, { state }) needs a state: completed, failed or canceled (error, reason and completionReason are strings)".into(),
-                ))
-            }
         };
         ctx.end_streams().await;
         if !ctx.publish_terminal(t).await {

@@ -93,32 +93,45 @@ impl AuthError {
     }
 }
 
-/// A field kept only when it has the expected JSON type (a token answer with, say, a string
-/// `expiresIn` still gives its token).
-fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
-    let v = Value::deserialize(d)?;
-    Ok(T::deserialize(v).ok())
-}
-
 /// A token answer (consumer-token, refresh, agent connect/refresh, task-read-token). Fields of
 /// an unexpected type count as absent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenReply {
     /// The access token (`accessToken`).
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_token: Option<String>,
     /// The same under the name `token`.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token: Option<String>,
     /// Lifetime in seconds.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_in: Option<f64>,
     /// The user the token authenticates.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_id: Option<String>,
     /// The refresh token.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub refresh_token: Option<String>,
     /// `pamToken`, `channel`, `agentId`, … (endpoint-specific fields).
     #[serde(flatten)]

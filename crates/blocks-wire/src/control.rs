@@ -12,38 +12,82 @@ pub struct StartTask {
     #[serde(default)]
     pub task_id: String,
     /// The version pinned at task creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protocol_version: Option<String>,
     /// The agent (informational).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_name: Option<String>,
     /// The owner.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub owner_id: Option<String>,
     /// The org of the task channel (default: the owner).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub org_id: Option<String>,
     /// `request` (default) or `pipe`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_kind: Option<String>,
     /// Pipe only: whole minutes (checked with [`crate::PipeDuration`]; kept as sent so that a bad
     /// value can be refused with `invalid_start_task`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duration: Option<Value>,
     /// Pipe only: the server's deadline (epoch ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duration_expires_at_ms: Option<Value>,
     /// E2E key passthrough.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub consumer_public_key: Option<String>,
     /// Streaming negotiated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub has_stream: Option<bool>,
     /// T2, the task's write token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub write_token: Option<String>,
     /// A refreshed control token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub control_token: Option<String>,
     /// `requestParts`, `callerClaims`, `requestSummary`, … (the caller's JSON, passed to the handler).
     #[serde(flatten)]
@@ -59,10 +103,18 @@ pub struct TaskSignal {
     #[serde(default)]
     pub task_id: String,
     /// Why (CancelTask, ExpireTask).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reason: Option<String>,
     /// Who asked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub caller: Option<Value>,
     /// `protocolVersion`, `agentName`, …
     #[serde(flatten)]
@@ -74,10 +126,18 @@ pub struct TaskSignal {
 #[serde(rename_all = "camelCase")]
 pub struct SwitchEnvironment {
     /// `playground` or `network`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<String>,
     /// The control token for the new environment (required by the agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pam_token: Option<String>,
     /// `protocolVersion`, …
     #[serde(flatten)]
@@ -193,6 +253,11 @@ mod tests {
             Some(ControlMessage::Other(_))
         ));
         assert!(ControlMessage::parse(json!({"taskId": "t"})).is_none());
+        // a wrong-typed optional field does not lose the message
+        let odd =
+            ControlMessage::parse(json!({"type": "StartTask", "taskId": "t", "agentName": 5, "hasStream": "yes"}))
+                .unwrap();
+        assert!(matches!(odd, ControlMessage::StartTask(s) if s.agent_name.is_none() && s.has_stream.is_none()));
         assert!(ControlMessage::parse(json!("x")).is_none());
         assert_eq!(
             ControlMessage::signal("PauseTask", "t", None).unwrap().to_value(),

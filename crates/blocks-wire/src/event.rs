@@ -54,25 +54,53 @@ impl std::fmt::Display for TerminalState {
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// The task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_id: Option<String>,
     /// 0 on the first event of an accepted task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub progress: Option<Number>,
     /// `running` on the first event (any non-terminal state is taken as the session's state).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub state: Option<String>,
     /// Status text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub message: Option<String>,
     /// `stream_started` on a stream announcement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stream_event: Option<String>,
     /// The card's stream name of an announcement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub declared_stream: Option<String>,
     /// Announced streams by stream id (entries are checked one by one: [`StreamEntry::check`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub streams: Option<Map<String, Value>>,
     /// `protocolVersion` and anything else.
     #[serde(flatten)]
@@ -94,7 +122,11 @@ pub const STREAM_STARTED: &str = "stream_started";
 #[serde(rename_all = "camelCase")]
 pub struct StreamEntry {
     /// `stream.{agentName}.{streamId}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub channel: Option<String>,
     /// From the agent's side: `outbound` = the agent writes.
     pub direction: Direction,
@@ -103,13 +135,25 @@ pub struct StreamEntry {
     /// `dedicated` or `shared`.
     pub affinity: Affinity,
     /// The stream access token of the reader/writer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token: Option<String>,
     /// The token's lifetime.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token_ttl_minutes: Option<Number>,
     /// The card's metadata of the stream (user JSON).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metadata: Option<Value>,
 }
 
@@ -238,12 +282,20 @@ impl ArtifactRef {
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
     /// The task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_id: Option<String>,
     /// The reference.
     pub artifact_ref: ArtifactRef,
     /// The card output it fills (`io.outputs[].id`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output_id: Option<String>,
     /// Anything else.
     #[serde(flatten)]
@@ -255,18 +307,34 @@ pub struct Artifact {
 #[serde(rename_all = "camelCase")]
 pub struct Terminal {
     /// The task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_id: Option<String>,
     /// How it ended.
     pub state: TerminalState,
     /// Why it failed (the handler's text or a runtime code such as `agent_at_capacity`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub error: Option<String>,
     /// `terminated` after TerminateTask.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reason: Option<String>,
     /// `duration_expired` when a pipe task's duration ran out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub completion_reason: Option<String>,
     /// Anything else.
     #[serde(flatten)]
@@ -316,10 +384,18 @@ impl Terminal {
 #[serde(rename_all = "camelCase")]
 pub struct CancelRequested {
     /// The task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_id: Option<String>,
     /// When (epoch ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ts: Option<Number>,
     /// Anything else.
     #[serde(flatten)]
@@ -331,10 +407,18 @@ pub struct CancelRequested {
 #[serde(rename_all = "camelCase")]
 pub struct SystemStatus {
     /// The task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_id: Option<String>,
     /// `paused` or `resumed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status: Option<String>,
     /// Anything else.
     #[serde(flatten)]
@@ -543,6 +627,17 @@ mod tests {
         assert!(why(json!({"type": "artifact"})).contains("artifactRef.kind"));
         assert!(why(json!({"type": "artifact", "artifactRef": {}})).contains("artifactRef.kind"));
         assert!(TaskEvent::parse(&json!({"type": "progress"})).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_typed_optional_field_is_dropped_and_the_event_kept() {
+        let t =
+            TaskEvent::parse(&json!({"type": "terminal", "state": "failed", "error": {"code": "E"}, "x": 1})).unwrap();
+        assert_eq!(t.to_value(), json!({"type": "terminal", "state": "failed", "x": 1}));
+        let p = TaskEvent::parse(&json!({"type": "progress", "message": 5, "progress": "half"})).unwrap();
+        assert_eq!(p.to_value(), json!({"type": "progress"}));
+        let s = json!({"channel": 7, "direction": "outbound", "format": "bytes", "affinity": "shared", "token": null});
+        assert!(StreamEntry::check(&s).is_some_and(|e| e.channel.is_none() && e.token.is_none()));
     }
 
     #[test]

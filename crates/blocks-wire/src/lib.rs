@@ -11,6 +11,18 @@ pub mod control;
 pub mod event;
 
 pub use control::ControlMessage;
+
+/// Serde helper: an optional field kept only when it has the expected JSON type (a wrong-typed
+/// optional field is dropped; the message around it still counts). Fields that decide what a
+/// message is (`type`, a terminal's `state`, `artifactRef.kind`, a stream's direction, format
+/// and affinity) do not use it.
+pub(crate) fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    use serde::Deserialize as _;
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(v).ok())
+}
 pub use event::{TaskEvent, Terminal, TerminalState};
 
 /// The one wire protocol version both SDKs speak.

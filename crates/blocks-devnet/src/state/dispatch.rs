@@ -91,14 +91,15 @@ impl Records {
 
     /// may move on (capacity freed).
     pub fn on_task_event(&mut self, task_id: &str, event: &Value, publisher: &str) -> Option<String> {
-        // the wire model reads the event (a malformed one changes nothing)
-        let event = TaskEvent::parse(event).ok()?;
+        // any progress, artifact or terminal from the instance acknowledges the task, even a
+        // malformed one; only well-formed events (the wire model's parse) change its state
         if matches!(
-            event,
-            TaskEvent::Progress(_) | TaskEvent::Artifact(_) | TaskEvent::Terminal(_)
+            event.get("type").and_then(Value::as_str),
+            Some("progress" | "artifact" | "terminal")
         ) {
             self.acknowledged(task_id, publisher);
         }
+        let event = TaskEvent::parse(event).ok()?;
         let task = self.tasks.get_mut(task_id)?;
         if task.is_terminal() {
             return None;
