@@ -481,23 +481,3 @@ impl Drop for AgentInstance {
         self.inner.control().close();
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn start(v: Value) -> blocks_wire::control::StartTask {
-        serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn pipe_validation() {
-        assert!(valid_pipe(&start(json!({"duration": 1, "durationExpiresAtMs": 5}))));
-        assert!(!valid_pipe(&start(json!({"duration": 0, "durationExpiresAtMs": 5}))));
-        assert!(!valid_pipe(&start(
-            json!({"duration": 43201, "durationExpiresAtMs": 5})
-        )));
-        assert!(!valid_pipe(&start(json!({"duration": 1.5, "durationExpiresAtMs": 5}))));
-        assert!(!valid_pipe(&start(json!({"duration": 1}))));
-    }
-}

@@ -226,15 +226,35 @@ impl ControlMessage {
     }
 }
 
-/// A JSON number of epoch milliseconds, when it is a positive number.
-pub fn positive_ms(v: Option<&Value>) -> Option<f64> {
-    v.and_then(Value::as_f64).filter(|ms| *ms > 0.0 && ms.is_finite())
+impl StartTask {
+    /// A pipe task's terms (agent spec §5.4 step 2): a [`crate::PipeDuration`] and a positive
+    /// `durationExpiresAtMs`. A pipe StartTask without them is refused with `invalid_start_task`.
+    pub fn has_valid_pipe_terms(&self) -> bool {
+        let duration = self.duration.as_ref().and_then(Value::as_f64);
+        let expires = self.duration_expires_at_ms.as_ref().and_then(Value::as_f64);
+        duration.and_then(crate::PipeDuration::from_f64).is_some() && expires.is_some_and(|e| e > 0.0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn pipe_terms() {
+        let start = |v: Value| serde_json::from_value::<StartTask>(v).unwrap();
+        assert!(start(json!({"duration": 1, "durationExpiresAtMs": 5})).has_valid_pipe_terms());
+        for bad in [
+            json!({"duration": 0, "durationExpiresAtMs": 5}),
+            json!({"duration": 43201, "durationExpiresAtMs": 5}),
+            json!({"duration": 1.5, "durationExpiresAtMs": 5}),
+            json!({"duration": 1, "durationExpiresAtMs": 0}),
+            json!({"duration": 1}),
+        ] {
+            assert!(!start(bad.clone()).has_valid_pipe_terms(), "{bad}");
+        }
+    }
 
     #[test]
     fn control_messages_parse_and_print() {

@@ -403,7 +403,7 @@ impl Instance {
         let version = task.protocol_version.as_deref();
         let failure = if version.is_some_and(|v| !blocks_wire::is_protocol_version_supported(v)) {
             Some("unsupported_protocol_version")
-        } else if task.task_kind.as_deref() == Some("pipe") && !valid_pipe(&task) {
+        } else if task.task_kind.as_deref() == Some("pipe") && !task.has_valid_pipe_terms() {
             Some("invalid_start_task")
         } else {
             None
@@ -637,12 +637,6 @@ impl Instance {
             tracing::debug!(target: "blocks::agent", "presence state not written: {e}");
         }
     }
-}
-
-pub(super) fn valid_pipe(task: &StartTask) -> bool {
-    let d = task.duration.as_ref().and_then(Value::as_f64);
-    let exp = task.duration_expires_at_ms.as_ref().and_then(Value::as_f64);
-    d.and_then(blocks_wire::PipeDuration::from_f64).is_some() && matches!(exp, Some(e) if e > 0.0)
 }
 
 /// `BLOCKS_PROFILE` with the token `timing` (comma list, any case): one info line per dispatched
